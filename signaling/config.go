@@ -1,0 +1,92 @@
+package signaling
+
+import (
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/cl5-relay/cl5-relay/migration"
+	"github.com/cl5-relay/cl5-relay/signaling/wire"
+)
+
+// Config configures the hub and its WebSocket transport. Zero values mean
+// the defaults documented on each field.
+type Config struct {
+	// AllowedOrigins lists the Origin values allowed to connect: "*",
+	// exact origins ("https://turbowarp.org") or host patterns
+	// ("*.turbowarp.org"). Empty allows every origin; an empty or missing
+	// Origin header is refused either way (HTTP 418, as v1.0).
+	AllowedOrigins []string
+	// MaxFrameBytes is the largest WebSocket message accepted. Default 64 KiB.
+	MaxFrameBytes int
+	// UpgradesPerMinute and UpgradeBurst limit WebSocket upgrades per client
+	// IP. Defaults 60 and 30; a negative rate disables the limit.
+	UpgradesPerMinute int
+	UpgradeBurst      int
+	// MessagesPerSecond and MessageBurst limit messages per connection;
+	// beyond them the client gets VIOLATION. Defaults 50 and 100; a negative
+	// rate disables the limit.
+	MessagesPerSecond float64
+	MessageBurst      int
+	// SendQueue is the number of frames queued per connection before the
+	// client is dropped as too slow. Default 256.
+	SendQueue int
+	// WriteTimeout bounds every socket write. Default 10 s.
+	WriteTimeout time.Duration
+	// PeerTimeout is how long a connection may stay silent (no frame, no
+	// pong) before it is declared dead. The server pings every third of it.
+	// Default 5 s; minimum 1 s.
+	PeerTimeout time.Duration
+	// Auth authenticates INIT. Default OpenAuth.
+	Auth Authenticator
+	// MigrationPolicy is the lobby default when CREATE_LOBBY names none.
+	// Default migration.Oldest.
+	MigrationPolicy migration.Policy
+	// Logger receives the hub's logs. Default slog.Default().
+	Logger *slog.Logger
+	// Registerer receives the hub's metrics. Default: a private registry
+	// (never the global one).
+	Registerer prometheus.Registerer
+}
+
+func (c Config) withDefaults() Config {
+	if c.MaxFrameBytes <= 0 {
+		c.MaxFrameBytes = wire.DefaultMaxFrame
+	}
+	if c.UpgradesPerMinute == 0 {
+		c.UpgradesPerMinute = 60
+	}
+	if c.UpgradeBurst <= 0 {
+		c.UpgradeBurst = 30
+	}
+	if c.MessagesPerSecond == 0 {
+		c.MessagesPerSecond = 50
+	}
+	if c.MessageBurst <= 0 {
+		c.MessageBurst = 100
+	}
+	if c.SendQueue <= 0 {
+		c.SendQueue = 256
+	}
+	if c.WriteTimeout <= 0 {
+		c.WriteTimeout = 10 * time.Second
+	}
+	if c.PeerTimeout <= 0 {
+		c.PeerTimeout = 5 * time.Second
+	}
+	c.PeerTimeout = max(c.PeerTimeout, time.Second)
+	if c.Auth == nil {
+		c.Auth = OpenAuth{}
+	}
+	if c.MigrationPolicy == "" {
+		c.MigrationPolicy = migration.DefaultPolicy
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Registerer == nil {
+		c.Registerer = prometheus.NewRegistry()
+	}
+	return c
+}

@@ -1,0 +1,105 @@
+package signaling
+
+import (
+	"encoding/json"
+	"slices"
+
+	"github.com/cl5-relay/cl5-relay/signaling/wire"
+)
+
+// MANAGE_ACK texts.
+const (
+	ackOK            = "ok"
+	ackNoPeer        = "no peer found"
+	ackUnknownMethod = "unknown method"
+	ackPeerIDType    = "type error: argument (peer id) should be a string"
+	ackPasswordType  = "type error: argument (new password) should be a string"
+	ackMaxType       = "type error: argument (max players) should be an integer"
+	ackMaxRange      = "value error: argument (max players) should be at least -1 (unlimited)"
+	ackMaxTooSmall   = "value error: new size is smaller than the current number of peers in the lobby"
+)
+
+func (h *Hub) manageLocked(g *game, s *Session, payload json.RawMessage) {
+	if s.state != stateHost {
+		s.warn(warnUnauthorized)
+		return
+	}
+	var req wire.ManageLobby
+	if err := wire.DecodePayload(wire.OpManageLobby, payload, &req); err != nil {
+		s.violate("type", err.Error())
+		return
+	}
+	l := s.lobby
+	ack := func(text string) { s.sendOp(wire.OpManageAck, text) }
+	switch req.Method {
+	case "lock", "unlock":
+		l.locked = req.Method == "lock"
+		ack(ackOK)
+	case "change_password":
+		var pw string
+		if json.Unmarshal(req.Args, &pw) != nil || len(req.Args) == 0 {
+			ack(ackPasswordType)
+			return
+		}
+		l.password = pw
+		ack(ackOK)
+	case "change_max_players":
+		n, ok := wire.ParseInt(req.Args)
+		switch {
+		case !ok:
+			ack(ackMaxType)
+		case n < -1:
+			ack(ackMaxRange)
+		case n != -1 && n < len(l.members):
+			ack(ackMaxTooSmall)
+		default:
+			l.maxPlayers = n
+			ack(ackOK)
+		}
+	case "kick":
+		i, text := l.findArg(req.Args)
+		if i < 0 {
+			ack(text)
+			return
+		}
+		target := l.members[i]
+		target.warn(warnKicked)
+		h.leaveLobbyLocked(g, target, causeKick)
+		target.shutdown(CloseNormal, "kicked")
+		ack(ackOK)
+	case "close_lobby":
+		h.closeLobbyLocked(g, l)
+		ack(ackOK)
+	case "transfer_ownership":
+		i, text := l.findArg(req.Args)
+		if i < 0 {
+			ack(text)
+			return
+		}
+		nh := l.members[i]
+		s.sendOp(wire.OpTransition, "peer")
+		l.members = append(slices.Delete(l.members, i, i+1), s)
+		s.state = stateMember
+		l.host, nh.state = nh, stateHost
+		l.term = l.term.Next()
+		h.metrics.hostChanges.WithLabelValues(causeTransfer, string(l.policy)).Inc()
+		nh.sendOp(wire.OpTransition, "host")
+		l.announceHostLocked()
+		ack(ackOK)
+	default:
+		ack(ackUnknownMethod)
+	}
+}
+
+// findArg resolves a member named by an instance_id argument. It returns
+// the member's index, or -1 and the MANAGE_ACK text to send.
+func (l *lobby) findArg(args json.RawMessage) (int, string) {
+	var id string
+	if len(args) == 0 || json.Unmarshal(args, &id) != nil {
+		return -1, ackPeerIDType
+	}
+	if i := l.member(id); i >= 0 {
+		return i, ""
+	}
+	return -1, ackNoPeer
+}

@@ -1,0 +1,124 @@
+// Package wire holds the CL5 out-of-band message shapes and a size-limited
+// decoder. It knows nothing about sessions or lobbies; the hub maps decode
+// errors to WARNING/VIOLATION replies.
+package wire
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+)
+
+// Client -> server opcodes.
+const (
+	OpInit        = "INIT"
+	OpKeepalive   = "KEEPALIVE"
+	OpListLobbies = "LIST_LOBBIES"
+	OpFindLobby   = "FIND_LOBBY"
+	OpCreateLobby = "CREATE_LOBBY"
+	OpJoinLobby   = "JOIN_LOBBY"
+	OpManageLobby = "MANAGE_LOBBY"
+)
+
+// Server -> client opcodes.
+const (
+	OpInitOK       = "INIT_OK"
+	OpKeepaliveAck = "KEEPALIVE_ACK"
+	OpListAck      = "LIST_ACK"
+	OpFindAck      = "FIND_ACK"
+	OpCreateAck    = "CREATE_ACK"
+	OpJoinAck      = "JOIN_ACK"
+	OpManageAck    = "MANAGE_ACK"
+	OpNewLobby     = "NEW_LOBBY"
+	OpLobbyClosed  = "LOBBY_CLOSED"
+	OpNewHost      = "NEW_HOST"
+	OpNewPeer      = "NEW_PEER"
+	OpPeerJoin     = "PEER_JOIN"
+	OpPeerLeft     = "PEER_LEFT"
+	OpTransition   = "TRANSITION"
+	OpRelay        = "RELAY"
+	OpWarning      = "WARNING"
+	OpViolation    = "VIOLATION"
+)
+
+// DefaultMaxFrame is the largest frame accepted when no limit is configured.
+const DefaultMaxFrame = 64 << 10
+
+// Envelope is the out-of-band message in both directions.
+type Envelope struct {
+	Opcode  string          `json:"opcode"`
+	Payload json.RawMessage `json:"payload,omitempty"`
+}
+
+// Errors returned by Decode. Both are fatal for the connection (VIOLATION).
+var (
+	ErrTooLarge  = errors.New("frame too large")
+	ErrMalformed = errors.New("malformed JSON")
+)
+
+// Decode parses one frame. max <= 0 means DefaultMaxFrame. A frame that is
+// not a JSON object with a string opcode is ErrMalformed; a missing opcode
+// decodes as "" (an unknown opcode, which is only a WARNING).
+func Decode(frame []byte, max int) (Envelope, error) {
+	if max <= 0 {
+		max = DefaultMaxFrame
+	}
+	if len(frame) > max {
+		return Envelope{}, fmt.Errorf("%w: %d bytes (limit %d)", ErrTooLarge, len(frame), max)
+	}
+	var env Envelope
+	if err := json.Unmarshal(frame, &env); err != nil {
+		return Envelope{}, fmt.Errorf("%w: %s", ErrMalformed, describe(err))
+	}
+	if bytes.Equal(env.Payload, []byte("null")) {
+		env.Payload = nil
+	}
+	return env, nil
+}
+
+// Encode builds a server -> client frame. Payloads are our own types, so a
+// marshal error is a programming error and panics.
+func Encode(opcode string, payload any) []byte {
+	b, err := json.Marshal(struct {
+		Opcode  string `json:"opcode"`
+		Payload any    `json:"payload"`
+	}{opcode, payload})
+	if err != nil {
+		panic(fmt.Sprintf("wire: encoding %s: %v", opcode, err))
+	}
+	return b
+}
+
+// DecodePayload unmarshals an opcode's payload into v. A missing payload
+// leaves v at its zero value. Errors describe the offending field, so they
+// can be sent back as a VIOLATION text.
+func DecodePayload(opcode string, payload json.RawMessage, v any) error {
+	if len(payload) == 0 {
+		return nil
+	}
+	if err := json.Unmarshal(payload, v); err != nil {
+		return fmt.Errorf("%s: %s", opcode, describe(err))
+	}
+	return nil
+}
+
+// describe turns encoding/json errors into short texts without Go type names.
+func describe(err error) string {
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) {
+		if te.Field == "" {
+			return fmt.Sprintf("payload must not be a JSON %s", te.Value)
+		}
+		return fmt.Sprintf("field %q must not be a JSON %s", te.Field, te.Value)
+	}
+	var se *json.SyntaxError
+	if errors.As(err, &se) {
+		return fmt.Sprintf("invalid JSON at byte %d", se.Offset)
+	}
+	var ie *IntError
+	if errors.As(err, &ie) {
+		return ie.Error()
+	}
+	return "invalid JSON"
+}
