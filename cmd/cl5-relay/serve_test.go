@@ -1,0 +1,200 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// buildBinary compiles cl5-relay once per test run.
+func buildBinary(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "cl5-relay")
+	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// runningServer is a cl5-relay process whose JSON logs are followed.
+type runningServer struct {
+	cmd   *exec.Cmd
+	addrs map[string]string // "signaling", "metrics" -> host:port
+	logs  chan map[string]any
+	done  chan struct{} // closed when the process has exited
+	err   error         // its exit status, once done is closed
+}
+
+func startServer(t *testing.T, bin string, args ...string) *runningServer {
+	t.Helper()
+	cmd := exec.Command(bin, append([]string{"serve", "--log-format", "json"}, args...)...)
+	cmd.Env = append(os.Environ(), "CL5_LOG_LEVEL=info")
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	rs := &runningServer{cmd: cmd, addrs: map[string]string{}, logs: make(chan map[string]any, 256), done: make(chan struct{})}
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			var m map[string]any
+			if json.Unmarshal(sc.Bytes(), &m) == nil {
+				select {
+				case rs.logs <- m:
+				default:
+				}
+			}
+		}
+		close(rs.logs)
+	}()
+	go func() {
+		rs.err = cmd.Wait()
+		close(rs.done)
+	}()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-rs.done
+	})
+	rs.waitLog(t, "cl5-relay started", func(m map[string]any) {
+		if m["msg"] == "listening" {
+			rs.addrs[m["server"].(string)] = m["addr"].(string)
+		}
+	})
+	return rs
+}
+
+// waitLog reads logs until one has msg, calling each on every line seen.
+func (rs *runningServer) waitLog(t *testing.T, msg string, each func(map[string]any)) {
+	t.Helper()
+	timeout := time.After(15 * time.Second)
+	for {
+		select {
+		case m, ok := <-rs.logs:
+			if !ok {
+				t.Fatalf("server exited before logging %q", msg)
+			}
+			if each != nil {
+				each(m)
+			}
+			if m["msg"] == msg {
+				return
+			}
+		case <-timeout:
+			t.Fatalf("no %q log line within 15s", msg)
+		}
+	}
+}
+
+func httpGet(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// TestServeBinary runs the real binary as a new user would: start on
+// loopback ports, check the ops endpoints, speak CL5 over a WebSocket, stop
+// with SIGTERM.
+func TestServeBinary(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	rs := startServer(t, buildBinary(t), "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0")
+	metrics := "http://" + rs.addrs["metrics"]
+
+	if code, body := httpGet(t, metrics+"/healthz"); code != 200 || strings.TrimSpace(body) != "ok" {
+		t.Fatalf("/healthz = %d %q", code, body)
+	}
+	if code, _ := httpGet(t, metrics+"/readyz"); code != 200 {
+		t.Fatalf("/readyz = %d", code)
+	}
+
+	hdr := http.Header{"Origin": {"http://localhost:8000"}}
+	ws, _, err := websocket.DefaultDialer.Dial("ws://"+rs.addrs["signaling"]+"/?ugi=binarytest", hdr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	_ = ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+	exchange := func(send, wantOpcode string) map[string]any {
+		t.Helper()
+		if err := ws.WriteMessage(websocket.TextMessage, []byte(send)); err != nil {
+			t.Fatal(err)
+		}
+		var m map[string]any
+		if err := ws.ReadJSON(&m); err != nil {
+			t.Fatal(err)
+		}
+		if m["opcode"] != wantOpcode {
+			t.Fatalf("sent %s, got %v, want %s", send, m, wantOpcode)
+		}
+		return m
+	}
+	initOK := exchange(`{"opcode":"INIT","payload":{"token":"let me in","username":"alice"}}`, "INIT_OK")
+	p := initOK["payload"].(map[string]any)
+	if p["username"] != "alice" || !strings.HasSuffix(p["instance_id"].(string), "_binarytest") ||
+		!strings.HasPrefix(p["user_id"].(string), "GUEST_") {
+		t.Fatalf("INIT_OK payload %v", p)
+	}
+	exchange(`{"opcode":"LIST_LOBBIES"}`, "LIST_ACK")
+
+	_, body := httpGet(t, metrics+"/metrics")
+	if !strings.Contains(body, "cl5_signaling_sessions 1") {
+		t.Fatalf("/metrics does not count the session:\n%.2000s", body)
+	}
+
+	if err := rs.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	// The client is told why it is disconnected.
+	var m map[string]any
+	err = ws.ReadJSON(&m)
+	if ce, ok := err.(*websocket.CloseError); !ok || ce.Code != websocket.CloseGoingAway {
+		t.Fatalf("after SIGTERM the client got %v, want close 1001", err)
+	}
+	rs.waitLog(t, "stopped", nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	select {
+	case <-rs.done:
+		if rs.err != nil {
+			t.Fatalf("exit after SIGTERM: %v", rs.err)
+		}
+	case <-ctx.Done():
+		t.Fatal("server did not exit after SIGTERM")
+	}
+}
+
+func TestServeRejectsBadConfig(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	out, err := exec.Command(buildBinary(t), "serve", "--auth", "nope", "--log-format", "xml").CombinedOutput()
+	if err == nil {
+		t.Fatalf("bad config accepted:\n%s", out)
+	}
+	for _, want := range []string{"auth", "log_format"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("output does not mention %s:\n%s", want, out)
+		}
+	}
+}
