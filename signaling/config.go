@@ -38,6 +38,14 @@ type Config struct {
 	// pong) before it is declared dead. The server pings every third of it.
 	// Default 5 s; minimum 1 s.
 	PeerTimeout time.Duration
+	// ResumeGrace is how long a player that opted in to resume (INIT
+	// "resume": true) is held after its connection drops without a close
+	// frame. Players that never opt in get no grace, so v1.0 clients leave
+	// at once. Default 10 s; negative turns resume off.
+	ResumeGrace time.Duration
+	// Relays picks relay peers for lobbies created with enable_relay.
+	// Default none: such lobbies fall back to relay-capable members.
+	Relays RelayPicker
 	// Auth authenticates INIT. Default OpenAuth.
 	Auth Authenticator
 	// MigrationPolicy is the lobby default when CREATE_LOBBY names none.
@@ -76,6 +84,9 @@ func (c Config) withDefaults() Config {
 		c.PeerTimeout = 5 * time.Second
 	}
 	c.PeerTimeout = max(c.PeerTimeout, time.Second)
+	if c.ResumeGrace == 0 {
+		c.ResumeGrace = 10 * time.Second
+	}
 	if c.Auth == nil {
 		c.Auth = OpenAuth{}
 	}

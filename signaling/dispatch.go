@@ -17,24 +17,27 @@ const (
 	warnInLobby       = "already in a lobby: close the connection (or close_lobby) first"
 	warnKicked        = "You have been kicked from the lobby."
 	warnFindType      = "type error: FIND_LOBBY payload should be a string"
+	warnResumeFailed  = "resume failed: unknown, used or expired token; send INIT"
 )
 
 // dispatchLocked runs one decoded message. Called with g.mu held.
 func (h *Hub) dispatchLocked(g *game, s *Session, env wire.Envelope) {
+	p := s.p
 	switch env.Opcode {
 	case wire.OpKeepalive:
-		s.sendOp(wire.OpKeepaliveAck, env.Payload)
+		p.sendOp(wire.OpKeepaliveAck, env.Payload)
 		return
 	case wire.OpInit:
-		h.initLocked(s, env.Payload)
+		h.initLocked(g, s, env.Payload)
 		return
-	case wire.OpListLobbies, wire.OpFindLobby, wire.OpCreateLobby, wire.OpJoinLobby, wire.OpManageLobby:
-		if s.state == stateNew {
-			s.warn(warnUnauthorized)
+	case wire.OpListLobbies, wire.OpFindLobby, wire.OpCreateLobby, wire.OpJoinLobby,
+		wire.OpManageLobby, wire.OpNetReport:
+		if p.state == stateNew {
+			p.warn(warnUnauthorized)
 			return
 		}
 	default:
-		s.warn(warnUnknownOpcode)
+		p.warn(warnUnknownOpcode)
 		return
 	}
 	switch env.Opcode {
@@ -43,17 +46,17 @@ func (h *Hub) dispatchLocked(g *game, s *Session, env wire.Envelope) {
 		for i, l := range g.order {
 			names[i] = l.name
 		}
-		s.sendOp(wire.OpListAck, names)
+		p.sendOp(wire.OpListAck, names)
 	case wire.OpFindLobby:
 		var name string
 		if err := json.Unmarshal(env.Payload, &name); err != nil {
-			s.warn(warnFindType)
+			p.warn(warnFindType)
 			return
 		}
 		if l := g.lobbies[name]; l != nil {
-			s.sendOp(wire.OpFindAck, l.info())
+			p.sendOp(wire.OpFindAck, l.info())
 		} else {
-			s.sendOp(wire.OpFindAck, "not found")
+			p.sendOp(wire.OpFindAck, "not found")
 		}
 	case wire.OpCreateLobby:
 		h.createLocked(g, s, env.Payload)
@@ -61,12 +64,21 @@ func (h *Hub) dispatchLocked(g *game, s *Session, env wire.Envelope) {
 		h.joinLocked(g, s, env.Payload)
 	case wire.OpManageLobby:
 		h.manageLocked(g, s, env.Payload)
+	case wire.OpNetReport:
+		var r wire.NetReport
+		if err := wire.DecodePayload(wire.OpNetReport, env.Payload, &r); err != nil {
+			p.warn(err.Error())
+			return
+		}
+		p.report = migration.Report{RTTMillis: r.RTTMillis, Relayed: r.Relayed}
+		p.reported = true
 	}
 }
 
-func (h *Hub) initLocked(s *Session, payload json.RawMessage) {
-	if s.state != stateNew {
-		s.warn(warnAlreadyInit)
+func (h *Hub) initLocked(g *game, s *Session, payload json.RawMessage) {
+	p := s.p
+	if p.state != stateNew {
+		p.warn(warnAlreadyInit)
 		return
 	}
 	var req wire.InitRequest
@@ -76,24 +88,37 @@ func (h *Hub) initLocked(s *Session, payload json.RawMessage) {
 	}
 	id, err := h.cfg.Auth.Authenticate(req, s.cookie)
 	if err != nil {
-		h.metrics.violations.WithLabelValues("auth").Inc()
-		s.sendOp(wire.OpViolation, err.Error())
-		s.shutdown(CloseGoingAway, err.Error())
+		s.violate("auth", err.Error())
 		return
 	}
-	s.peer.UserID, s.peer.Username, s.peer.Pubkey = id.UserID, id.Username, req.Pubkey
-	s.relayCap = req.RelayCapable
-	s.state = stateReady
-	s.sendOp(wire.OpInitOK, wire.InitOK{
-		InstanceID: s.peer.InstanceID,
-		UserID:     s.peer.UserID,
-		Username:   s.peer.Username,
-	})
+	p.peer.UserID, p.peer.Username, p.peer.Pubkey = id.UserID, id.Username, req.Pubkey
+	p.relayCap = req.RelayCapable
+	p.resume = req.Resume && h.cfg.ResumeGrace > 0
+	p.state = stateReady
+	h.sendInitOKLocked(g, p)
+}
+
+// sendInitOKLocked sends INIT_OK, with a fresh resume token when p opted in.
+func (h *Hub) sendInitOKLocked(g *game, p *player) {
+	ok := wire.InitOK{
+		InstanceID: p.peer.InstanceID,
+		UserID:     p.peer.UserID,
+		Username:   p.peer.Username,
+	}
+	if p.resume {
+		tok, err := g.resumes.Issue(p.peer.InstanceID)
+		if err != nil {
+			h.log.Error("cannot issue resume token", "err", err)
+		}
+		ok.ResumeToken = tok
+	}
+	p.sendOp(wire.OpInitOK, ok)
 }
 
 func (h *Hub) createLocked(g *game, s *Session, payload json.RawMessage) {
-	if s.lobby != nil {
-		s.warn(warnInLobby)
+	p := s.p
+	if p.lobby != nil {
+		p.warn(warnInLobby)
 		return
 	}
 	var req wire.CreateLobby
@@ -107,19 +132,19 @@ func (h *Hub) createLocked(g *game, s *Session, payload json.RawMessage) {
 	}
 	switch {
 	case req.Name == "":
-		s.sendOp(wire.OpCreateAck, "invalid: name is empty")
+		p.sendOp(wire.OpCreateAck, "invalid: name is empty")
 		return
 	case !utf8.ValidString(req.Name) || utf8.RuneCountInString(req.Name) > maxLobbyRunes:
-		s.sendOp(wire.OpCreateAck, fmt.Sprintf("invalid: name is longer than %d characters", maxLobbyRunes))
+		p.sendOp(wire.OpCreateAck, fmt.Sprintf("invalid: name is longer than %d characters", maxLobbyRunes))
 		return
 	case req.MaxPlayers < -1:
-		s.sendOp(wire.OpCreateAck, "invalid: max_players must be -1 (unlimited) or more")
+		p.sendOp(wire.OpCreateAck, "invalid: max_players must be -1 (unlimited) or more")
 		return
 	case err != nil:
-		s.sendOp(wire.OpCreateAck, "invalid: migration must be oldest, best or none")
+		p.sendOp(wire.OpCreateAck, "invalid: migration must be oldest, best or none")
 		return
 	case g.lobbies[req.Name] != nil:
-		s.sendOp(wire.OpCreateAck, "exists")
+		p.sendOp(wire.OpCreateAck, "exists")
 		return
 	}
 	l := &lobby{
@@ -127,28 +152,28 @@ func (h *Hub) createLocked(g *game, s *Session, payload json.RawMessage) {
 		password:   req.Password,
 		maxPlayers: int(req.MaxPlayers),
 		locked:     req.Locked,
+		wantRelay:  req.EnableRelay,
 		policy:     policy,
 		term:       migration.Start(),
-		host:       s,
+		host:       p,
 	}
 	g.lobbies[l.name] = l
 	g.order = append(g.order, l)
 	h.metrics.lobbies.Inc()
-	delete(g.idle, s)
-	s.lobby, s.state = l, stateHost
+	delete(g.idle, p)
+	p.lobby, p.state = l, stateHost
 
-	s.sendOp(wire.OpTransition, "host")
-	s.sendOp(wire.OpCreateAck, "ok")
-	s.sendOp(wire.OpNewHost, l.hostPeer())
-	if l.relayID != "" {
-		s.sendOp(wire.OpRelay, l.relayID)
-	}
+	p.sendOp(wire.OpTransition, "host")
+	p.sendOp(wire.OpCreateAck, "ok")
+	p.sendOp(wire.OpNewHost, l.hostPeer())
+	h.electRelayLocked(g, l, "")
 	broadcastLocked(wire.Encode(wire.OpNewLobby, l.name), g.idleList())
 }
 
 func (h *Hub) joinLocked(g *game, s *Session, payload json.RawMessage) {
-	if s.lobby != nil {
-		s.warn(warnInLobby)
+	p := s.p
+	if p.lobby != nil {
+		p.warn(warnInLobby)
 		return
 	}
 	var req wire.JoinLobby
@@ -159,29 +184,32 @@ func (h *Hub) joinLocked(g *game, s *Session, payload json.RawMessage) {
 	l := g.lobbies[req.Name]
 	switch {
 	case l == nil:
-		s.sendOp(wire.OpJoinAck, "not found")
+		p.sendOp(wire.OpJoinAck, "not found")
 		return
 	case l.locked:
-		s.sendOp(wire.OpJoinAck, "locked")
+		p.sendOp(wire.OpJoinAck, "locked")
 		return
 	case l.full():
-		s.sendOp(wire.OpJoinAck, "full")
+		p.sendOp(wire.OpJoinAck, "full")
 		return
 	case l.password != "" && req.Password != l.password:
-		s.sendOp(wire.OpJoinAck, "password")
+		p.sendOp(wire.OpJoinAck, "password")
 		return
 	}
 	others := l.members
-	l.members = append(l.members, s)
-	delete(g.idle, s)
-	s.lobby, s.state = l, stateMember
+	l.members = append(l.members, p)
+	delete(g.idle, p)
+	p.lobby, p.state = l, stateMember
 
-	s.sendOp(wire.OpTransition, "peer")
-	s.sendOp(wire.OpJoinAck, "ok")
-	s.sendOp(wire.OpNewHost, l.hostPeer())
-	l.host.sendOp(wire.OpNewPeer, s.peer)
-	broadcastLocked(wire.Encode(wire.OpPeerJoin, s.peer), others)
-	if l.relayID != "" {
-		s.sendOp(wire.OpRelay, l.relayID)
+	p.sendOp(wire.OpTransition, "peer")
+	p.sendOp(wire.OpJoinAck, "ok")
+	p.sendOp(wire.OpNewHost, l.hostPeer())
+	l.host.sendOp(wire.OpNewPeer, p.peer)
+	broadcastLocked(wire.Encode(wire.OpPeerJoin, p.peer), others)
+	switch {
+	case l.relayID != "":
+		p.sendOp(wire.OpRelay, l.relayID)
+	case l.wantRelay && p.relayCap:
+		h.electRelayLocked(g, l, "")
 	}
 }

@@ -1,4 +1,4 @@
-// Package signaling is the CL5 signaling core: games, lobbies and sessions
+// Package signaling is the CL5 signaling core: games, lobbies and players
 // (the hub), and the WebSocket transport that feeds it.
 package signaling
 
@@ -12,42 +12,49 @@ import (
 
 	"github.com/oklog/ulid/v2"
 
+	"github.com/cl5-relay/cl5-relay/migration"
 	"github.com/cl5-relay/cl5-relay/signaling/wire"
 )
 
-// Errors from Attach.
+// Errors from Attach and Resume.
 var (
-	ErrBadUGI     = errors.New("signaling: invalid ugi")
-	ErrHubClosed  = errors.New("signaling: hub closed")
-	instanceIDRe  = regexp.MustCompile(`^[A-Za-z0-9]+(?:[ _-][A-Za-z0-9]+)*$`)
+	ErrBadUGI    = errors.New("signaling: invalid ugi")
+	ErrHubClosed = errors.New("signaling: hub closed")
+)
+
+var instanceIDRe = regexp.MustCompile(`^[A-Za-z0-9]+(?:[ _-][A-Za-z0-9]+)*$`)
+
+const (
 	maxUGIRunes   = 128
 	maxLobbyRunes = 64
 )
 
-// Hub holds every game, lobby and session. It is driven through Sessions:
+// Hub holds every game, lobby and player. It is driven through Sessions:
 // a transport (or a test) attaches one per connection and feeds it frames.
 type Hub struct {
 	cfg     Config
 	log     *slog.Logger
 	metrics *metrics
 
+	now func() time.Time // the clock of grace windows; tests replace it
+
 	mu     sync.Mutex // guards games and closed; taken before any game.mu
 	games  map[string]*game
 	closed bool
 }
 
-// game is one ugi: its sessions and lobbies. All lobby state of a game is
-// guarded by its mu, and every frame to a session of the game is queued
-// under it, so each client sees events in one consistent order.
+// game is one ugi: its players and lobbies. All state of a game is guarded
+// by its mu, and every frame to a player of the game is queued under it, so
+// each client sees events in one consistent order.
 type game struct {
 	ugi string
 
-	mu       sync.Mutex
-	sessions map[*Session]struct{}
-	idle     map[*Session]struct{} // sessions in no lobby (INIT'd or not)
-	lobbies  map[string]*lobby
-	order    []*lobby // creation order, for LIST_ACK
-	joinSeq  uint64
+	mu      sync.Mutex
+	players map[string]*player // by instance id: connected and held
+	idle    map[*player]struct{}
+	lobbies map[string]*lobby
+	order   []*lobby // creation order, for LIST_ACK
+	resumes *migration.Resumes
 }
 
 // NewHub returns an empty hub.
@@ -57,6 +64,7 @@ func NewHub(cfg Config) *Hub {
 		cfg:     cfg,
 		log:     cfg.Logger.With("component", "signaling"),
 		metrics: newMetrics(cfg.Registerer),
+		now:     time.Now,
 		games:   make(map[string]*game),
 	}
 }
@@ -67,73 +75,220 @@ func ValidUGI(ugi string) bool {
 	return ugi != "" && len([]rune(ugi)) <= maxUGIRunes && instanceIDRe.MatchString("X_"+ugi)
 }
 
+// gameLocked returns game ugi, creating it. Called with h.mu held.
+func (h *Hub) gameLocked(ugi string) *game {
+	g := h.games[ugi]
+	if g == nil {
+		g = &game{
+			ugi:     ugi,
+			players: make(map[string]*player),
+			idle:    make(map[*player]struct{}),
+			lobbies: make(map[string]*lobby),
+			resumes: migration.NewResumes(nil),
+		}
+		h.games[ugi] = g
+	}
+	return g
+}
+
 // Attach registers a new connection to game ugi. cookie is the value of the
 // clomega-authorization cookie, if the upgrade request had one.
 func (h *Hub) Attach(ugi, cookie string) (*Session, error) {
 	if !ValidUGI(ugi) {
 		return nil, fmt.Errorf("%w: %q", ErrBadUGI, ugi)
 	}
-	s := &Session{
-		hub:     h,
-		out:     make(chan []byte, h.cfg.SendQueue),
-		done:    make(chan struct{}),
-		limiter: newTokenBucket(h.cfg.MessagesPerSecond, float64(h.cfg.MessageBurst), time.Now()),
-		cookie:  cookie,
-	}
-	s.peer.InstanceID = ulid.Make().String() + "_" + ugi
-
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
 		return nil, ErrHubClosed
 	}
-	g := h.games[ugi]
-	if g == nil {
-		g = &game{
-			ugi:      ugi,
-			sessions: make(map[*Session]struct{}),
-			idle:     make(map[*Session]struct{}),
-			lobbies:  make(map[string]*lobby),
-		}
-		h.games[ugi] = g
-	}
-	s.game = g
+	g := h.gameLocked(ugi)
 	g.mu.Lock()
-	g.sessions[s] = struct{}{}
-	g.idle[s] = struct{}{}
-	g.mu.Unlock()
-	h.metrics.sessions.Inc()
-	return s, nil
+	defer g.mu.Unlock()
+	return h.attachLocked(g, cookie), nil
 }
 
-// Detach removes a session whose connection is gone: it leaves its lobby
-// (which may migrate the host) and the game. Idempotent.
-func (s *Session) Detach() {
+func (h *Hub) attachLocked(g *game, cookie string) *Session {
+	p := &player{}
+	p.peer.InstanceID = ulid.Make().String() + "_" + g.ugi
+	s := h.newSession(g, p, cookie)
+	p.conn = s
+	g.players[p.peer.InstanceID] = p
+	g.idle[p] = struct{}{}
+	h.metrics.sessions.Inc()
+	return s
+}
+
+// Resume reattaches a connection to the player that token was issued to,
+// with its lobby and role, and queues INIT_OK with a fresh token followed by
+// every frame the player missed. A player still connected elsewhere is moved
+// here and its old connection closed. When the token is unknown, expired or
+// used, Resume attaches a fresh session that is told so with a WARNING, and
+// reports false.
+func (h *Hub) Resume(ugi, token, cookie string) (*Session, bool, error) {
+	if !ValidUGI(ugi) {
+		return nil, false, fmt.Errorf("%w: %q", ErrBadUGI, ugi)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return nil, false, ErrHubClosed
+	}
+	g := h.gameLocked(ugi)
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	now := h.now()
+	id, ok := g.resumes.Claim(token, now)
+	p := g.players[id]
+	if !ok || p == nil || p.overflowed {
+		h.metrics.resumes.WithLabelValues("refused").Inc()
+		s := h.attachLocked(g, cookie)
+		s.sendOp(wire.OpWarning, warnResumeFailed)
+		return s, false, nil
+	}
+	h.stopGraceLocked(p)
+	old := p.conn
+	s := h.newSession(g, p, cookie)
+	p.conn = s
+	h.metrics.sessions.Inc()
+	if old != nil {
+		old.shutdown(CloseNormal, "resumed on another connection")
+	}
+	h.metrics.resumes.WithLabelValues("ok").Inc()
+	h.sendInitOKLocked(g, p)
+	for _, f := range p.pending {
+		s.send(f)
+	}
+	p.pending = nil
+	if l := p.lobby; l != nil && l.host == p {
+		// The host is back: a new term fences anything done in its absence.
+		h.changeHostLocked(l, p, causeReclaim, now)
+	}
+	return s, true, nil
+}
+
+// DisconnectReason says how a connection ended.
+type DisconnectReason int
+
+const (
+	// Lost: the connection dropped without a close frame (reset, EOF, write
+	// failure). A player that opted in to resume is held for the grace.
+	Lost DisconnectReason = iota
+	// TimedOut: the client stopped answering pings (silent death). Held like
+	// Lost.
+	TimedOut
+	// Closed: the client sent a close frame. It left, at once.
+	Closed
+)
+
+// Detach is Disconnect(Lost).
+func (s *Session) Detach() { s.Disconnect(Lost) }
+
+// Disconnect tells the hub the connection is gone. The player leaves its
+// lobby (which may elect a new host) unless it is held for a resume.
+// Idempotent.
+func (s *Session) Disconnect(reason DisconnectReason) {
 	if !s.detached.CompareAndSwap(false, true) {
 		return
 	}
+	now := s.hub.now()
+	serverClosed := s.closing.Load()
 	s.shutdown(CloseGoingAway, "connection closed")
-	h, g := s.hub, s.game
-	g.mu.Lock()
-	h.leaveLobbyLocked(g, s, causeDisconnect)
-	delete(g.sessions, s)
-	delete(g.idle, s)
-	empty := len(g.sessions) == 0
-	g.mu.Unlock()
+	h, g, p := s.hub, s.game, s.p
 	h.metrics.sessions.Dec()
-	if empty {
-		h.mu.Lock()
-		g.mu.Lock()
-		if len(g.sessions) == 0 && h.games[g.ugi] == g {
-			delete(h.games, g.ugi)
-		}
+	if reason == TimedOut {
+		h.metrics.detection.Observe(now.Sub(time.Unix(0, s.lastSeen.Load())).Seconds())
+	}
+
+	g.mu.Lock()
+	if p.conn != s {
+		g.mu.Unlock() // the player resumed on a newer connection
+		return
+	}
+	p.conn = nil
+	if reason != Closed && !serverClosed && h.holdLocked(g, p, now) {
 		g.mu.Unlock()
-		h.mu.Unlock()
+		return
+	}
+	cause := causeDisconnect
+	if reason == TimedOut {
+		cause = causeTimeout
+	}
+	h.removePlayerLocked(g, p, cause, now)
+	empty := len(g.players) == 0
+	g.mu.Unlock()
+	if empty {
+		h.dropGameIfEmpty(g)
+	}
+}
+
+// holdLocked starts p's resume grace, if it opted in.
+func (h *Hub) holdLocked(g *game, p *player, now time.Time) bool {
+	grace := h.cfg.ResumeGrace
+	if !p.resume || grace <= 0 || !g.resumes.Hold(p.peer.InstanceID, now.Add(grace)) {
+		return false
+	}
+	p.pending = make([][]byte, 0, max(h.cfg.SendQueue-4, 1))
+	p.overflowed = false
+	p.grace = time.AfterFunc(grace, func() { h.expire(g, p) })
+	h.metrics.held.Inc()
+	return true
+}
+
+// expire ends p's grace if it is over (or its pending queue overflowed).
+func (h *Hub) expire(g *game, p *player) {
+	now := h.now()
+	g.mu.Lock()
+	if p.held() && g.players[p.peer.InstanceID] == p {
+		if p.overflowed {
+			g.resumes.Forget(p.peer.InstanceID)
+		}
+		expired := p.overflowed
+		for _, id := range g.resumes.Expire(now) {
+			expired = expired || id == p.peer.InstanceID
+		}
+		if expired {
+			h.removePlayerLocked(g, p, causeGraceExpired, now)
+		}
+	}
+	empty := len(g.players) == 0
+	g.mu.Unlock()
+	if empty {
+		h.dropGameIfEmpty(g)
+	}
+}
+
+// removePlayerLocked makes p leave its lobby and the game for good.
+func (h *Hub) removePlayerLocked(g *game, p *player, cause string, now time.Time) {
+	h.stopGraceLocked(p)
+	g.resumes.Forget(p.peer.InstanceID)
+	h.leaveLobbyLocked(g, p, cause, now)
+	delete(g.players, p.peer.InstanceID)
+	delete(g.idle, p)
+}
+
+// stopGraceLocked ends p's grace window, if one runs.
+func (h *Hub) stopGraceLocked(p *player) {
+	if p.grace != nil {
+		p.grace.Stop()
+		p.grace = nil
+		h.metrics.held.Dec()
+	}
+}
+
+func (h *Hub) dropGameIfEmpty(g *game) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if len(g.players) == 0 && h.games[g.ugi] == g {
+		delete(h.games, g.ugi)
 	}
 }
 
 // Close refuses new sessions and asks every transport to close its
-// connection with code 1001. Transports then Detach their sessions.
+// connection with code 1001. Transports then Disconnect their sessions.
+// Held players are forgotten.
 func (h *Hub) Close(reason string) {
 	h.mu.Lock()
 	h.closed = true
@@ -144,8 +299,11 @@ func (h *Hub) Close(reason string) {
 	h.mu.Unlock()
 	for _, g := range games {
 		g.mu.Lock()
-		for s := range g.sessions {
-			s.shutdown(CloseGoingAway, reason)
+		for _, p := range g.players {
+			h.stopGraceLocked(p)
+			if p.conn != nil {
+				p.conn.shutdown(CloseGoingAway, reason)
+			}
 		}
 		g.mu.Unlock()
 	}
@@ -177,17 +335,17 @@ func (s *Session) Handle(frame []byte) {
 	h.metrics.messages.WithLabelValues(opcodeLabel(env.Opcode)).Inc()
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if s.closing.Load() {
-		return // kicked or dropped while we decoded
+	if s.closing.Load() || s.p.conn != s {
+		return // kicked, dropped or resumed elsewhere while we decoded
 	}
 	h.dispatchLocked(g, s, env)
 }
 
-// broadcastLocked queues one encoded frame to several sessions.
-func broadcastLocked(frame []byte, to ...[]*Session) {
+// broadcastLocked queues one encoded frame to several players.
+func broadcastLocked(frame []byte, to ...[]*player) {
 	for _, list := range to {
-		for _, s := range list {
-			s.send(frame)
+		for _, p := range list {
+			p.send(frame)
 		}
 	}
 }

@@ -2,6 +2,7 @@ package signaling
 
 import (
 	"slices"
+	"time"
 
 	"github.com/cl5-relay/cl5-relay/migration"
 	"github.com/cl5-relay/cl5-relay/signaling/wire"
@@ -13,19 +14,23 @@ type lobby struct {
 	password   string
 	maxPlayers int // members without the host; -1 unlimited
 	locked     bool
+	wantRelay  bool   // created with enable_relay
 	relayID    string // PeerJS id of the lobby's relay; "" when it has none
 	policy     migration.Policy
 	term       migration.Term
 
-	host    *Session
-	members []*Session // join order, host excluded
+	host    *player
+	members []*player // join order, host excluded
 }
 
-// Causes of a host change, as metrics labels.
+// Causes of a host change or departure, as metrics labels.
 const (
-	causeDisconnect = "disconnect"
-	causeKick       = "kick"
-	causeTransfer   = "transfer"
+	causeDisconnect   = "disconnect"
+	causeTimeout      = "timeout"
+	causeGraceExpired = "grace_expired"
+	causeKick         = "kick"
+	causeTransfer     = "transfer"
+	causeReclaim      = "reclaim"
 )
 
 func (l *lobby) info() wire.LobbyInfo {
@@ -50,31 +55,46 @@ func (l *lobby) hostPeer() wire.Peer {
 func (l *lobby) full() bool { return l.maxPlayers >= 0 && len(l.members) >= l.maxPlayers }
 
 func (l *lobby) member(instanceID string) int {
-	return slices.IndexFunc(l.members, func(s *Session) bool { return s.peer.InstanceID == instanceID })
+	return slices.IndexFunc(l.members, func(p *player) bool { return p.peer.InstanceID == instanceID })
 }
 
-// announceHostLocked sends NEW_HOST for the current term to every member and
-// the host itself ([ext]: v1.0 never told the new host).
-func (l *lobby) announceHostLocked() {
-	broadcastLocked(wire.Encode(wire.OpNewHost, l.hostPeer()), l.members, []*Session{l.host})
+// everyone is the host and the members.
+func (l *lobby) everyone() []*player {
+	return append([]*player{l.host}, l.members...)
 }
 
-// setIdleLocked moves a session out of its lobby into the game's idle set.
-func (g *game) setIdleLocked(s *Session) {
-	s.lobby = nil
-	s.state = stateReady
-	g.idle[s] = struct{}{}
+// changeHostLocked starts a new term with nh as host (nh must already be out
+// of l.members) and announces it: nh gets TRANSITION "host" (unless it
+// already hosts, on reclaim), then every member and nh get exactly one
+// NEW_HOST for the new epoch.
+func (h *Hub) changeHostLocked(l *lobby, nh *player, cause string, start time.Time) {
+	wasHost := l.host == nh
+	l.host, nh.state = nh, stateHost
+	l.term = l.term.Next()
+	h.metrics.hostChanges.WithLabelValues(cause, string(l.policy)).Inc()
+	if !wasHost {
+		nh.sendOp(wire.OpTransition, "host")
+	}
+	broadcastLocked(wire.Encode(wire.OpNewHost, l.hostPeer()), l.members, []*player{nh})
+	h.metrics.migrationSeconds.WithLabelValues(cause).Observe(time.Since(start).Seconds())
 }
 
-func (g *game) idleList() []*Session {
-	out := make([]*Session, 0, len(g.idle))
-	for s := range g.idle {
-		out = append(out, s)
+// setIdleLocked moves a player out of its lobby into the game's idle set.
+func (g *game) setIdleLocked(p *player) {
+	p.lobby = nil
+	p.state = stateReady
+	g.idle[p] = struct{}{}
+}
+
+func (g *game) idleList() []*player {
+	out := make([]*player, 0, len(g.idle))
+	for p := range g.idle {
+		out = append(out, p)
 	}
 	return out
 }
 
-// removeLobbyLocked forgets l and tells every idle session it is gone.
+// removeLobbyLocked forgets l and tells every idle player it is gone.
 func (h *Hub) removeLobbyLocked(g *game, l *lobby) {
 	delete(g.lobbies, l.name)
 	if i := slices.Index(g.order, l); i >= 0 {
@@ -85,7 +105,7 @@ func (h *Hub) removeLobbyLocked(g *game, l *lobby) {
 }
 
 // closeLobbyLocked ends a lobby: every member, then the host (if still
-// there), gets TRANSITION "", and idle sessions get LOBBY_CLOSED.
+// there), gets TRANSITION "", and idle players get LOBBY_CLOSED.
 func (h *Hub) closeLobbyLocked(g *game, l *lobby) {
 	back := wire.Encode(wire.OpTransition, "")
 	for _, m := range l.members {
@@ -101,25 +121,31 @@ func (h *Hub) closeLobbyLocked(g *game, l *lobby) {
 	h.removeLobbyLocked(g, l)
 }
 
-// leaveLobbyLocked takes s out of its lobby because its connection is gone
-// or it was kicked. A departing host triggers an election. s is left in no
-// lobby and not idle: it is on its way out.
-func (h *Hub) leaveLobbyLocked(g *game, s *Session, cause string) {
-	l := s.lobby
+// leaveLobbyLocked takes p out of its lobby for good (its connection is
+// gone, its grace ended, or it was kicked). A departing host triggers an
+// election. p is left in no lobby and not idle: it is on its way out.
+func (h *Hub) leaveLobbyLocked(g *game, p *player, cause string, start time.Time) {
+	l := p.lobby
 	if l == nil {
 		return
 	}
-	s.lobby, s.state = nil, stateReady
-	left := wire.Encode(wire.OpPeerLeft, s.peer.InstanceID)
+	p.lobby, p.state = nil, stateReady
+	left := wire.Encode(wire.OpPeerLeft, p.peer.InstanceID)
 
-	if l.host != s {
-		l.members = slices.DeleteFunc(l.members, func(m *Session) bool { return m == s })
-		broadcastLocked(left, []*Session{l.host}, l.members)
+	if l.host != p {
+		l.members = slices.DeleteFunc(l.members, func(m *player) bool { return m == p })
+		broadcastLocked(left, []*player{l.host}, l.members)
+		if l.relayID == p.peer.InstanceID {
+			h.electRelayLocked(g, l, p.peer.InstanceID)
+		}
 		return
 	}
 
 	l.host = nil
 	cands := make([]migration.Candidate, len(l.members))
+	for i, m := range l.members {
+		cands[i] = migration.Candidate{Score: m.score(), Resuming: m.held()}
+	}
 	next := migration.Elect(l.policy, cands)
 	if next < 0 {
 		h.log.Debug("lobby closes with its host", "ugi", g.ugi, "lobby", l.name, "policy", l.policy)
@@ -128,10 +154,9 @@ func (h *Hub) leaveLobbyLocked(g *game, s *Session, cause string) {
 	}
 	nh := l.members[next]
 	l.members = slices.Delete(l.members, next, next+1)
-	l.host, nh.state = nh, stateHost
-	l.term = l.term.Next()
-	h.metrics.hostChanges.WithLabelValues(cause, string(l.policy)).Inc()
-	nh.sendOp(wire.OpTransition, "host")
-	l.announceHostLocked()
-	broadcastLocked(left, []*Session{nh}, l.members)
+	h.changeHostLocked(l, nh, cause, start)
+	broadcastLocked(left, []*player{nh}, l.members)
+	if l.relayID == nh.peer.InstanceID {
+		h.electRelayLocked(g, l, nh.peer.InstanceID) // a host does not relay
+	}
 }

@@ -3,6 +3,7 @@ package signaling
 import (
 	"encoding/json"
 	"slices"
+	"time"
 
 	"github.com/cl5-relay/cl5-relay/signaling/wire"
 )
@@ -20,8 +21,9 @@ const (
 )
 
 func (h *Hub) manageLocked(g *game, s *Session, payload json.RawMessage) {
-	if s.state != stateHost {
-		s.warn(warnUnauthorized)
+	p := s.p
+	if p.state != stateHost {
+		p.warn(warnUnauthorized)
 		return
 	}
 	var req wire.ManageLobby
@@ -29,8 +31,8 @@ func (h *Hub) manageLocked(g *game, s *Session, payload json.RawMessage) {
 		s.violate("type", err.Error())
 		return
 	}
-	l := s.lobby
-	ack := func(text string) { s.sendOp(wire.OpManageAck, text) }
+	l := p.lobby
+	ack := func(text string) { p.sendOp(wire.OpManageAck, text) }
 	switch req.Method {
 	case "lock", "unlock":
 		l.locked = req.Method == "lock"
@@ -64,8 +66,10 @@ func (h *Hub) manageLocked(g *game, s *Session, payload json.RawMessage) {
 		}
 		target := l.members[i]
 		target.warn(warnKicked)
-		h.leaveLobbyLocked(g, target, causeKick)
-		target.shutdown(CloseNormal, "kicked")
+		if target.conn != nil {
+			target.conn.shutdown(CloseNormal, "kicked")
+		}
+		h.removePlayerLocked(g, target, causeKick, time.Now())
 		ack(ackOK)
 	case "close_lobby":
 		h.closeLobbyLocked(g, l)
@@ -76,15 +80,15 @@ func (h *Hub) manageLocked(g *game, s *Session, payload json.RawMessage) {
 			ack(text)
 			return
 		}
+		start := time.Now()
 		nh := l.members[i]
-		s.sendOp(wire.OpTransition, "peer")
-		l.members = append(slices.Delete(l.members, i, i+1), s)
-		s.state = stateMember
-		l.host, nh.state = nh, stateHost
-		l.term = l.term.Next()
-		h.metrics.hostChanges.WithLabelValues(causeTransfer, string(l.policy)).Inc()
-		nh.sendOp(wire.OpTransition, "host")
-		l.announceHostLocked()
+		p.sendOp(wire.OpTransition, "peer")
+		l.members = append(slices.Delete(l.members, i, i+1), p)
+		p.state = stateMember
+		h.changeHostLocked(l, nh, causeTransfer, start)
+		if l.relayID == nh.peer.InstanceID {
+			h.electRelayLocked(g, l, nh.peer.InstanceID) // a host does not relay
+		}
 		ack(ackOK)
 	default:
 		ack(ackUnknownMethod)

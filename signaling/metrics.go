@@ -14,6 +14,11 @@ type metrics struct {
 	drops            *prometheus.CounterVec
 	upgradesRejected *prometheus.CounterVec
 	hostChanges      *prometheus.CounterVec
+	migrationSeconds *prometheus.HistogramVec
+	detection        prometheus.Histogram
+	held             prometheus.Gauge
+	resumes          *prometheus.CounterVec
+	relayChanges     prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -39,8 +44,28 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		hostChanges: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "cl5_migration_host_changes_total", Help: "Lobby host changes, by cause and policy.",
 		}, []string{"cause", "policy"}),
+		migrationSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "cl5_migration_seconds",
+			Help:    "Time from noticing a host change to the last announcement queued, by cause.",
+			Buckets: prometheus.ExponentialBuckets(5e-6, 4, 12), // 5 us .. 21 s
+		}, []string{"cause"}),
+		detection: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "cl5_migration_detection_seconds",
+			Help:    "Silence before a half-open connection was declared dead (last frame or pong to detection).",
+			Buckets: []float64{0.5, 1, 1.5, 2, 3, 4, 5, 6, 8, 10, 15, 30, 60},
+		}),
+		held: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "cl5_migration_held_sessions", Help: "Players held for a resume after losing their connection.",
+		}),
+		resumes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cl5_migration_resumes_total", Help: "Resume attempts, by result.",
+		}, []string{"result"}),
+		relayChanges: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cl5_migration_relay_changes_total", Help: "Lobby relays assigned or re-elected.",
+		}),
 	}
-	reg.MustRegister(m.sessions, m.lobbies, m.messages, m.violations, m.drops, m.upgradesRejected, m.hostChanges)
+	reg.MustRegister(m.sessions, m.lobbies, m.messages, m.violations, m.drops, m.upgradesRejected,
+		m.hostChanges, m.migrationSeconds, m.detection, m.held, m.resumes, m.relayChanges)
 	return m
 }
 
@@ -48,7 +73,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 func opcodeLabel(op string) string {
 	switch op {
 	case wire.OpInit, wire.OpKeepalive, wire.OpListLobbies, wire.OpFindLobby,
-		wire.OpCreateLobby, wire.OpJoinLobby, wire.OpManageLobby:
+		wire.OpCreateLobby, wire.OpJoinLobby, wire.OpManageLobby, wire.OpNetReport:
 		return op
 	}
 	return "unknown"

@@ -97,7 +97,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mu.Unlock()
 	defer s.conns.Done()
 
-	sess, err := s.hub.Attach(ugi, cookie)
+	var sess *Session
+	var err error
+	if token := r.URL.Query().Get("resume"); token != "" {
+		sess, _, err = s.hub.Resume(ugi, token, cookie)
+	} else {
+		sess, err = s.hub.Attach(ugi, cookie)
+	}
 	if err != nil {
 		http.Error(w, "server shutting down", http.StatusServiceUnavailable)
 		return
@@ -120,7 +126,9 @@ func (s *Server) serveConn(conn *websocket.Conn, sess *Session) {
 		if sess.closing.Load() {
 			return nil
 		}
-		return conn.SetReadDeadline(time.Now().Add(s.cfg.PeerTimeout))
+		now := time.Now()
+		sess.Seen(now)
+		return conn.SetReadDeadline(now.Add(s.cfg.PeerTimeout))
 	}
 	_ = extend()
 	conn.SetPongHandler(func(string) error { return extend() })
@@ -131,12 +139,20 @@ func (s *Server) serveConn(conn *websocket.Conn, sess *Session) {
 		s.writeLoop(conn, sess)
 	}()
 
+	reason := Lost
 	for {
 		typ, data, err := conn.ReadMessage()
 		if err != nil {
-			if errors.Is(err, websocket.ErrReadLimit) {
+			var ce *websocket.CloseError
+			var ne net.Error
+			switch {
+			case errors.Is(err, websocket.ErrReadLimit):
 				// The frame is gone unread; the connection cannot continue.
 				sess.violate("too_large", "frame too large")
+			case errors.As(err, &ce):
+				reason = Closed
+			case errors.As(err, &ne) && ne.Timeout():
+				reason = TimedOut
 			}
 			break
 		}
@@ -147,7 +163,7 @@ func (s *Server) serveConn(conn *websocket.Conn, sess *Session) {
 		sess.Handle(data)
 	}
 	// Leave the lobby first: migration must not wait for socket teardown.
-	sess.Detach()
+	sess.Disconnect(reason)
 	<-writerDone
 	_ = conn.Close()
 }

@@ -5,51 +5,113 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cl5-relay/cl5-relay/migration"
 	"github.com/cl5-relay/cl5-relay/signaling/wire"
 )
 
 // Close codes the hub asks the transport to send.
 const (
-	CloseNormal      = 1000 // kicked
+	CloseNormal      = 1000 // kicked, or resumed on another connection
 	CloseGoingAway   = 1001 // VIOLATION, server shutdown (as v1.0)
 	ClosePolicy      = 1008 // send queue overflow (slow consumer)
 	maxCloseReasonSz = 123
 )
 
-type sessionState uint8
+type playerState uint8
 
 const (
-	stateNew    sessionState = iota // connected, no INIT yet
-	stateReady                      // INIT'd, in no lobby
-	stateHost                       // hosts s.lobby
-	stateMember                     // member of s.lobby
+	stateNew    playerState = iota // connected, no INIT yet
+	stateReady                     // INIT'd, in no lobby
+	stateHost                      // hosts p.lobby
+	stateMember                    // member of p.lobby
 )
 
-// Session is one client connection of one game, as the hub sees it. A
-// transport feeds it frames with Handle, writes what Outgoing yields, and
-// calls Detach when the connection is gone. Handle must be called from one
+// player is one CL5 identity in a game: its INIT, its lobby and role. It
+// usually has one connection (conn); while it is held for a resume it has
+// none, and frames for it wait in pending. Guarded by game.mu.
+type player struct {
+	conn       *Session
+	pending    [][]byte // frames queued while held; bounded by Config.SendQueue
+	state      playerState
+	peer       wire.Peer
+	lobby      *lobby
+	relayCap   bool
+	resume     bool // opted in to resume at INIT
+	report     migration.Report
+	reported   bool
+	grace      *time.Timer // running while held
+	overflowed bool        // pending filled up while held
+}
+
+// held reports whether p has lost its connection and waits for a resume.
+func (p *player) held() bool { return p.conn == nil }
+
+// send queues a frame for the player's client, wherever it is connected.
+func (p *player) send(frame []byte) {
+	if p.conn != nil {
+		p.conn.send(frame)
+		return
+	}
+	if len(p.pending) < cap(p.pending) {
+		p.pending = append(p.pending, frame)
+		return
+	}
+	// A resumed client would see a gap: end the grace now instead. The
+	// timer runs after the caller releases game.mu, so no lobby changes
+	// under a broadcast in progress.
+	if !p.overflowed {
+		p.overflowed = true
+		p.grace.Reset(0)
+	}
+}
+
+func (p *player) sendOp(opcode string, payload any) { p.send(wire.Encode(opcode, payload)) }
+
+func (p *player) warn(text string) { p.sendOp(wire.OpWarning, text) }
+
+// score is the player's connectivity score for the Best policy.
+func (p *player) score() float64 {
+	if !p.reported {
+		return migration.Unscored
+	}
+	return migration.Score(p.report)
+}
+
+// Session is one client connection, as the hub sees it. A transport feeds
+// it frames with Handle, writes what Outgoing yields, and calls Leave or
+// Detach when the connection is gone. Handle must be called from one
 // goroutine at a time.
 type Session struct {
 	hub  *Hub
 	game *game
-	out  chan []byte
+	p    *player // fixed at creation; the player may move to a newer Session
 
+	out       chan []byte
 	done      chan struct{}
 	closeOnce sync.Once
 	closing   atomic.Bool
 	closeCode int
 	closeText string
 	detached  atomic.Bool
+	lastSeen  atomic.Int64 // unix nanos of the last frame or pong
 
 	limiter tokenBucket // reader goroutine only
 	cookie  string      // auth cookie from the upgrade request
+}
 
-	// Guarded by game.mu.
-	state    sessionState
-	peer     wire.Peer
-	lobby    *lobby
-	joinSeq  uint64 // for join order inside a lobby
-	relayCap bool
+func (h *Hub) newSession(g *game, p *player, cookie string) *Session {
+	now := time.Now()
+	s := &Session{
+		hub:     h,
+		game:    g,
+		p:       p,
+		out:     make(chan []byte, h.cfg.SendQueue),
+		done:    make(chan struct{}),
+		limiter: newTokenBucket(h.cfg.MessagesPerSecond, float64(h.cfg.MessageBurst), now),
+		cookie:  cookie,
+	}
+	s.lastSeen.Store(now.UnixNano())
+	return s
 }
 
 // Outgoing yields the frames to write to the client, in order.
@@ -66,8 +128,11 @@ func (s *Session) CloseReason() (int, string) {
 	return s.closeCode, s.closeText
 }
 
-// InstanceID is the session's id, valid once attached.
-func (s *Session) InstanceID() string { return s.peer.InstanceID }
+// InstanceID is the session's CL5 instance id.
+func (s *Session) InstanceID() string { return s.p.peer.InstanceID }
+
+// Seen records that the client proved alive (a frame or a pong arrived).
+func (s *Session) Seen(now time.Time) { s.lastSeen.Store(now.UnixNano()) }
 
 // shutdown asks the transport to close the connection. Safe from any
 // goroutine, with or without game.mu held; it never blocks.
@@ -97,8 +162,6 @@ func (s *Session) send(frame []byte) {
 }
 
 func (s *Session) sendOp(opcode string, payload any) { s.send(wire.Encode(opcode, payload)) }
-
-func (s *Session) warn(text string) { s.sendOp(wire.OpWarning, text) }
 
 // violate sends VIOLATION and closes the connection with the same reason.
 // kind is a bounded metrics label.

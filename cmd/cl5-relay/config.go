@@ -44,7 +44,8 @@ type LimitsConfig struct {
 
 // MigrationConfig sets how lobbies pick a new host.
 type MigrationConfig struct {
-	Policy string `yaml:"policy"`
+	Policy      string        `yaml:"policy"`
+	ResumeGrace time.Duration `yaml:"resume_grace"`
 }
 
 // defaultConfig is the embedded default: a working server on a fresh machine.
@@ -65,7 +66,7 @@ func defaultConfig() Config {
 			WriteTimeout:      10 * time.Second,
 			PeerTimeout:       5 * time.Second,
 		},
-		Migration: MigrationConfig{Policy: string(migration.DefaultPolicy)},
+		Migration: MigrationConfig{Policy: string(migration.DefaultPolicy), ResumeGrace: 10 * time.Second},
 	}
 }
 
@@ -115,6 +116,9 @@ func (c Config) Validate() error {
 	if _, err := migration.ParsePolicy(c.Migration.Policy); err != nil {
 		bad("migration.policy: %v", err)
 	}
+	if c.Migration.ResumeGrace < 0 || c.Migration.ResumeGrace > 10*time.Minute {
+		bad("migration.resume_grace: %v is not between 0 and 10m", c.Migration.ResumeGrace)
+	}
 	l := c.Limits
 	if l.MaxFrameBytes < 1024 {
 		bad("limits.max_frame_bytes: %d is below 1024", l.MaxFrameBytes)
@@ -150,6 +154,7 @@ func serveFlags() []cli.Flag {
 		&cli.StringFlag{Name: "log-level", Usage: "debug, info, warn or error", Value: d.LogLevel, EnvVars: env("log-level")},
 		&cli.StringFlag{Name: "log-format", Usage: "text or json", Value: d.LogFormat, EnvVars: env("log-format")},
 		&cli.StringFlag{Name: "migration-policy", Usage: "default host election: oldest, best or none", Value: d.Migration.Policy, EnvVars: env("migration-policy")},
+		&cli.DurationFlag{Name: "resume-grace", Usage: "how long a client that opted in to resume is held after its connection drops (0: off)", Value: d.Migration.ResumeGrace, EnvVars: env("resume-grace")},
 		&cli.DurationFlag{Name: "peer-timeout", Usage: "declare a silent connection dead after this (min 1s)", Value: d.Limits.PeerTimeout, EnvVars: env("peer-timeout")},
 		&cli.IntFlag{Name: "max-frame-bytes", Usage: "largest WebSocket message accepted", Value: d.Limits.MaxFrameBytes, EnvVars: env("max-frame-bytes")},
 	}
@@ -177,6 +182,7 @@ func resolveConfig(c *cli.Context) (Config, error) {
 	set("log-level", func() { cfg.LogLevel = c.String("log-level") })
 	set("log-format", func() { cfg.LogFormat = c.String("log-format") })
 	set("migration-policy", func() { cfg.Migration.Policy = c.String("migration-policy") })
+	set("resume-grace", func() { cfg.Migration.ResumeGrace = c.Duration("resume-grace") })
 	set("peer-timeout", func() { cfg.Limits.PeerTimeout = c.Duration("peer-timeout") })
 	set("max-frame-bytes", func() { cfg.Limits.MaxFrameBytes = c.Int("max-frame-bytes") })
 	return cfg, cfg.Validate()

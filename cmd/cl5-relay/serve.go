@@ -58,6 +58,7 @@ func serve(c *cli.Context) error {
 		PeerTimeout:       cfg.Limits.PeerTimeout,
 		Auth:              auth,
 		MigrationPolicy:   policy,
+		ResumeGrace:       resumeGrace(cfg.Migration.ResumeGrace),
 		Logger:            log,
 		Registerer:        reg,
 	})
@@ -146,6 +147,14 @@ func opsHandler(reg *prometheus.Registry, ready *atomic.Bool) http.Handler {
 		fmt.Fprintln(w, "ready")
 	})
 	return mux
+}
+
+// resumeGrace maps the config's 0 (off) to the hub's negative (off).
+func resumeGrace(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }
 
 func newAuth(cfg Config) (signaling.Authenticator, error) {

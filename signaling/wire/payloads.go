@@ -47,6 +47,14 @@ type ManageLobby struct {
 	Args   json.RawMessage `json:"args"`
 }
 
+// NetReport is NET_REPORT's payload ([ext]).
+type NetReport struct {
+	// RTTMillis is the median round-trip time to the other lobby members.
+	RTTMillis float64 `json:"rtt_ms"`
+	// Relayed is true when the client reaches its peers through TURN.
+	Relayed bool `json:"relayed"`
+}
+
 // Peer is the PEER object of NEW_HOST, NEW_PEER and PEER_JOIN. Epoch is set
 // only in NEW_HOST ([ext]).
 type Peer struct {

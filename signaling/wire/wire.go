@@ -19,6 +19,9 @@ const (
 	OpCreateLobby = "CREATE_LOBBY"
 	OpJoinLobby   = "JOIN_LOBBY"
 	OpManageLobby = "MANAGE_LOBBY"
+	// OpNetReport [ext] reports a member's connectivity for the "best"
+	// migration policy. No reply; a bad payload gets a WARNING.
+	OpNetReport = "NET_REPORT"
 )
 
 // Server -> client opcodes.
