@@ -33,8 +33,9 @@ type runningServer struct {
 	cmd   *exec.Cmd
 	addrs map[string]string // "signaling", "metrics" -> host:port
 	logs  chan map[string]any
-	done  chan struct{} // closed when the process has exited
-	err   error         // its exit status, once done is closed
+	seen  []map[string]any // every line waitLog read, for failure messages
+	done  chan struct{}    // closed when the process has exited
+	err   error            // its exit status, once done is closed
 }
 
 func startServer(t *testing.T, bin string, args ...string) *runningServer {
@@ -53,11 +54,12 @@ func startServer(t *testing.T, bin string, args ...string) *runningServer {
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
 			var m map[string]any
-			if json.Unmarshal(sc.Bytes(), &m) == nil {
-				select {
-				case rs.logs <- m:
-				default:
-				}
+			if json.Unmarshal(sc.Bytes(), &m) != nil {
+				m = map[string]any{"msg": "(not JSON)", "line": sc.Text()}
+			}
+			select {
+			case rs.logs <- m:
+			default:
 			}
 		}
 		close(rs.logs)
@@ -86,8 +88,9 @@ func (rs *runningServer) waitLog(t *testing.T, msg string, each func(map[string]
 		select {
 		case m, ok := <-rs.logs:
 			if !ok {
-				t.Fatalf("server exited before logging %q", msg)
+				t.Fatalf("server exited before logging %q; logs: %v", msg, rs.seen)
 			}
+			rs.seen = append(rs.seen, m)
 			if each != nil {
 				each(m)
 			}
