@@ -46,7 +46,7 @@ func (h *Hub) electRelayLocked(g *game, l *lobby, exclude string) {
 	}
 	l.relayID = id
 	if id == "" {
-		h.log.Warn("lobby has no relay available", "ugi", g.ugi, "lobby", l.name)
+		h.log.Debug("lobby has no relay available", "ugi", g.ugi, "lobby", l.name)
 		return
 	}
 	h.metrics.relayChanges.Inc()

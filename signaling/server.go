@@ -149,7 +149,9 @@ func (s *Server) serveConn(conn *websocket.Conn, sess *Session) {
 			case errors.Is(err, websocket.ErrReadLimit):
 				// The frame is gone unread; the connection cannot continue.
 				sess.violate("too_large", "frame too large")
-			case errors.As(err, &ce):
+			case errors.As(err, &ce) && ce.Code != websocket.CloseAbnormalClosure:
+				// A close frame arrived. (1006 is gorilla's name for a
+				// connection that ended without one: Lost.)
 				reason = Closed
 			case errors.As(err, &ne) && ne.Timeout():
 				reason = TimedOut
