@@ -46,6 +46,9 @@ type Config struct {
 	// Relays picks relay peers for lobbies created with enable_relay.
 	// Default none: such lobbies fall back to relay-capable members.
 	Relays RelayPicker
+	// ICE hands players STUN/TURN servers in INIT_OK and GET /ice.
+	// Default none: INIT_OK carries no ice_servers.
+	ICE ICEProvider
 	// Auth authenticates INIT. Default OpenAuth.
 	Auth Authenticator
 	// MigrationPolicy is the lobby default when CREATE_LOBBY names none.

@@ -3,6 +3,7 @@ package signaling
 import (
 	"encoding/json"
 	"fmt"
+	"time"
 	"unicode/utf8"
 
 	"github.com/cl5-relay/cl5-relay/migration"
@@ -104,6 +105,10 @@ func (h *Hub) sendInitOKLocked(g *game, p *player) {
 		InstanceID: p.peer.InstanceID,
 		UserID:     p.peer.UserID,
 		Username:   p.peer.Username,
+	}
+	if h.cfg.ICE != nil {
+		servers, ttl := h.cfg.ICE.ICEServers(p.peer.UserID)
+		ok.ICEServers, ok.ICETTL = servers, int(ttl/time.Second)
 	}
 	if p.resume {
 		tok, err := g.resumes.Issue(p.peer.InstanceID)

@@ -341,6 +341,36 @@ func (s *Session) Handle(frame []byte) {
 	h.dispatchLocked(g, s, env)
 }
 
+// ICE returns the ICE servers for the INIT'd player instanceID of game ugi,
+// or false when there is no such player (or no ICE provider).
+func (h *Hub) ICE(ugi, instanceID string) (wire.ICE, bool) {
+	if h.cfg.ICE == nil {
+		return wire.ICE{}, false
+	}
+	h.mu.Lock()
+	g := h.games[ugi]
+	h.mu.Unlock()
+	if g == nil {
+		return wire.ICE{}, false
+	}
+	g.mu.Lock()
+	p := g.players[instanceID]
+	ok := p != nil && p.state != stateNew
+	var userID string
+	if ok {
+		userID = p.peer.UserID
+	}
+	g.mu.Unlock()
+	if !ok {
+		return wire.ICE{}, false
+	}
+	servers, ttl := h.cfg.ICE.ICEServers(userID)
+	if servers == nil {
+		servers = []wire.ICEServer{}
+	}
+	return wire.ICE{ICEServers: servers, ICETTL: int(ttl / time.Second)}, true
+}
+
 // broadcastLocked queues one encoded frame to several players.
 func broadcastLocked(frame []byte, to ...[]*player) {
 	for _, list := range to {

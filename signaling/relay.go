@@ -1,9 +1,20 @@
 package signaling
 
 import (
+	"time"
+
 	"github.com/cl5-relay/cl5-relay/migration"
 	"github.com/cl5-relay/cl5-relay/signaling/wire"
 )
+
+// ICEProvider chooses STUN/TURN servers for a player and mints its TURN
+// credentials. It must be safe for concurrent use and must not call back
+// into the hub.
+type ICEProvider interface {
+	// ICEServers returns the servers for userID and how long their
+	// credentials last.
+	ICEServers(userID string) ([]wire.ICEServer, time.Duration)
+}
 
 // RelayPicker chooses relay peers (run by relay nodes) for lobbies created
 // with enable_relay. It is called with a game's lock held and must not call

@@ -2,6 +2,7 @@ package signaling
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"net"
@@ -55,6 +56,10 @@ func (s *Server) Hub() *Hub { return s.hub }
 
 // ServeHTTP accepts CL5 WebSocket connections on "/" and "/signaling".
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == "/ice" {
+		s.serveICE(w, r)
+		return
+	}
 	if r.URL.Path != "/" && r.URL.Path != "/signaling" {
 		http.NotFound(w, r)
 		return
@@ -242,6 +247,29 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// serveICE answers GET /ice?ugi=GAME&instance_id=ID with the ICE servers
+// of that live, INIT'd session, as INIT_OK carries them. Credentials are
+// short-lived and limited per user by the relay nodes.
+func (s *Server) serveICE(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet {
+		http.Error(w, "GET only", http.StatusMethodNotAllowed)
+		return
+	}
+	q := r.URL.Query()
+	ice, ok := s.hub.ICE(q.Get("ugi"), q.Get("instance_id"))
+	if !ok {
+		http.Error(w, "no such session", http.StatusNotFound)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	if origin := r.Header.Get("Origin"); origin != "" && s.origins.allows(origin) {
+		w.Header().Set("Access-Control-Allow-Origin", origin)
+		w.Header().Set("Vary", "Origin")
+	}
+	_ = json.NewEncoder(w).Encode(ice)
 }
 
 // clientIP is the peer address of the request, without port.

@@ -17,12 +17,28 @@ type InitRequest struct {
 	RelayCapable bool   `json:"relay_capable"`
 }
 
-// InitOK is INIT_OK's payload.
+// InitOK is INIT_OK's payload. ResumeToken, ICEServers and ICETTL are [ext].
 type InitOK struct {
-	InstanceID  string `json:"instance_id"`
-	UserID      string `json:"user_id"`
-	Username    string `json:"username"`
-	ResumeToken string `json:"resume_token,omitempty"`
+	InstanceID  string      `json:"instance_id"`
+	UserID      string      `json:"user_id"`
+	Username    string      `json:"username"`
+	ResumeToken string      `json:"resume_token,omitempty"`
+	ICEServers  []ICEServer `json:"ice_servers,omitempty"`
+	ICETTL      int         `json:"ice_ttl,omitempty"`
+}
+
+// ICEServer is a browser RTCIceServer: STUN/TURN URLs and, for TURN,
+// short-lived REST credentials.
+type ICEServer struct {
+	URLs       []string `json:"urls"`
+	Username   string   `json:"username,omitempty"`
+	Credential string   `json:"credential,omitempty"`
+}
+
+// ICE is the body of GET /ice.
+type ICE struct {
+	ICEServers []ICEServer `json:"ice_servers"`
+	ICETTL     int         `json:"ice_ttl"`
 }
 
 // CreateLobby is CREATE_LOBBY's payload. Migration is an [ext] field.
