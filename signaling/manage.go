@@ -38,8 +38,8 @@ func (h *Hub) manageLocked(g *game, s *Session, payload json.RawMessage) {
 		l.locked = req.Method == "lock"
 		ack(ackOK)
 	case "change_password":
-		var pw string
-		if json.Unmarshal(req.Args, &pw) != nil || len(req.Args) == 0 {
+		pw, ok := stringArg(req.Args)
+		if !ok {
 			ack(ackPasswordType)
 			return
 		}
@@ -98,12 +98,24 @@ func (h *Hub) manageLocked(g *game, s *Session, payload json.RawMessage) {
 // findArg resolves a member named by an instance_id argument. It returns
 // the member's index, or -1 and the MANAGE_ACK text to send.
 func (l *lobby) findArg(args json.RawMessage) (int, string) {
-	var id string
-	if len(args) == 0 || json.Unmarshal(args, &id) != nil {
+	id, ok := stringArg(args)
+	if !ok {
 		return -1, ackPeerIDType
 	}
 	if i := l.member(id); i >= 0 {
 		return i, ""
 	}
 	return -1, ackNoPeer
+}
+
+// stringArg reads a string argument. As v1.0's type assertion, anything but
+// a JSON string is refused: null and missing args too (decoding null into a
+// Go string would succeed and leave it empty).
+func stringArg(args json.RawMessage) (string, bool) {
+	var v any
+	if json.Unmarshal(args, &v) != nil {
+		return "", false
+	}
+	s, ok := v.(string)
+	return s, ok
 }

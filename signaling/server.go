@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -124,7 +125,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // serveConn runs a connection until it ends: this goroutine reads, a second
 // one writes. It owns conn and closes it.
 func (s *Server) serveConn(conn *websocket.Conn, sess *Session) {
-	conn.SetReadLimit(int64(s.cfg.MaxFrameBytes))
+	// No conn.SetReadLimit: on an oversize frame gorilla sends its own close
+	// 1009 at once, after which no VIOLATION can be written. readFrame
+	// enforces MaxFrameBytes instead.
 	// Any frame or pong proves the client alive, until we start closing:
 	// then the deadline set by finish stands.
 	extend := func() error {
@@ -146,14 +149,18 @@ func (s *Server) serveConn(conn *websocket.Conn, sess *Session) {
 
 	reason := Lost
 	for {
-		typ, data, err := conn.ReadMessage()
+		typ, data, err := s.readFrame(conn)
+		if errors.Is(err, errFrameTooLarge) {
+			// VIOLATION and close 1001, as for any bad input. The next read
+			// discards the rest of the frame, until the client answers our
+			// close frame or the deadline set by finish passes.
+			sess.violate("too_large", "frame too large")
+			continue
+		}
 		if err != nil {
 			var ce *websocket.CloseError
 			var ne net.Error
 			switch {
-			case errors.Is(err, websocket.ErrReadLimit):
-				// The frame is gone unread; the connection cannot continue.
-				sess.violate("too_large", "frame too large")
 			case errors.As(err, &ce) && ce.Code != websocket.CloseAbnormalClosure:
 				// A close frame arrived. (1006 is gorilla's name for a
 				// connection that ended without one: Lost.)
@@ -173,6 +180,26 @@ func (s *Server) serveConn(conn *websocket.Conn, sess *Session) {
 	sess.Disconnect(reason)
 	<-writerDone
 	_ = conn.Close()
+}
+
+// errFrameTooLarge reports a message over Config.MaxFrameBytes.
+var errFrameTooLarge = errors.New("frame too large")
+
+// readFrame reads the next message, buffering at most MaxFrameBytes of it.
+// A longer message is left partly unread and reported as errFrameTooLarge.
+func (s *Server) readFrame(conn *websocket.Conn) (int, []byte, error) {
+	typ, r, err := conn.NextReader()
+	if err != nil {
+		return 0, nil, err
+	}
+	data, err := io.ReadAll(io.LimitReader(r, int64(s.cfg.MaxFrameBytes)+1))
+	if err != nil {
+		return 0, nil, err
+	}
+	if len(data) > s.cfg.MaxFrameBytes {
+		return typ, nil, errFrameTooLarge
+	}
+	return typ, data, nil
 }
 
 // writeLoop writes queued frames and pings until the session is closed,
