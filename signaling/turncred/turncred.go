@@ -1,0 +1,146 @@
+// Package turncred mints and verifies TURN REST credentials
+// (draft-uberti-behave-turn-rest, as coturn's use-auth-secret does): the
+// username is "<expiry unix seconds>:<user>" and the password is
+// base64(HMAC-SHA1(secret, username)). Signaling mints them for players;
+// relay nodes verify them with the same shared secrets.
+package turncred
+
+import (
+	"crypto/hmac"
+	"crypto/sha1" //nolint:gosec // HMAC-SHA1 is what the TURN REST scheme specifies.
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Separator splits the expiry from the user in a REST username.
+const Separator = ':'
+
+// MaxUsername bounds the length of a username this package parses: STUN
+// caps USERNAME at 513 bytes, so anything longer is not ours.
+const MaxUsername = 513
+
+var (
+	// ErrMalformed: the username is not "<expiry>:<user>" or "<expiry>".
+	ErrMalformed = errors.New("turncred: malformed username")
+	// ErrExpired: the expiry in the username has passed.
+	ErrExpired = errors.New("turncred: credentials expired")
+	// ErrBadPassword: no secret produces the given password.
+	ErrBadPassword = errors.New("turncred: wrong password")
+	// ErrNoSecret: the verifier has no secret, so nothing verifies.
+	ErrNoSecret = errors.New("turncred: no secret configured")
+)
+
+// Mint returns credentials for user that expire ttl after now. A ttl below
+// one second is rounded up to one second, so minted credentials are never
+// born expired.
+func Mint(secret []byte, user string, ttl time.Duration, now time.Time) (username, password string) {
+	if ttl < time.Second {
+		ttl = time.Second
+	}
+	expiry := now.Add(ttl).Unix()
+	username = strconv.FormatInt(expiry, 10) + string(Separator) + user
+	return username, Password(secret, username)
+}
+
+// Password is base64(HMAC-SHA1(secret, username)).
+func Password(secret []byte, username string) string {
+	mac := hmac.New(sha1.New, secret)
+	mac.Write([]byte(username)) // hash.Hash writes never fail
+	return base64.StdEncoding.EncodeToString(mac.Sum(nil))
+}
+
+// ParseUsername splits a REST username into its expiry and user. A bare
+// "<expiry>" (no user, as some REST servers mint) parses with user "".
+// The expiry must be a positive decimal number of seconds.
+func ParseUsername(username string) (expiry time.Time, user string, err error) {
+	if len(username) > MaxUsername {
+		return time.Time{}, "", fmt.Errorf("%w: longer than %d bytes", ErrMalformed, MaxUsername)
+	}
+	ts, user, _ := strings.Cut(username, string(Separator))
+	if ts == "" || len(ts) > 19 {
+		return time.Time{}, "", fmt.Errorf("%w: no expiry", ErrMalformed)
+	}
+	for i := 0; i < len(ts); i++ {
+		if ts[i] < '0' || ts[i] > '9' {
+			return time.Time{}, "", fmt.Errorf("%w: expiry is not a number", ErrMalformed)
+		}
+	}
+	secs, err := strconv.ParseInt(ts, 10, 64)
+	if err != nil || secs <= 0 {
+		return time.Time{}, "", fmt.Errorf("%w: expiry out of range", ErrMalformed)
+	}
+	return time.Unix(secs, 0), user, nil
+}
+
+// Verifier checks REST credentials against one or more shared secrets.
+// Several secrets are accepted at once so a secret can be rotated: add the
+// new one everywhere, switch minting to it, then remove the old one after
+// the longest credential lifetime. A Verifier is safe for concurrent use.
+type Verifier struct {
+	secrets [][]byte
+}
+
+// NewVerifier returns a verifier accepting any of secrets. Empty secrets
+// are ignored.
+func NewVerifier(secrets ...[]byte) *Verifier {
+	v := &Verifier{}
+	for _, s := range secrets {
+		if len(s) > 0 {
+			v.secrets = append(v.secrets, append([]byte(nil), s...))
+		}
+	}
+	return v
+}
+
+// Len reports how many secrets the verifier accepts.
+func (v *Verifier) Len() int { return len(v.secrets) }
+
+// Passwords returns the password each secret gives username, in the order
+// the secrets were given, after checking that username is well formed and
+// unexpired at now. TURN servers need this form: the long-term mechanism
+// never sends the password, only an HMAC keyed by it, so the server tries
+// each candidate.
+func (v *Verifier) Passwords(username string, now time.Time) ([]string, error) {
+	if len(v.secrets) == 0 {
+		return nil, ErrNoSecret
+	}
+	expiry, _, err := ParseUsername(username)
+	if err != nil {
+		return nil, err
+	}
+	if !now.Before(expiry) {
+		return nil, fmt.Errorf("%w at %s", ErrExpired, expiry.UTC().Format(time.RFC3339))
+	}
+	out := make([]string, len(v.secrets))
+	for i, s := range v.secrets {
+		out[i] = Password(s, username)
+	}
+	return out, nil
+}
+
+// Verify checks a username and clear-text password at now.
+func (v *Verifier) Verify(username, password string, now time.Time) error {
+	candidates, err := v.Passwords(username, now)
+	if err != nil {
+		return err
+	}
+	ok := 0
+	for _, c := range candidates {
+		ok |= hmacEqual(c, password)
+	}
+	if ok == 0 {
+		return ErrBadPassword
+	}
+	return nil
+}
+
+func hmacEqual(a, b string) int {
+	if hmac.Equal([]byte(a), []byte(b)) {
+		return 1
+	}
+	return 0
+}

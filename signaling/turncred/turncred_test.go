@@ -1,0 +1,154 @@
+package turncred
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestMintMatchesKnownVector(t *testing.T) {
+	// Vector computed independently:
+	//   printf '%s' '1700000600:alice' | openssl dgst -sha1 -hmac 'north' -binary | base64
+	now := time.Unix(1700000000, 0)
+	user, pass := Mint([]byte("north"), "alice", 10*time.Minute, now)
+	if user != "1700000600:alice" {
+		t.Fatalf("username = %q", user)
+	}
+	if want := "gthUwOpcRoLI0MMCziCEBOWYnpo="; pass != want {
+		t.Fatalf("password = %q, want %q", pass, want)
+	}
+}
+
+func TestMintRoundsTinyTTLUp(t *testing.T) {
+	now := time.Unix(1700000000, 0)
+	user, pass := Mint([]byte("s"), "u", 0, now)
+	if err := NewVerifier([]byte("s")).Verify(user, pass, now); err != nil {
+		t.Fatalf("zero ttl credentials fail at mint time: %v", err)
+	}
+}
+
+func TestVerify(t *testing.T) {
+	now := time.Unix(1700000000, 0)
+	oldSecret, newSecret := []byte("old-secret-0123456789"), []byte("new-secret-0123456789")
+	v := NewVerifier(oldSecret, newSecret, nil)
+	if v.Len() != 2 {
+		t.Fatalf("Len = %d, want 2 (empty secret ignored)", v.Len())
+	}
+	userOld, passOld := Mint(oldSecret, "p1", time.Hour, now)
+	userNew, passNew := Mint(newSecret, "p2", time.Hour, now)
+	userOther, passOther := Mint([]byte("someone-else"), "p3", time.Hour, now)
+	userExp, passExp := Mint(newSecret, "p4", time.Hour, now.Add(-2*time.Hour))
+
+	tests := []struct {
+		name, user, pass string
+		want             error
+	}{
+		{"old secret", userOld, passOld, nil},
+		{"new secret", userNew, passNew, nil},
+		{"unknown secret", userOther, passOther, ErrBadPassword},
+		{"password of another username", userOld, passNew, ErrBadPassword},
+		{"empty password", userNew, "", ErrBadPassword},
+		{"expired", userExp, passExp, ErrExpired},
+		{"not rest", "alice", "x", ErrMalformed},
+		{"empty", "", "x", ErrMalformed},
+		{"negative expiry", "-5:alice", "x", ErrMalformed},
+		{"signed expiry", "+1800000000:alice", "x", ErrMalformed},
+		{"overflowing expiry", "99999999999999999999:alice", "x", ErrMalformed},
+		{"too long", "1800000000:" + strings.Repeat("a", MaxUsername), "x", ErrMalformed},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := v.Verify(tc.user, tc.pass, now)
+			if !errors.Is(err, tc.want) || (tc.want == nil) != (err == nil) {
+				t.Fatalf("Verify(%q) = %v, want %v", tc.user, err, tc.want)
+			}
+		})
+	}
+}
+
+func TestExpiryBoundary(t *testing.T) {
+	now := time.Unix(1700000000, 0)
+	s := []byte("k")
+	user, pass := Mint(s, "u", time.Minute, now)
+	v := NewVerifier(s)
+	if err := v.Verify(user, pass, now.Add(time.Minute-time.Nanosecond)); err != nil {
+		t.Fatalf("just before expiry: %v", err)
+	}
+	if err := v.Verify(user, pass, now.Add(time.Minute)); !errors.Is(err, ErrExpired) {
+		t.Fatalf("at expiry: %v, want ErrExpired", err)
+	}
+}
+
+func TestNoSecret(t *testing.T) {
+	if _, err := NewVerifier().Passwords("1800000000:u", time.Unix(0, 0)); !errors.Is(err, ErrNoSecret) {
+		t.Fatalf("err = %v, want ErrNoSecret", err)
+	}
+}
+
+func TestParseUsername(t *testing.T) {
+	tests := []struct {
+		in     string
+		expiry int64
+		user   string
+		ok     bool
+	}{
+		{"1700000000:alice", 1700000000, "alice", true},
+		{"1700000000", 1700000000, "", true},
+		{"1700000000:a:b", 1700000000, "a:b", true},
+		{"1700000000:", 1700000000, "", true},
+		{":alice", 0, "", false},
+		{"17e8:alice", 0, "", false},
+		{"0:alice", 0, "", false},
+		{" 1700000000:alice", 0, "", false},
+	}
+	for _, tc := range tests {
+		exp, user, err := ParseUsername(tc.in)
+		if (err == nil) != tc.ok {
+			t.Errorf("ParseUsername(%q) err = %v, want ok=%v", tc.in, err, tc.ok)
+			continue
+		}
+		if tc.ok && (exp.Unix() != tc.expiry || user != tc.user) {
+			t.Errorf("ParseUsername(%q) = %d, %q", tc.in, exp.Unix(), user)
+		}
+	}
+}
+
+func FuzzParseUsername(f *testing.F) {
+	for _, s := range []string{"1700000000:alice", "1700000000", ":", "", "-1:x", "99999999999999999999:x", "1:\xff"} {
+		f.Add(s)
+	}
+	secret := []byte("fuzz-secret")
+	now := time.Unix(1700000000, 0)
+	v := NewVerifier(secret)
+	f.Fuzz(func(t *testing.T, s string) {
+		exp, user, err := ParseUsername(s)
+		if err != nil {
+			if !errors.Is(err, ErrMalformed) {
+				t.Fatalf("error %v does not wrap ErrMalformed", err)
+			}
+			return
+		}
+		if exp.Unix() <= 0 || !strings.HasSuffix(s, user) {
+			t.Fatalf("ParseUsername(%q) = %v, %q", s, exp, user)
+		}
+		// Whatever parses must verify with its own password iff unexpired.
+		err = v.Verify(s, Password(secret, s), now)
+		if now.Before(exp) != (err == nil) {
+			t.Fatalf("Verify(%q) = %v with expiry %v", s, err, exp)
+		}
+	})
+}
+
+func BenchmarkVerify(b *testing.B) {
+	now := time.Unix(1700000000, 0)
+	s1, s2 := []byte("secret-one-0123456789"), []byte("secret-two-0123456789")
+	user, pass := Mint(s2, "player", time.Hour, now)
+	v := NewVerifier(s1, s2)
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := v.Verify(user, pass, now); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
