@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"strings"
 	"time"
@@ -13,10 +14,13 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/cl5-relay/cl5-relay/migration"
+	"github.com/cl5-relay/cl5-relay/relaynode"
 )
 
-// Config is everything `cl5-relay serve` can be told. Precedence: flag, then
-// env (CL5_<NAME>), then the YAML file (--config), then these defaults.
+// Config is everything `cl5-relay serve` and `cl5-relay node` can be told.
+// Precedence: flag, then env (CL5_<NAME>), then the YAML file (--config),
+// then these defaults. `node` uses the log, metrics, region, turn and fleet
+// settings and ignores the signaling ones.
 type Config struct {
 	Listen         string   `yaml:"listen"`
 	MetricsListen  string   `yaml:"metrics_listen"`
@@ -26,8 +30,79 @@ type Config struct {
 	LogLevel       string   `yaml:"log_level"`
 	LogFormat      string   `yaml:"log_format"`
 
+	// Region names where this process runs (for example "eu-west"): a
+	// node's region in the fleet, and the core's preferred region for its
+	// players. Default "" (no preference).
+	Region string `yaml:"region"`
+
 	Limits    LimitsConfig    `yaml:"limits"`
 	Migration MigrationConfig `yaml:"migration"`
+	TURN      TURNConfig      `yaml:"turn"`
+	Fleet     FleetConfig     `yaml:"fleet"`
+	ICE       ICEConfig       `yaml:"ice"`
+}
+
+// TURNConfig is the relay node: in-process in `serve`, alone in `node`.
+type TURNConfig struct {
+	// Listen is the UDP and TCP address of TURN/STUN. "" turns the
+	// in-process node of `serve` off.
+	Listen      string `yaml:"listen"`
+	TLSListen   string `yaml:"tls_listen"`
+	TLSCertFile string `yaml:"tls_cert_file"`
+	TLSKeyFile  string `yaml:"tls_key_file"`
+	// RelayPorts is "MIN-MAX", the UDP range of relay sockets; "" lets the
+	// kernel pick from its ephemeral range.
+	RelayPorts string `yaml:"relay_ports"`
+	// PublicIP is advertised to players on a 1:1 NAT host (cloud VPS).
+	PublicIP string `yaml:"public_ip"`
+	Realm    string `yaml:"realm"`
+	// SecretFile holds TURN REST shared secrets, one per line; every line is
+	// accepted and the first mints credentials, so secrets can rotate.
+	SecretFile string `yaml:"secret_file"`
+	// StaticUsersFile holds fixed "user:password" lines.
+	StaticUsersFile string   `yaml:"static_users_file"`
+	AllowPeers      []string `yaml:"allow_peers"`
+	DenyPeers       []string `yaml:"deny_peers"`
+	// AllowLoopbackPeers relays to every address, loopback and private
+	// ranges included: tests on one machine only.
+	AllowLoopbackPeers    bool          `yaml:"allow_loopback_peers"`
+	MaxAllocationsPerUser int           `yaml:"max_allocations_per_user"`
+	MaxAllocations        int           `yaml:"max_allocations"`
+	AllocationBandwidth   int64         `yaml:"allocation_bandwidth"`
+	NodeBandwidth         int64         `yaml:"node_bandwidth"`
+	MaxAllocationLifetime time.Duration `yaml:"max_allocation_lifetime"`
+	// DrainTimeout bounds how long a stopping node waits for live
+	// allocations to end.
+	DrainTimeout time.Duration `yaml:"drain_timeout"`
+}
+
+// FleetConfig is the QUIC control plane between the core and its nodes.
+type FleetConfig struct {
+	// Listen (core) is the UDP address nodes register at; "" is off.
+	Listen string `yaml:"listen"`
+	// Core (node) is the core's fleet address; "" runs the node alone.
+	Core string `yaml:"core"`
+	// NodeID names a node in the fleet. Default: the host name.
+	NodeID string `yaml:"node_id"`
+	// ClusterKeyFile holds the fleet's shared key. The core creates it
+	// (mode 0600) when it does not exist. Without a TURN secret file, the
+	// TURN REST secret is derived from it, so core and nodes agree.
+	ClusterKeyFile string `yaml:"cluster_key_file"`
+	// CertFile, KeyFile and CAFile replace the cluster key with mutual TLS
+	// from an operator's CA.
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	CAFile   string `yaml:"ca_file"`
+	// DeadAfter (core) is how long a silent node stays registered.
+	DeadAfter time.Duration `yaml:"dead_after"`
+}
+
+// ICEConfig sets the ice_servers players get in INIT_OK and GET /ice.
+type ICEConfig struct {
+	// TTL is how long minted TURN credentials last.
+	TTL time.Duration `yaml:"ttl"`
+	// NodesPerPlayer is how many relay nodes each player is given.
+	NodesPerPlayer int `yaml:"nodes_per_player"`
 }
 
 // LimitsConfig bounds what one client can cost the server.
@@ -67,6 +142,13 @@ func defaultConfig() Config {
 			PeerTimeout:       5 * time.Second,
 		},
 		Migration: MigrationConfig{Policy: string(migration.DefaultPolicy), ResumeGrace: 10 * time.Second},
+		TURN: TURNConfig{
+			Listen:       relaynode.DefaultUDPListen,
+			Realm:        relaynode.DefaultRealm,
+			DrainTimeout: 30 * time.Second,
+		},
+		Fleet: FleetConfig{DeadAfter: 3 * time.Second},
+		ICE:   ICEConfig{TTL: 6 * time.Hour, NodesPerPlayer: 2},
 	}
 }
 
@@ -135,29 +217,72 @@ func (c Config) Validate() error {
 	if l.MessageBurst < 1 || l.UpgradeBurst < 1 {
 		bad("limits: bursts must be at least 1")
 	}
+	errs = append(errs, c.TURN.validate()...)
+	errs = append(errs, c.Fleet.validate()...)
+	if c.ICE.TTL < time.Minute || c.ICE.TTL > 7*24*time.Hour {
+		bad("ice.ttl: %v is not between 1m and 168h", c.ICE.TTL)
+	}
+	if c.ICE.NodesPerPlayer < 1 || c.ICE.NodesPerPlayer > 8 {
+		bad("ice.nodes_per_player: %d is not between 1 and 8", c.ICE.NodesPerPlayer)
+	}
 	return errors.Join(errs...)
+}
+
+// envVars names the env var of a flag: CL5_<NAME>.
+func envVars(name string) []string {
+	return []string{"CL5_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))}
+}
+
+// commonFlags are shared by serve and node.
+func commonFlags(d Config) []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "config", Usage: "YAML config file (unknown keys are errors)", EnvVars: envVars("config")},
+		&cli.StringFlag{Name: "metrics-listen", Usage: "address of /metrics, /healthz, /readyz (empty: off)", Value: d.MetricsListen, EnvVars: envVars("metrics-listen")},
+		&cli.StringFlag{Name: "log-level", Usage: "debug, info, warn or error", Value: d.LogLevel, EnvVars: envVars("log-level")},
+		&cli.StringFlag{Name: "log-format", Usage: "text or json", Value: d.LogFormat, EnvVars: envVars("log-format")},
+		&cli.StringFlag{Name: "region", Usage: "region of this process (node: its fleet region; core: its players' preferred region)", EnvVars: envVars("region")},
+		&cli.StringFlag{Name: "cluster-key-file", Usage: "fleet cluster key (the core creates it if missing)", EnvVars: envVars("cluster-key-file")},
+	}
+}
+
+// turnFlags configure a relay node.
+func turnFlags(d Config, listenUsage string) []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "turn-listen", Usage: listenUsage, Value: d.TURN.Listen, EnvVars: envVars("turn-listen")},
+		&cli.StringFlag{Name: "relay-ports", Usage: "UDP port range of relay sockets, MIN-MAX (default: the kernel's ephemeral range)", EnvVars: envVars("relay-ports")},
+		&cli.StringFlag{Name: "public-ip", Usage: "IPv4 address advertised to players (set it behind 1:1 NAT)", EnvVars: envVars("public-ip")},
+		&cli.StringFlag{Name: "realm", Usage: "TURN realm", Value: d.TURN.Realm, EnvVars: envVars("realm")},
+		&cli.StringFlag{Name: "turn-secret-file", Usage: "TURN REST shared secrets, one per line", EnvVars: envVars("turn-secret-file")},
+		&cli.DurationFlag{Name: "drain-timeout", Usage: "on SIGTERM, how long the relay node waits for live allocations to end", Value: d.TURN.DrainTimeout, EnvVars: envVars("drain-timeout")},
+		&cli.BoolFlag{Name: "allow-loopback-peers", Usage: "relay to loopback and private addresses (tests on one machine only; unsafe)", EnvVars: envVars("allow-loopback-peers")},
+	}
 }
 
 // serveFlags are serve's flags; each also reads CL5_<NAME>.
 func serveFlags() []cli.Flag {
-	env := func(name string) []string {
-		return []string{"CL5_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))}
-	}
 	d := defaultConfig()
-	return []cli.Flag{
-		&cli.StringFlag{Name: "config", Usage: "YAML config file (unknown keys are errors)", EnvVars: env("config")},
-		&cli.StringFlag{Name: "listen", Usage: "signaling HTTP/WebSocket address", Value: d.Listen, EnvVars: env("listen")},
-		&cli.StringFlag{Name: "metrics-listen", Usage: "address of /metrics, /healthz, /readyz (empty: off)", Value: d.MetricsListen, EnvVars: env("metrics-listen")},
-		&cli.StringSliceFlag{Name: "allowed-origins", Usage: "origins allowed to connect (default: all, with a warning)", EnvVars: env("allowed-origins")},
-		&cli.StringFlag{Name: "auth", Usage: "INIT authentication: open or jwt", Value: d.Auth, EnvVars: env("auth")},
-		&cli.StringFlag{Name: "jwt-secret-file", Usage: "file holding the HS256/HS512 secret for --auth jwt", EnvVars: env("jwt-secret-file")},
-		&cli.StringFlag{Name: "log-level", Usage: "debug, info, warn or error", Value: d.LogLevel, EnvVars: env("log-level")},
-		&cli.StringFlag{Name: "log-format", Usage: "text or json", Value: d.LogFormat, EnvVars: env("log-format")},
-		&cli.StringFlag{Name: "migration-policy", Usage: "default host election: oldest, best or none", Value: d.Migration.Policy, EnvVars: env("migration-policy")},
-		&cli.DurationFlag{Name: "resume-grace", Usage: "how long a client that opted in to resume is held after its connection drops (0: off)", Value: d.Migration.ResumeGrace, EnvVars: env("resume-grace")},
-		&cli.DurationFlag{Name: "peer-timeout", Usage: "declare a silent connection dead after this (min 1s)", Value: d.Limits.PeerTimeout, EnvVars: env("peer-timeout")},
-		&cli.IntFlag{Name: "max-frame-bytes", Usage: "largest WebSocket message accepted", Value: d.Limits.MaxFrameBytes, EnvVars: env("max-frame-bytes")},
-	}
+	flags := append(commonFlags(d),
+		&cli.StringFlag{Name: "listen", Usage: "signaling HTTP/WebSocket address", Value: d.Listen, EnvVars: envVars("listen")},
+		&cli.StringSliceFlag{Name: "allowed-origins", Usage: "origins allowed to connect (default: all, with a warning)", EnvVars: envVars("allowed-origins")},
+		&cli.StringFlag{Name: "auth", Usage: "INIT authentication: open or jwt", Value: d.Auth, EnvVars: envVars("auth")},
+		&cli.StringFlag{Name: "jwt-secret-file", Usage: "file holding the HS256/HS512 secret for --auth jwt", EnvVars: envVars("jwt-secret-file")},
+		&cli.StringFlag{Name: "migration-policy", Usage: "default host election: oldest, best or none", Value: d.Migration.Policy, EnvVars: envVars("migration-policy")},
+		&cli.DurationFlag{Name: "resume-grace", Usage: "how long a client that opted in to resume is held after its connection drops (0: off)", Value: d.Migration.ResumeGrace, EnvVars: envVars("resume-grace")},
+		&cli.DurationFlag{Name: "peer-timeout", Usage: "declare a silent connection dead after this (min 1s)", Value: d.Limits.PeerTimeout, EnvVars: envVars("peer-timeout")},
+		&cli.IntFlag{Name: "max-frame-bytes", Usage: "largest WebSocket message accepted", Value: d.Limits.MaxFrameBytes, EnvVars: envVars("max-frame-bytes")},
+		&cli.StringFlag{Name: "fleet-listen", Usage: "UDP address where relay nodes register over QUIC (empty: off)", EnvVars: envVars("fleet-listen")},
+	)
+	return append(flags, turnFlags(d, "TURN/STUN address (UDP and TCP) of the in-process relay node (empty: off)")...)
+}
+
+// nodeFlags are node's flags.
+func nodeFlags() []cli.Flag {
+	d := defaultConfig()
+	flags := append(commonFlags(d),
+		&cli.StringFlag{Name: "core", Usage: "the core's fleet address (host:port) to register with (empty: run alone)", EnvVars: envVars("core")},
+		&cli.StringFlag{Name: "node-id", Usage: "this node's name in the fleet (default: the host name)", EnvVars: envVars("node-id")},
+	)
+	return append(flags, turnFlags(d, "TURN/STUN address (UDP and TCP)")...)
 }
 
 // resolveConfig applies default < file < env < flag.
@@ -185,6 +310,18 @@ func resolveConfig(c *cli.Context) (Config, error) {
 	set("resume-grace", func() { cfg.Migration.ResumeGrace = c.Duration("resume-grace") })
 	set("peer-timeout", func() { cfg.Limits.PeerTimeout = c.Duration("peer-timeout") })
 	set("max-frame-bytes", func() { cfg.Limits.MaxFrameBytes = c.Int("max-frame-bytes") })
+	set("region", func() { cfg.Region = c.String("region") })
+	set("cluster-key-file", func() { cfg.Fleet.ClusterKeyFile = c.String("cluster-key-file") })
+	set("fleet-listen", func() { cfg.Fleet.Listen = c.String("fleet-listen") })
+	set("core", func() { cfg.Fleet.Core = c.String("core") })
+	set("node-id", func() { cfg.Fleet.NodeID = c.String("node-id") })
+	set("turn-listen", func() { cfg.TURN.Listen = c.String("turn-listen") })
+	set("relay-ports", func() { cfg.TURN.RelayPorts = c.String("relay-ports") })
+	set("public-ip", func() { cfg.TURN.PublicIP = c.String("public-ip") })
+	set("realm", func() { cfg.TURN.Realm = c.String("realm") })
+	set("turn-secret-file", func() { cfg.TURN.SecretFile = c.String("turn-secret-file") })
+	set("drain-timeout", func() { cfg.TURN.DrainTimeout = c.Duration("drain-timeout") })
+	set("allow-loopback-peers", func() { cfg.TURN.AllowLoopbackPeers = c.Bool("allow-loopback-peers") })
 	return cfg, cfg.Validate()
 }
 
@@ -199,4 +336,54 @@ func splitList(in []string) []string {
 		}
 	}
 	return out
+}
+
+func (t TURNConfig) validate() []error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf("turn."+format, args...)) }
+	if _, _, err := parsePortRange(t.RelayPorts); err != nil {
+		bad("relay_ports: %v", err)
+	}
+	if t.PublicIP != "" {
+		if ip, err := netip.ParseAddr(t.PublicIP); err != nil || !ip.Is4() {
+			bad("public_ip: %q is not an IPv4 address", t.PublicIP)
+		}
+	}
+	if _, err := parsePrefixes(t.AllowPeers); err != nil {
+		bad("allow_peers: %v", err)
+	}
+	if _, err := parsePrefixes(t.DenyPeers); err != nil {
+		bad("deny_peers: %v", err)
+	}
+	if (t.TLSListen != "") != (t.TLSCertFile != "" && t.TLSKeyFile != "") {
+		bad("tls_listen, tls_cert_file and tls_key_file go together")
+	}
+	if t.MaxAllocations < 0 || t.AllocationBandwidth < 0 || t.NodeBandwidth < 0 || t.MaxAllocationLifetime < 0 {
+		bad("max_allocations, allocation_bandwidth, node_bandwidth and max_allocation_lifetime must not be negative (0: no limit)")
+	}
+	if t.DrainTimeout < 0 {
+		bad("drain_timeout: %v is negative", t.DrainTimeout)
+	}
+	return errs
+}
+
+func (f FleetConfig) validate() []error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf("fleet."+format, args...)) }
+	if f.Listen != "" && f.Core != "" {
+		bad("listen (core) and core (node) are exclusive")
+	}
+	certs := f.CertFile != "" || f.KeyFile != "" || f.CAFile != ""
+	switch {
+	case certs && (f.CertFile == "" || f.KeyFile == "" || f.CAFile == ""):
+		bad("cert_file, key_file and ca_file go together")
+	case certs && f.ClusterKeyFile != "":
+		bad("cluster_key_file and cert_file/key_file/ca_file are exclusive")
+	case (f.Listen != "" || f.Core != "") && !certs && f.ClusterKeyFile == "":
+		bad("the fleet needs cluster_key_file (--cluster-key-file) or cert_file, key_file and ca_file")
+	}
+	if f.DeadAfter < time.Second || f.DeadAfter > time.Minute {
+		bad("dead_after: %v is not between 1s and 1m", f.DeadAfter)
+	}
+	return errs
 }

@@ -40,10 +40,17 @@ func newApp() *cli.App {
 		Commands: []*cli.Command{
 			{
 				Name:   "serve",
-				Usage:  "run the all-in-one server (signaling core)",
+				Usage:  "run the all-in-one server: signaling core, host migration and a TURN relay node",
 				Flags:  serveFlags(),
 				Action: serve,
 			},
+			{
+				Name:   "node",
+				Usage:  "run a TURN relay node alone (edge VPS), registered with a core's fleet by --core",
+				Flags:  nodeFlags(),
+				Action: node,
+			},
+			benchCommand(),
 			{
 				Name:  "version",
 				Usage: "print the version",

@@ -43,8 +43,19 @@ func serve(c *cli.Context) error {
 	if len(cfg.AllowedOrigins) == 0 {
 		log.Warn("allowed_origins is empty: every origin may connect; set --allowed-origins in production")
 	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg := newRegistry()
+
+	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	// The relay side: the in-process node and the fleet's registry, and the
+	// ICE servers players are given from them.
+	relays, err := startRelays(ctx, cfg, log, reg)
+	if err != nil {
+		return err
+	}
+	defer relays.close()
+
 	policy, _ := migration.ParsePolicy(cfg.Migration.Policy) // validated
 	sig := signaling.NewServer(signaling.Config{
 		AllowedOrigins:    cfg.AllowedOrigins,
@@ -59,17 +70,17 @@ func serve(c *cli.Context) error {
 		Auth:              auth,
 		MigrationPolicy:   policy,
 		ResumeGrace:       resumeGrace(cfg.Migration.ResumeGrace),
+		ICE:               relays.ice(),
 		Logger:            log,
 		Registerer:        reg,
 	})
 
-	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
-	defer stop()
-
 	var ready atomic.Bool
 	servers := []*namedServer{{name: "signaling", addr: cfg.Listen, handler: sig}}
 	if cfg.MetricsListen != "" {
-		servers = append(servers, &namedServer{name: "metrics", addr: cfg.MetricsListen, handler: opsHandler(reg, &ready)})
+		ops := opsHandler(reg, ready.Load)
+		ops.Handle("GET /fleet", relays.fleetHandler())
+		servers = append(servers, &namedServer{name: "metrics", addr: cfg.MetricsListen, handler: ops})
 	}
 	for _, s := range servers {
 		if err := s.listen(); err != nil {
@@ -97,6 +108,7 @@ func serve(c *cli.Context) error {
 		for _, s := range servers[1:] {
 			errs = append(errs, s.srv.Shutdown(sctx))
 		}
+		errs = append(errs, relays.shutdown(sctx))
 		return errors.Join(errs...)
 	})
 	if err := g.Wait(); err != nil {
@@ -104,6 +116,14 @@ func serve(c *cli.Context) error {
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// newRegistry is the process's metrics registry, with Go and process
+// collectors.
+func newRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
 }
 
 // namedServer is one HTTP listener of the process.
@@ -133,14 +153,14 @@ func (s *namedServer) serve() error {
 
 // opsHandler serves /metrics, /healthz (the process is up) and /readyz
 // (it accepts players; false while starting or shutting down).
-func opsHandler(reg *prometheus.Registry, ready *atomic.Bool) http.Handler {
+func opsHandler(reg *prometheus.Registry, ready func() bool) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if !ready.Load() {
+		if !ready() {
 			http.Error(w, "not ready", http.StatusServiceUnavailable)
 			return
 		}

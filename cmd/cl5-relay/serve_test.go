@@ -38,9 +38,17 @@ type runningServer struct {
 	err   error            // its exit status, once done is closed
 }
 
+// startServer runs `cl5-relay serve` with args and waits until it started.
 func startServer(t *testing.T, bin string, args ...string) *runningServer {
 	t.Helper()
-	cmd := exec.Command(bin, append([]string{"serve", "--log-format", "json"}, args...)...)
+	return startCommand(t, bin, "serve", "cl5-relay started", args...)
+}
+
+// startCommand runs a cl5-relay subcommand with JSON logs and waits for
+// its started log line, recording the "listening" addresses.
+func startCommand(t *testing.T, bin, sub, started string, args ...string) *runningServer {
+	t.Helper()
+	cmd := exec.Command(bin, append([]string{sub, "--log-format", "json"}, args...)...)
 	cmd.Env = append(os.Environ(), "CL5_LOG_LEVEL=info")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -72,7 +80,7 @@ func startServer(t *testing.T, bin string, args ...string) *runningServer {
 		_ = cmd.Process.Kill()
 		<-rs.done
 	})
-	rs.waitLog(t, "cl5-relay started", func(m map[string]any) {
+	rs.waitLog(t, started, func(m map[string]any) {
 		if m["msg"] == "listening" {
 			rs.addrs[m["server"].(string)] = m["addr"].(string)
 		}
@@ -121,7 +129,7 @@ func TestServeBinary(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary")
 	}
-	rs := startServer(t, buildBinary(t), "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0")
+	rs := startServer(t, buildBinary(t), "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--turn-listen", "127.0.0.1:0")
 	metrics := "http://" + rs.addrs["metrics"]
 
 	if code, body := httpGet(t, metrics+"/healthz"); code != 200 || strings.TrimSpace(body) != "ok" {
@@ -157,6 +165,11 @@ func TestServeBinary(t *testing.T) {
 	if p["username"] != "alice" || !strings.HasSuffix(p["instance_id"].(string), "_binarytest") ||
 		!strings.HasPrefix(p["user_id"].(string), "GUEST_") {
 		t.Fatalf("INIT_OK payload %v", p)
+	}
+	// The in-process relay node is handed to players, with credentials.
+	ice, _ := json.Marshal(p["ice_servers"])
+	if !strings.Contains(string(ice), `"turn:`+rs.addrs["turn-udp"]+`?transport=udp"`) || !strings.Contains(string(ice), `"credential":`) {
+		t.Fatalf("INIT_OK ice_servers = %s, want the in-process node at %s", ice, rs.addrs["turn-udp"])
 	}
 	exchange(`{"opcode":"LIST_LOBBIES"}`, "LIST_ACK")
 

@@ -1,0 +1,186 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/cl5-relay/cl5-relay/bench"
+	"github.com/cl5-relay/cl5-relay/relaynode"
+	"github.com/cl5-relay/cl5-relay/signaling"
+)
+
+const benchTestSecret = "cli-bench-secret-0123456789"
+
+// runBenchCLI runs the app in-process with args and returns its stdout
+// and stderr.
+func runBenchCLI(t *testing.T, args ...string) (string, string, error) {
+	t.Helper()
+	app := newApp()
+	var out, errOut bytes.Buffer
+	app.Writer, app.ErrWriter = &out, &errOut
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	err := app.RunContext(ctx, append([]string{"cl5-relay"}, args...))
+	return out.String(), errOut.String(), err
+}
+
+func benchTestNode(t *testing.T) string {
+	t.Helper()
+	n, err := relaynode.New(relaynode.Config{
+		UDPListen: "127.0.0.1:0", UDPSockets: 1, DisableTCP: true,
+		Secrets: []string{benchTestSecret}, AllowLoopbackPeers: true,
+		Registerer: prometheus.NewRegistry(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = n.Close() })
+	return n.Addrs().UDP.String()
+}
+
+func TestBenchTurnJSONAndCompare(t *testing.T) {
+	addr := benchTestNode(t)
+	dir := t.TempDir()
+	secretFile := filepath.Join(dir, "secret")
+	if err := os.WriteFile(secretFile, []byte(benchTestSecret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	run := func(rate, name string) string {
+		t.Helper()
+		args := []string{"bench", "turn", "--server", addr, "--secret-file", secretFile,
+			"--clients", "2", "--rate", rate, "--packets", "100", "--duration", "10s", "--json",
+			"--server-pid", strconv.Itoa(os.Getpid()), "--out", filepath.Join(dir, name+"-copy.json")}
+		out, errOut, err := runBenchCLI(t, args...)
+		if err != nil {
+			t.Fatalf("%v: %v\n%s", args, err, errOut)
+		}
+		if strings.Contains(out+errOut, benchTestSecret) {
+			t.Fatalf("the secret was printed:\n%s\n%s", out, errOut)
+		}
+		if strings.Contains(errOut, "\x1b[K") {
+			t.Errorf("progress drawn on a non-terminal: %q", errOut)
+		}
+		var rep bench.Report
+		if err := json.Unmarshal([]byte(out), &rep); err != nil {
+			t.Fatalf("--json output does not parse: %v\n%s", err, out)
+		}
+		if rep.Bench != "turn" || len(rep.Errors) != 0 {
+			t.Fatalf("report %s, errors %v", rep.Bench, rep.Errors)
+		}
+		for name, want := range map[string]float64{"sent_packets": 200, "received_packets": 200, "loss_pct": 0, "clients": 2} {
+			if m, ok := rep.Metric(name); !ok || m.Value != want {
+				t.Errorf("%s = %+v, want %v", name, m, want)
+			}
+		}
+		if _, ok := rep.Metric("server_cpu_us_per_packet"); !ok {
+			t.Errorf("--server-pid gave no server CPU figure; notes %v", rep.Notes)
+		}
+		p := filepath.Join(dir, name+".json")
+		if err := os.WriteFile(p, []byte(out), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := os.Stat(filepath.Join(dir, name+"-copy.json")); err != nil {
+			t.Errorf("--out: %v", err)
+		}
+		return p
+	}
+	a, b := run("100", "a"), run("200", "b")
+
+	for _, args := range [][]string{{"bench", "compare", a, b}, {"bench", "--compare", a, b}} {
+		out, errOut, err := runBenchCLI(t, args...)
+		if err != nil {
+			t.Fatalf("%v: %v\n%s", args, err, errOut)
+		}
+		for _, want := range []string{"comparison", "A = " + a, "B = " + b, "B/A", "target send rate", "2.00x", "1.00x"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("%v output lacks %q:\n%s", args, want, out)
+			}
+		}
+	}
+
+	// The table, with the secret from the environment.
+	t.Setenv("CL5_BENCH_SECRET", benchTestSecret)
+	out, errOut, err := runBenchCLI(t, "bench", "turn", "--server", addr, "--clients", "1", "--rate", "100", "--packets", "20")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, errOut)
+	}
+	for _, want := range []string{"cl5-relay bench turn:", "delivered (round trips)", "round trip p99", "errors: none"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("table lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out+errOut, benchTestSecret) || strings.Contains(errOut, "visible to other users") {
+		t.Errorf("secret from the environment printed or warned about:\n%s\n%s", out, errOut)
+	}
+}
+
+func TestBenchTurnUsageErrors(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"bench", "turn", "--server", "127.0.0.1:9"}, "no credentials"},
+		{[]string{"bench", "turn", "--server", "127.0.0.1:9", "--secret-file", "/nonexistent/secret"}, "--secret-file"},
+		{[]string{"bench", "turn", "--server", "127.0.0.1:9", "--user", "u", "--pass", "p", "--clients", "999999"}, "clients"},
+		{[]string{"bench", "turn", "--server", "127.0.0.1:9", "--user", "u", "--pass", "p", "--sweep", "--duration", "4m", "--sweep-steps", "20"}, "over 30m"},
+		{[]string{"bench", "migration", "--url", "ws://127.0.0.1:9/", "--kill", "gently"}, "kill"},
+		{[]string{"bench", "compare", "only-one.json"}, "two files"},
+		{[]string{"bench", "compare", "/nonexistent/a.json", "/nonexistent/b.json"}, "no such file"},
+	} {
+		_, _, err := runBenchCLI(t, tc.args...)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: err = %v, want it to mention %q", tc.args, err, tc.want)
+		}
+	}
+}
+
+func TestBenchSignalingAndMigrationCLI(t *testing.T) {
+	srv := signaling.NewServer(signaling.Config{
+		UpgradesPerMinute: -1, PeerTimeout: time.Second,
+		Logger: slog.New(slog.DiscardHandler), Registerer: prometheus.NewRegistry(),
+	})
+	ts := httptest.NewServer(srv)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+		ts.Close()
+	})
+	url := "ws" + strings.TrimPrefix(ts.URL, "http") + "/"
+
+	out, errOut, err := runBenchCLI(t, "bench", "signaling", "--url", url, "--clients", "8", "--lobbies", "2", "--duration", "500ms", "--json")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, errOut)
+	}
+	var rep bench.Report
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatalf("signaling --json: %v\n%s", err, out)
+	}
+	if m, _ := rep.Metric("sessions"); m.Value != 8 || len(rep.Errors) != 0 {
+		t.Errorf("signaling: sessions %v, errors %v", m.Value, rep.Errors)
+	}
+
+	out, errOut, err = runBenchCLI(t, "bench", "migration", "--url", url, "--lobbies", "2", "--members", "2", "--kill", "all", "--timeout", "5s")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, errOut)
+	}
+	for _, want := range []string{"cl5-relay bench migration", "clean: lobbies migrated", "silent: kill -> NEW_HOST at a member p99", "drop: lobbies migrated", "errors: none"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("migration table lacks %q:\n%s", want, out)
+		}
+	}
+}
