@@ -1,0 +1,356 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"net"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cl5-relay/cl5-relay/relaynode"
+)
+
+// Modest load: the machine is shared. 2 clients x 200 pkt/s.
+const (
+	turnTestClients = 2
+	turnTestRate    = 200
+	turnTestPackets = 300 // per client: 1.5 s at turnTestRate
+)
+
+func turnRunOK(t *testing.T, cfg TurnConfig) *TurnResult {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	res, err := RunTurn(ctx, cfg)
+	if err != nil {
+		if res != nil {
+			t.Fatalf("RunTurn: %v (errors %s)", err, benchErrors(res.Errors))
+		}
+		t.Fatalf("RunTurn: %v", err)
+	}
+	return res
+}
+
+// TestTurnExactCounts drives each server with a fixed number of packets
+// and expects every one back: exact sent and received counts, no loss, a
+// round trip for each, no errors.
+func TestTurnExactCounts(t *testing.T) {
+	benchLeakCheck(t)
+	for _, srv := range turnTestServers(t) {
+		t.Run(srv.name, func(t *testing.T) {
+			res := turnRunOK(t, TurnConfig{
+				Server: srv.addr, Secret: turnTestSecret,
+				Clients: turnTestClients, Rate: turnTestRate, Packets: turnTestPackets, Size: 100,
+				Duration: 20 * time.Second, ServerPIDs: srv.pids,
+			})
+			const want = turnTestClients * turnTestPackets
+			if res.Clients != turnTestClients || res.Sent != want || res.Received != want || res.Lost != 0 {
+				t.Fatalf("clients %d, sent %d, received %d, lost %d; want %d, %d, %d, 0 (errors %s)",
+					res.Clients, res.Sent, res.Received, res.Lost, turnTestClients, want, want, benchErrors(res.Errors))
+			}
+			if len(res.Errors) != 0 || res.Interrupted {
+				t.Errorf("errors %s, interrupted %v", benchErrors(res.Errors), res.Interrupted)
+			}
+			if res.RTT.Count != want || res.RTT.P50 <= 0 || res.RTT.P50 > res.RTT.P99 || res.RTT.P99 > res.RTT.P999 || res.RTT.P999 > res.RTT.Max {
+				t.Errorf("RTT summary %+v", res.RTT)
+			}
+			// turnTestPackets at turnTestRate take 1.5 s; the window ends when the
+			// last client is done.
+			if res.Window < 1400*time.Millisecond || res.Window > 5*time.Second {
+				t.Errorf("window %s, want about 1.5 s", res.Window)
+			}
+			if len(srv.pids) > 0 && !res.ServerCPUOK {
+				t.Errorf("server CPU not measured for pids %v: %v", srv.pids, res.Notes)
+			}
+			rep := res.Report()
+			if m, ok := rep.Metric("received_packets"); !ok || m.Value != want {
+				t.Errorf("report received_packets = %+v", m)
+			}
+			if m, ok := rep.Metric("loss_pct"); !ok || m.Value != 0 {
+				t.Errorf("report loss_pct = %+v", m)
+			}
+			if _, ok := rep.Metric("server_cpu_us_per_packet"); ok != (len(srv.pids) > 0) {
+				t.Errorf("server_cpu_us_per_packet present = %v with pids %v", ok, srv.pids)
+			}
+			t.Logf("%s: %d/%d packets, rtt p50 %.3f ms p99 %.3f ms, setup p50 %.2f ms, server CPU %s",
+				srv.name, res.Received, res.Sent, res.RTT.P50, res.RTT.P99, res.Setup.P50, res.ServerCPU)
+		})
+	}
+}
+
+// TestTurnDurationRun runs for a duration rather than a count: the
+// achieved rate matches the target and nothing is lost.
+func TestTurnDurationRun(t *testing.T) {
+	benchLeakCheck(t)
+	n := turnTestNode(t)
+	res := turnRunOK(t, TurnConfig{Server: turnNodeAddr(n), Secret: turnTestSecret, Clients: turnTestClients, Rate: turnTestRate, Duration: 2 * time.Second})
+	if res.Lost != 0 || res.Sent == 0 || len(res.Errors) != 0 {
+		t.Fatalf("sent %d, received %d, errors %s", res.Sent, res.Received, benchErrors(res.Errors))
+	}
+	rate := float64(res.Sent) / res.Window.Seconds()
+	if target := float64(turnTestClients * turnTestRate); rate < 0.9*target || rate > 1.1*target {
+		t.Errorf("sent %.0f pkt/s, want about %.0f", rate, target)
+	}
+	if s := n.Stats(); s.RelayedPackets < 2*res.Received || s.Allocations != 0 {
+		t.Errorf("node stats %+v: want >= %d relayed and every allocation released", s, 2*res.Received)
+	}
+}
+
+var turnUclientTotals = regexp.MustCompile(`start_mclient: tot_send_msgs=(\d+), tot_recv_msgs=(\d+)\s*$`)
+
+// TestTurnAgreesWithUclient runs coturn's turnutils_uclient and the bench
+// against the same server with the same number of packets (2 clients x
+// 100 messages of 100 bytes) and compares their counts.
+func TestTurnAgreesWithUclient(t *testing.T) {
+	benchLeakCheck(t)
+	uclient := turnNeedBinary(t, "turnutils_uclient")
+	const clients, msgs = 2, 100
+	for _, srv := range turnTestServers(t) {
+		t.Run(srv.name, func(t *testing.T) {
+			echo, err := StartEchoPeer("127.0.0.1:0", 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer echo.Close()
+			host, port, _ := net.SplitHostPort(srv.addr)
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			args := []string{"-c", "-n", strconv.Itoa(msgs), "-m", strconv.Itoa(clients), "-l", "100", "-z", "5",
+				"-W", turnTestSecret, "-u", "uclient", "-e", "127.0.0.1", "-r", strconv.Itoa(int(echo.Addr().Port())),
+				"-p", port, host}
+			out, err := exec.CommandContext(ctx, uclient, args...).CombinedOutput()
+			if err != nil {
+				t.Fatalf("turnutils_uclient: %v\n%s", err, out)
+			}
+			uSent, uRecv := -1, -1
+			for _, line := range strings.Split(string(out), "\n") {
+				if m := turnUclientTotals.FindStringSubmatch(line); m != nil {
+					uSent, _ = strconv.Atoi(m[1])
+					uRecv, _ = strconv.Atoi(m[2])
+				}
+			}
+			if uSent < 0 {
+				t.Fatalf("no totals line in turnutils_uclient output:\n%s", out)
+			}
+
+			res := turnRunOK(t, TurnConfig{Server: srv.addr, Secret: turnTestSecret, Clients: clients, Rate: 200, Packets: msgs, Size: 100, Duration: 20 * time.Second})
+			t.Logf("%s: uclient sent %d received %d; bench sent %d received %d", srv.name, uSent, uRecv, res.Sent, res.Received)
+			if uSent != clients*msgs || uRecv != uSent {
+				t.Errorf("turnutils_uclient sent %d, received %d; want %d each:\n%s", uSent, uRecv, clients*msgs, out)
+			}
+			if res.Sent != uint64(uSent) || res.Received != uint64(uRecv) {
+				t.Errorf("bench sent %d, received %d; turnutils_uclient sent %d, received %d", res.Sent, res.Received, uSent, uRecv)
+			}
+			if echo.Packets() != uint64(uRecv) {
+				t.Errorf("echo peer saw %d of uclient's packets, uclient got %d back", echo.Packets(), uRecv)
+			}
+		})
+	}
+}
+
+// TestTurnErrors checks that refusals are reported by kind and that a run
+// with no allocation returns ErrNoClients.
+func TestTurnErrors(t *testing.T) {
+	benchLeakCheck(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	strict := turnTestNode(t, func(c *relaynode.Config) { c.AllowLoopbackPeers = false; c.AuthFailureLimit = -1 })
+	tests := []struct {
+		name     string
+		cfg      TurnConfig
+		wantKind string
+	}{
+		// pion/turn answers a wrong MESSAGE-INTEGRITY with 400, coturn
+		// with 401.
+		{"wrong secret", TurnConfig{Server: turnNodeAddr(strict), Secret: "not-the-secret-0123456789"}, "allocate: 400 Bad Request"},
+		// 127.0.0.1 is the node's own relay address (allowed towards its
+		// relay ports); another loopback address is refused, by pion/turn
+		// with an error response that has no ERROR-CODE (not 403).
+		{"loopback peer refused", TurnConfig{Server: turnNodeAddr(strict), Secret: turnTestSecret, Peer: "127.0.0.2:9"}, "create-permission: error response without ERROR-CODE"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.cfg.Clients, tc.cfg.Duration = 2, time.Second
+			res, err := RunTurn(ctx, tc.cfg)
+			if !errors.Is(err, ErrNoClients) || res == nil {
+				t.Fatalf("RunTurn = %v, %v; want ErrNoClients with a result", res, err)
+			}
+			found := false
+			for k, v := range res.Errors {
+				if strings.HasPrefix(k, tc.wantKind) && v == 2 {
+					found = true
+				}
+				if strings.Contains(k, turnTestSecret) {
+					t.Errorf("error kind %q holds the secret", k)
+				}
+			}
+			if !found {
+				t.Errorf("errors %s, want 2 x %q...", benchErrors(res.Errors), tc.wantKind)
+			}
+		})
+	}
+	t.Run("invalid config", func(t *testing.T) {
+		_, err := RunTurn(ctx, TurnConfig{Server: "nowhere", Clients: MaxTurnClients + 1, Rate: -1, Size: 4, Duration: time.Hour})
+		if !errors.Is(err, ErrConfig) {
+			t.Fatalf("err = %v", err)
+		}
+		for _, want := range []string{"server", "credentials", "clients", "rate", "size", "duration"} {
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("error %q does not mention %s", err, want)
+			}
+		}
+	})
+}
+
+// TestTurnInterrupted cancels a long run: it stops early, drains, and
+// reports what ran.
+func TestTurnInterrupted(t *testing.T) {
+	benchLeakCheck(t)
+	n := turnTestNode(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var status atomic.Value
+	p := &Progress{w: turnStatusWriter{&status}, interval: 20 * time.Millisecond}
+	time.AfterFunc(700*time.Millisecond, cancel)
+	start := time.Now()
+	res, err := RunTurn(ctx, TurnConfig{Server: turnNodeAddr(n), Secret: turnTestSecret, Clients: turnTestClients, Rate: turnTestRate, Duration: time.Minute, Progress: p})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took > 10*time.Second {
+		t.Errorf("took %s after cancel", took)
+	}
+	if !res.Interrupted || res.Sent == 0 || res.Received != res.Sent {
+		t.Errorf("interrupted %v, sent %d, received %d", res.Interrupted, res.Sent, res.Received)
+	}
+	if s, _ := status.Load().(string); !strings.Contains(s, "turn "+turnNodeAddr(n)) {
+		t.Errorf("last status line %q", s)
+	}
+}
+
+type turnStatusWriter struct{ v *atomic.Value }
+
+func (w turnStatusWriter) Write(p []byte) (int, error) {
+	if s := strings.TrimPrefix(string(p), "\r\x1b[K"); s != "" {
+		w.v.Store(s)
+	}
+	return len(p), nil
+}
+
+// TestTurnSweep raises the rate over three short steps.
+func TestTurnSweep(t *testing.T) {
+	benchLeakCheck(t)
+	n := turnTestNode(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	rep, err := RunTurnSweep(ctx, TurnConfig{Server: turnNodeAddr(n), Secret: turnTestSecret, Clients: turnTestClients, Rate: 100, Duration: 500 * time.Millisecond},
+		TurnSweepConfig{Factor: 2, Steps: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Steps) != 3 {
+		t.Fatalf("%d steps, want 3; notes %v, errors %s", len(rep.Steps), rep.Notes, benchErrors(rep.Errors))
+	}
+	if m, ok := rep.Metric("held_rate_per_client"); !ok || m.Value != 400 {
+		t.Errorf("held_rate_per_client = %+v, want 400", m)
+	}
+	for i, want := range []float64{200, 400, 800} {
+		if m, _ := rep.Steps[i].Metric("target_pps"); m.Value != want {
+			t.Errorf("step %d target %v, want %v", i+1, m.Value, want)
+		}
+	}
+	if err := (TurnSweepConfig{Factor: 1}).Validate(); !errors.Is(err, ErrConfig) {
+		t.Errorf("factor 1 accepted: %v", err)
+	}
+}
+
+// TestTurnSenderAllocs checks the steady-state send and receive paths
+// allocate nothing.
+func TestTurnSenderAllocs(t *testing.T) {
+	srv, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	conn, err := net.DialUDP("udp4", nil, srv.LocalAddr().(*net.UDPAddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	c := &turnClient{conn: conn, channel: firstChannel, hist: &Histogram{}}
+	s := newTurnSender([]*turnClient{c}, 100, 1000, 0, time.Millisecond)
+	start := time.Now()
+	buf := make([]byte, 2048)
+	allocs := testing.AllocsPerRun(200, func() {
+		s.sendBatch(c, s.pcs[0], 8, start)
+		for range 8 {
+			if _, _, err := srv.ReadFromUDPAddrPort(buf); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+	if allocs != 0 && !raceEnabled {
+		t.Errorf("sendBatch: %v allocations per batch, want 0", allocs)
+	}
+	if c.sent.Load() != c.sched || c.sendErrors.Load() != 0 {
+		t.Errorf("sent %d of %d scheduled, %d errors", c.sent.Load(), c.sched, c.sendErrors.Load())
+	}
+	rec := testing.AllocsPerRun(1000, func() { c.hist.Record(time.Duration(c.sched) * time.Microsecond) })
+	if rec != 0 && !raceEnabled {
+		t.Errorf("Histogram.Record: %v allocations", rec)
+	}
+}
+
+// BenchmarkTurnSendBatch measures the sender's cost per packet on a real
+// loopback socket (the kernel's sendmmsg included).
+func BenchmarkTurnSendBatch(b *testing.B) {
+	srv, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer srv.Close()
+	conn, err := net.DialUDP("udp4", nil, srv.LocalAddr().(*net.UDPAddr))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close()
+	c := &turnClient{conn: conn, channel: firstChannel}
+	s := newTurnSender([]*turnClient{c}, 100, 1000, 0, time.Millisecond)
+	start := time.Now()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		s.sendBatch(c, s.pcs[0], 32, start)
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(c.sched), "ns/packet")
+}
+
+// TestTurnSenderBehind: a sender that never got to send is behind by
+// everything due, less one tick's worth.
+func TestTurnSenderBehind(t *testing.T) {
+	c := &turnClient{}
+	s := &turnSender{clients: []*turnClient{c}, rate: 1000, tick: time.Millisecond}
+	var stop atomic.Bool
+	stop.Store(true)
+	var stopAt atomic.Int64
+	stopAt.Store(int64(time.Second))
+	s.run(time.Now(), &stop, &stopAt)
+	if s.behind != 1000-2 {
+		t.Errorf("behind = %d, want 998", s.behind)
+	}
+	c.sched = 999
+	s.behind = 0
+	s.run(time.Now(), &stop, &stopAt)
+	if s.behind != 0 {
+		t.Errorf("one packet short: behind = %d, want 0", s.behind)
+	}
+	r := &TurnResult{Sent: 1000, Behind: 11}
+	if !r.GeneratorBound() {
+		t.Error("11 of 1000 behind is not generator-bound")
+	}
+}
