@@ -74,6 +74,10 @@ func Decode(frame []byte, max int) (Envelope, error) {
 	if err := json.Unmarshal(frame, &env); err != nil {
 		return Envelope{}, fmt.Errorf("%w: %s", ErrMalformed, describe(err))
 	}
+	// Unmarshal takes a bare null as a no-op; it is no envelope either.
+	if bytes.Equal(bytes.TrimSpace(frame), []byte("null")) {
+		return Envelope{}, fmt.Errorf("%w: payload must not be a JSON null", ErrMalformed)
+	}
 	if bytes.Equal(env.Payload, []byte("null")) {
 		env.Payload = nil
 	}
