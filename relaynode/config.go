@@ -26,6 +26,9 @@ const (
 	DefaultAuthFailureLimit      = 10
 	DefaultAuthFailureWindow     = time.Minute
 	DefaultAuthBlockDuration     = 5 * time.Minute
+	DefaultUDPSocketBuffer       = 8 << 20
+	DefaultRelaySocketBuffer     = 1 << 20
+	maxSocketBuffer              = 1 << 30
 	minSecretLen                 = 16
 	maxUDPSockets                = 256
 )
@@ -40,6 +43,16 @@ type Config struct {
 	// SO_REUSEPORT; the kernel spreads clients over them by 4-tuple and
 	// each is read by its own goroutine. Default runtime.NumCPU().
 	UDPSockets int
+	// UDPSocketBuffer is the receive and send buffer size, in bytes, asked
+	// for each of those sockets (SO_RCVBUF/SO_SNDBUF), so bursts queue in
+	// the kernel rather than drop. Past net.core.rmem_max/wmem_max only
+	// with CAP_NET_ADMIN: raise those sysctls on a busy node (Start logs
+	// what the kernel granted). Default 8 MiB.
+	UDPSocketBuffer int
+	// RelaySocketBuffer is the same for each allocation's relay socket.
+	// The kernel takes the memory only while datagrams wait, so it bounds
+	// a burst rather than reserving anything. Default 1 MiB.
+	RelaySocketBuffer int
 
 	// TCPListen is the TCP address TURN over TCP is served on.
 	// Default: UDPListen as written (same host and port; with port 0 both
@@ -143,6 +156,12 @@ func (c Config) withDefaults() Config {
 	if c.UDPSockets == 0 {
 		c.UDPSockets = runtime.NumCPU()
 	}
+	if c.UDPSocketBuffer == 0 {
+		c.UDPSocketBuffer = DefaultUDPSocketBuffer
+	}
+	if c.RelaySocketBuffer == 0 {
+		c.RelaySocketBuffer = DefaultRelaySocketBuffer
+	}
 	if c.TCPListen == "" {
 		c.TCPListen = c.UDPListen
 	}
@@ -219,6 +238,14 @@ func (c Config) Validate() error {
 	}
 	if c.MaxStreamConns < 0 {
 		bad("MaxStreamConns %d is negative", c.MaxStreamConns)
+	}
+	for _, b := range []struct {
+		name string
+		v    int
+	}{{"UDPSocketBuffer", c.UDPSocketBuffer}, {"RelaySocketBuffer", c.RelaySocketBuffer}} {
+		if b.v < 0 || b.v > maxSocketBuffer {
+			bad("%s %d: want 0..%d bytes (0 for the default)", b.name, b.v, maxSocketBuffer)
+		}
 	}
 
 	switch {

@@ -14,7 +14,8 @@ func TestConfigDefaults(t *testing.T) {
 	if d.UDPListen != ":3478" || d.TCPListen != ":3478" || d.Realm != "cl5-relay" ||
 		d.UDPSockets != runtime.NumCPU() || d.MaxAllocationsPerUser != 64 || d.MaxStreamConns != 10000 ||
 		d.AuthFailureLimit != 10 || d.AuthFailureWindow != time.Minute || d.AuthBlockDuration != 5*time.Minute ||
-		d.RelayBindIP != netip.IPv4Unspecified() || d.PublicIP.IsValid() || d.Logger == nil {
+		d.RelayBindIP != netip.IPv4Unspecified() || d.PublicIP.IsValid() || d.Logger == nil ||
+		d.UDPSocketBuffer != 8<<20 || d.RelaySocketBuffer != 1<<20 {
 		t.Fatalf("defaults: %+v", d)
 	}
 	d = Config{UDPListen: "192.0.2.1:3478"}.withDefaults()
@@ -48,6 +49,8 @@ func TestConfigValidateReportsEverything(t *testing.T) {
 		AuthBlockDuration:     -time.Second,
 		MaxStreamConns:        -1,
 		MaxAllocationLifetime: -time.Second,
+		UDPSocketBuffer:       -1,
+		RelaySocketBuffer:     maxSocketBuffer + 1,
 	}
 	err := cfg.Validate()
 	if !errors.Is(err, ErrInvalidConfig) {
@@ -56,7 +59,7 @@ func TestConfigValidateReportsEverything(t *testing.T) {
 	for _, want := range []string{
 		"UDPListen", "TCPListen", "TLSCertFile", "UDPSockets", "relay port range", "RelayBindIP",
 		"PublicIP", "Secrets[0]", "empty password", "AllowPeers", "MaxAllocations", "bandwidth",
-		"AuthBlockDuration", "MaxStreamConns", "MaxAllocationLifetime",
+		"AuthBlockDuration", "MaxStreamConns", "MaxAllocationLifetime", "UDPSocketBuffer", "RelaySocketBuffer",
 	} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("Validate does not mention %s:\n%v", want, err)

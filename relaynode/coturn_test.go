@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -148,6 +149,15 @@ func TestCoturnClient(t *testing.T) {
 			}
 			if got := tn.metric(t, "cl5_turn_auth_failures_total"); got != 0 {
 				t.Errorf("auth failures = %v", got)
+			}
+			// uclient sends ChannelData: over UDP, the fast path carries it
+			// once the channel is bound.
+			if batchIOSupported && !slices.Contains(args, "-t") {
+				for _, dir := range []string{dirClientToPeer, dirPeerToClient} {
+					if got := tn.metric(t, "cl5_turn_fast_path_packets_total", "direction", dir); got == 0 {
+						t.Errorf("fast path relayed nothing %s", dir)
+					}
+				}
 			}
 		})
 	}

@@ -24,6 +24,17 @@
 // provider's NAT. AllowPeers, DenyPeers and AllowLoopbackPeers (tests
 // only) adjust this.
 //
+// ChannelData, the bulk of the traffic, takes a fast path over UDP:
+// pion/turn keeps the control plane (Allocate, Refresh, CreatePermission,
+// ChannelBind, Send and Data indications), and the node learns the
+// channels it binds by following its answers, then relays them itself
+// with batched syscalls (recvmmsg/sendmmsg, Linux) and no allocation per
+// packet, under the same caps, policy and metrics. A binding leaves the
+// fast path no later than pion would drop it, and pion relays whatever
+// the fast path does not know (cl5_turn_fast_path_packets_total counts
+// what it carried). Sockets get large buffers (Config.UDPSocketBuffer,
+// RelaySocketBuffer) so bursts queue rather than drop.
+//
 // Limits: allocations per user and per node (486 Allocation Quota
 // Reached), bandwidth per allocation and per node (token buckets; excess
 // is dropped and counted), allocation lifetime, concurrent TCP/TLS

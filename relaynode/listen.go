@@ -12,9 +12,6 @@ import (
 )
 
 const (
-	// udpReadBuffer is asked of the kernel for each listening UDP socket
-	// (it caps the request at net.core.rmem_max).
-	udpReadBuffer = 4 << 20
 	// firstFrameTimeout bounds how long a TCP/TLS connection (handshake
 	// included) may take to send its first TURN frame.
 	firstFrameTimeout = 10 * time.Second
@@ -23,9 +20,10 @@ const (
 	streamIdleTimeout = 65 * time.Minute
 )
 
-// listenUDP binds count sockets to addr with SO_REUSEPORT. With port 0 the
-// first socket picks the port and the others join it.
-func listenUDP(ctx context.Context, addr string, count int) ([]net.PacketConn, error) {
+// listenUDP binds count sockets to addr with SO_REUSEPORT, with bufSize
+// byte socket buffers (0: the kernel's default). With port 0 the first
+// socket picks the port and the others join it.
+func listenUDP(ctx context.Context, addr string, count, bufSize int) ([]net.PacketConn, error) {
 	if !reusePortSupported {
 		count = 1
 	}
@@ -42,8 +40,8 @@ func listenUDP(ctx context.Context, addr string, count int) ([]net.PacketConn, e
 		if err != nil {
 			return fail(fmt.Errorf("relaynode: listen udp %s (socket %d of %d): %w", addr, i+1, count, err))
 		}
-		if uc, ok := c.(*net.UDPConn); ok {
-			_ = uc.SetReadBuffer(udpReadBuffer)
+		if uc, ok := c.(*net.UDPConn); ok && bufSize > 0 {
+			_, _, _ = setSocketBuffers(uc, bufSize)
 		}
 		conns = append(conns, c)
 		if i == 0 {
@@ -56,22 +54,52 @@ func listenUDP(ctx context.Context, addr string, count int) ([]net.PacketConn, e
 
 // turnPacketConn is a listening UDP socket as pion sees it: reads are
 // prechecked for authentication, and the end of pion's read loop is
-// reported (pion returns from it at the first read error).
+// reported (pion returns from it at the first read error). With the fast
+// path (fast non-nil), pion reads what the fast path leaves it, and the
+// control messages it reads and answers are followed (fastpath.go).
 type turnPacketConn struct {
 	net.PacketConn
 	auth *authenticator
+	fast *udpListener
 	once sync.Once
 	done func()
 }
 
 func (c *turnPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
-	n, addr, err := c.PacketConn.ReadFrom(p)
+	if c.fast == nil {
+		n, addr, err := c.PacketConn.ReadFrom(p)
+		if err != nil {
+			c.once.Do(c.done)
+			return n, addr, err
+		}
+		c.auth.precheck(p[:n], addr)
+		return n, addr, nil
+	}
+	n, from, addr, err := c.fast.read(p)
 	if err != nil {
 		c.once.Do(c.done)
-		return n, addr, err
+		return 0, nil, err
 	}
 	c.auth.precheck(p[:n], addr)
+	c.fast.snoopRequest(p[:n], from)
 	return n, addr, nil
+}
+
+// Close closes the socket (pion calls it from Server.Close).
+func (c *turnPacketConn) Close() error {
+	if c.fast != nil {
+		c.fast.closing.Store(true)
+	}
+	return c.PacketConn.Close()
+}
+
+// WriteTo sends what pion sends a client; the fast path first looks at
+// pion's answers to the requests it follows.
+func (c *turnPacketConn) WriteTo(p []byte, addr net.Addr) (int, error) {
+	if c.fast != nil {
+		c.fast.snoopResponse(p, addr)
+	}
+	return c.PacketConn.WriteTo(p, addr)
 }
 
 // streamListener hands pion TCP or TLS connections wrapped in streamConns,

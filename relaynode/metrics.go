@@ -18,6 +18,7 @@ const (
 	dropRelayWriteError     = "relay_write_error"
 	dropStreamConnLimit     = "stream_conn_limit"
 	dropBadStreamFrame      = "bad_stream_frame"
+	dropPionQueueFull       = "pion_queue_full"
 
 	authBadPassword = "bad_password"
 	authExpired     = "expired"
@@ -36,6 +37,7 @@ type metrics struct {
 	allocationsTotal   prometheus.Counter
 	allocationsRefused *prometheus.CounterVec
 	packets            *prometheus.CounterVec
+	fastPackets        *prometheus.CounterVec
 	bytes              *prometheus.CounterVec
 	drops              *prometheus.CounterVec
 	authFailures       *prometheus.CounterVec
@@ -49,6 +51,8 @@ type metrics struct {
 	dropAllocBW, dropNodeBW prometheus.Counter
 	dropSelfRelay           prometheus.Counter
 	dropWriteError          prometheus.Counter
+	dropPionQueue           prometheus.Counter
+	fastC2P, fastP2C        prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -66,6 +70,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"reason"}),
 		packets: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "cl5_turn_relay_packets_total", Help: "Packets relayed, by direction.",
+		}, []string{"direction"}),
+		fastPackets: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cl5_turn_fast_path_packets_total",
+			Help: "Packets of cl5_turn_relay_packets_total the node relayed on its own ChannelData path, without pion/turn, by direction.",
 		}, []string{"direction"}),
 		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "cl5_turn_relay_bytes_total", Help: "Payload bytes relayed, by direction.",
@@ -94,6 +102,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m.dropNodeBW = m.drops.WithLabelValues(dropNodeBandwidth)
 	m.dropSelfRelay = m.drops.WithLabelValues(dropSelfRelayPort)
 	m.dropWriteError = m.drops.WithLabelValues(dropRelayWriteError)
+	m.dropPionQueue = m.drops.WithLabelValues(dropPionQueueFull)
+	m.fastC2P = m.fastPackets.WithLabelValues(dirClientToPeer)
+	m.fastP2C = m.fastPackets.WithLabelValues(dirPeerToClient)
 	// Make every label value visible at zero so dashboards and alerts see
 	// the series before the first event.
 	for _, r := range []string{dropStreamConnLimit, dropBadStreamFrame} {
@@ -110,7 +121,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return m, nil
 	}
 	collectors := []prometheus.Collector{
-		m.allocations, m.allocationsTotal, m.allocationsRefused, m.packets, m.bytes,
+		m.allocations, m.allocationsTotal, m.allocationsRefused, m.packets, m.fastPackets, m.bytes,
 		m.drops, m.authFailures, m.permissionsRefused, m.streamConns, m.draining,
 	}
 	for i, c := range collectors {

@@ -38,8 +38,14 @@ type Node struct {
 	nodeBW  *rate.Limiter // nil: no cap
 	tlsConf *tls.Config
 	now     func() time.Time
+	epoch   time.Time // Node.clock's zero
 
 	acceptWarn *rate.Limiter // rate-limits accept failure warnings
+	readWarn   *rate.Limiter // and UDP read failure warnings
+
+	// noFastPath relays every packet through pion (tests and benchmarks
+	// compare the two paths).
+	noFastPath bool
 
 	draining atomic.Bool
 	ready    atomic.Bool
@@ -53,12 +59,13 @@ type Node struct {
 	// accept loop per stream listener, one per accepted connection.
 	readers sync.WaitGroup
 
-	mu      sync.Mutex
-	started bool
-	closed  bool
-	server  *turn.Server
-	relays  *relayAllocator
-	addrs   Addrs
+	mu        sync.Mutex
+	started   bool
+	closed    bool
+	server    *turn.Server
+	relays    *relayAllocator
+	listeners []*udpListener // UDP sockets with the fast path
+	addrs     Addrs
 
 	closeOnce sync.Once
 	closeErr  error
@@ -105,8 +112,10 @@ func New(cfg Config) (*Node, error) {
 		log:    cfg.Logger.With("component", "relaynode"),
 		allocs: newAllocTracker(),
 		now:    time.Now,
+		epoch:  time.Now(),
 
 		acceptWarn: rate.NewLimiter(rate.Every(10*time.Second), 1),
+		readWarn:   rate.NewLimiter(rate.Every(10*time.Second), 1),
 	}
 	if cfg.TLSListen != "" {
 		tc, err := loadTLS(cfg.TLSCertFile, cfg.TLSKeyFile)
@@ -150,7 +159,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		}
 	}()
 
-	udp, err := listenUDP(ctx, cfg.UDPListen, cfg.UDPSockets)
+	udp, err := listenUDP(ctx, cfg.UDPListen, cfg.UDPSockets, cfg.UDPSocketBuffer)
 	if err != nil {
 		return err
 	}
@@ -209,10 +218,11 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	}
 
 	sc := turn.ServerConfig{
-		Realm:         cfg.Realm,
-		AuthHandler:   n.auth.authHandler,
-		QuotaHandler:  n.quotaHandler,
-		LoggerFactory: newPionLogs(n.log),
+		Realm:              cfg.Realm,
+		ChannelBindTimeout: channelBindLifetime, // the fast path expires bindings by it
+		AuthHandler:        n.auth.authHandler,
+		QuotaHandler:       n.quotaHandler,
+		LoggerFactory:      newPionLogs(n.log),
 		EventHandler: turn.EventHandler{
 			OnAuth: func(src, _ net.Addr, _, username, _, _ string, verdict bool) {
 				n.auth.onAuth(src, username, verdict)
@@ -221,11 +231,25 @@ func (n *Node) Start(ctx context.Context) (err error) {
 			OnAllocationDeleted: n.onAllocationDeleted,
 		},
 	}
-	for _, c := range udp {
+	fast := make([]*udpListener, len(udp)) // nil: no fast path
+	for i, c := range udp {
+		if uc, ok := c.(*net.UDPConn); ok && n.fastPath() {
+			if fast[i], err = newUDPListener(n, uc); err != nil {
+				return fmt.Errorf("relaynode: fast path on %s: %w", uc.LocalAddr(), err)
+			}
+		}
+	}
+	for i, c := range udp {
+		tc := &turnPacketConn{PacketConn: c, auth: n.auth, done: n.readers.Done}
+		var relays turn.RelayAddressGenerator = n.relays
+		if l := fast[i]; l != nil {
+			tc.fast = l
+			relays = listenerRelays{relayAllocator: n.relays, l: l}
+		}
 		n.readers.Add(1)
 		sc.PacketConnConfigs = append(sc.PacketConnConfigs, turn.PacketConnConfig{
-			PacketConn:            &turnPacketConn{PacketConn: c, auth: n.auth, done: n.readers.Done},
-			RelayAddressGenerator: n.relays,
+			PacketConn:            tc,
+			RelayAddressGenerator: relays,
 			PermissionHandler:     permit,
 		})
 	}
@@ -247,6 +271,13 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		}
 		return fmt.Errorf("relaynode: start TURN server: %w", err)
 	}
+	for _, l := range fast {
+		if l != nil {
+			n.readers.Add(1)
+			go l.run()
+			n.listeners = append(n.listeners, l)
+		}
+	}
 	n.server = server
 	n.started = true
 	n.ready.Store(!n.draining.Load())
@@ -259,14 +290,26 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		n.log.Warn("AllowLoopbackPeers is on: TURN clients can reach loopback and private addresses, " +
 			"including this machine's own services. Use it in tests only.")
 	}
+	if rcvBuf, sndBuf, ok := socketBuffers(udp[0]); ok && (rcvBuf < cfg.UDPSocketBuffer || sndBuf < cfg.UDPSocketBuffer) {
+		n.log.Warn("the kernel granted smaller UDP socket buffers than asked: bursts may be lost; "+
+			"raise net.core.rmem_max and net.core.wmem_max (or run with CAP_NET_ADMIN)",
+			"asked", cfg.UDPSocketBuffer, "receive", rcvBuf, "send", sndBuf)
+	}
 	n.log.Info("relay node started",
-		"udp", n.addrs.UDP.String(), "udp_sockets", len(udp),
+		"udp", n.addrs.UDP.String(), "udp_sockets", len(udp), "fast_path", len(n.listeners) > 0,
 		"tcp", addrString(n.addrs.TCP), "tls", addrString(n.addrs.TLS),
 		"relay_ip", relayIP.String(), "relay_bind", cfg.RelayBindIP.String(),
 		"relay_ports", portRange(cfg), "realm", cfg.Realm,
 		"secrets", len(cfg.Secrets), "static_users", len(cfg.StaticUsers))
 	return nil
 }
+
+// fastPath reports whether the node relays ChannelData itself (fastpath.go).
+func (n *Node) fastPath() bool { return batchIOSupported && !n.noFastPath }
+
+// clock is the node's monotonic clock, in nanoseconds since New: the fast
+// path's binding deadlines use it (tests move n.now).
+func (n *Node) clock() int64 { return int64(n.now().Sub(n.epoch)) }
 
 func addrString(a netip.AddrPort) string {
 	if !a.IsValid() {

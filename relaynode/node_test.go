@@ -694,7 +694,7 @@ func TestRelayPortRange(t *testing.T) {
 }
 
 func TestListenUDPSharesPort(t *testing.T) {
-	conns, err := listenUDP(context.Background(), "127.0.0.1:0", 3)
+	conns, err := listenUDP(context.Background(), "127.0.0.1:0", 3, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

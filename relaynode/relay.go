@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -36,10 +37,15 @@ type relayAllocator struct {
 	// when relayIP is not the bind address (a 1:1 NAT's public IP, which
 	// the machine may not be able to reach itself). Invalid: no rewrite.
 	localIP  netip.Addr
+	policy   *peerPolicy
 	selfRule peerVerdict // the peer policy's verdict on relayIP
 	portMin  int
 	portMax  int
 	maxLive  int // 0: no limit
+	// batched: relay sockets are read with recvmmsg and peer packets on
+	// bound channels go to their client without pion (relay_fast.go).
+	batched bool
+	bufSize int // SO_RCVBUF/SO_SNDBUF asked for each relay socket
 
 	mu       sync.RWMutex
 	live     map[uint16]struct{} // ports of open relay sockets
@@ -54,10 +60,13 @@ func newRelayAllocator(n *Node, relayIP netip.Addr, policy *peerPolicy) *relayAl
 		bindIP:   cfg.RelayBindIP,
 		relayIP:  relayIP,
 		relayNet: net.IP(relayIP.AsSlice()),
+		policy:   policy,
 		selfRule: policy.check(relayIP),
 		portMin:  cfg.RelayPortMin,
 		portMax:  cfg.RelayPortMax,
 		maxLive:  cfg.MaxAllocations,
+		batched:  n.fastPath(),
+		bufSize:  cfg.RelaySocketBuffer,
 		live:     make(map[uint16]struct{}),
 	}
 	if relayIP != cfg.RelayBindIP {
@@ -116,7 +125,16 @@ func (r *relayAllocator) AllocatePacketConn(network string, requestedPort int) (
 	if d := r.n.cfg.MaxAllocationLifetime; d > 0 {
 		// Closing the socket ends pion's reader for the allocation, which
 		// then deletes it.
-		rc.lifetime = time.AfterFunc(d, func() { _ = conn.Close() })
+		rc.lifetime = time.AfterFunc(d, func() {
+			rc.dead.Store(true)
+			_ = conn.Close()
+		})
+	}
+	if r.batched {
+		if raw, err := conn.SyscallConn(); err == nil {
+			rc.raw = raw
+			rc.recvFn = rc.recvOnce
+		}
 	}
 	return rc, &net.UDPAddr{IP: r.relayNet, Port: int(port)}, nil
 }
@@ -127,7 +145,11 @@ func (r *relayAllocator) bind(network string, requestedPort int) (*net.UDPConn, 
 	}
 	ip := net.IP(r.bindIP.AsSlice())
 	listen := func(port int) (*net.UDPConn, error) {
-		return net.ListenUDP("udp4", &net.UDPAddr{IP: ip, Port: port})
+		c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: ip, Port: port})
+		if err == nil {
+			_, _, _ = setSocketBuffers(c, r.bufSize)
+		}
+		return c, err
 	}
 	switch {
 	case requestedPort != 0:
@@ -185,73 +207,113 @@ type relayConn struct {
 	bw       *rate.Limiter // nil: no per-allocation cap
 	lifetime *time.Timer   // nil: no lifetime cap
 	closed   atomic.Bool
+
+	// The fast path's state (fastpath.go, channels.go, relay_fast.go).
+	// dead stops it from relaying, before the socket closes.
+	dead   atomic.Bool
+	owner  atomic.Pointer[fastOwner]    // set once pion's Allocate answer is seen
+	chans  atomic.Pointer[channelTable] // nil: no channel known
+	bindMu sync.Mutex                   // serializes chans' writers
+
+	// Batched reads (relay_fast.go), by pion's goroutine for the
+	// allocation only. raw nil: plain reads, one packet at a time.
+	raw     syscall.RawConn
+	recvFn  func(fd uintptr) bool
+	rx      *relayBatch // held only while it has packets pion has not taken
+	rxNext  int
+	rxCount int
+	rxErr   error
 }
 
-// ReadFrom reads the next packet from a peer that passes the bandwidth
-// caps (pion then checks permissions and forwards it to the client).
+// ReadFrom reads the next packet from a peer for pion (which then checks
+// permissions and forwards it to the client). Packets that pass the
+// bandwidth caps and are counted get here; with batched reads, those on
+// channels the fast path knows go to their client directly instead.
 func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
-	n := c.r.n
+	if c.raw != nil {
+		return c.readBatched(p)
+	}
 	for {
-		k, addr, err := c.UDPConn.ReadFromUDP(p)
+		k, addr, err := c.UDPConn.ReadFromUDPAddrPort(p)
 		if err != nil {
 			return k, nil, err
-		}
-		var from net.Addr = addr
-		if c.r.localIP.IsValid() {
-			if ip, ok := netip.AddrFromSlice(addr.IP); ok && ip.Unmap() == c.r.localIP && c.r.isLive(addr.Port) {
-				// Another allocation of this node, delivered locally by
-				// WriteTo: show it as it would look through the NAT.
-				from = &net.UDPAddr{IP: c.r.relayNet, Port: addr.Port}
-			}
 		}
 		if !c.allow(k) {
 			continue
 		}
-		n.m.packetsP2C.Inc()
-		n.m.bytesP2C.Add(float64(k))
-		n.relayedPackets.Add(1)
-		n.relayedBytes.Add(uint64(k))
-		return k, from, nil
+		c.countToClient(1, k)
+		return k, net.UDPAddrFromAddrPort(c.peerAddr(addr)), nil
 	}
+}
+
+// peerAddr is the address a packet's source has for the client: another
+// allocation of this node, delivered locally by WriteTo, shows as it
+// would through the NAT.
+func (c *relayConn) peerAddr(src netip.AddrPort) netip.AddrPort {
+	src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
+	if c.r.localIP.IsValid() && src.Addr() == c.r.localIP && c.r.isLive(int(src.Port())) {
+		return netip.AddrPortFrom(c.r.relayIP, src.Port())
+	}
+	return src
 }
 
 // WriteTo sends a client's packet to a peer pion has a permission for.
 // A dropped packet reports success: UDP may lose it anyway, and an error
 // would make pion log it.
 func (c *relayConn) WriteTo(p []byte, addr net.Addr) (int, error) {
-	n := c.r.n
 	dst, ok := addr.(*net.UDPAddr)
 	if !ok {
 		return 0, fmt.Errorf("relaynode: relay write to %T", addr)
 	}
-	if dst.IP.Equal(c.r.relayNet) {
-		switch {
-		case c.r.isLive(dst.Port):
-			if c.r.localIP.IsValid() {
-				dst = &net.UDPAddr{IP: net.IP(c.r.localIP.AsSlice()), Port: dst.Port}
-			}
-		case c.r.selfRule == peerSelfRelay:
-			n.m.dropSelfRelay.Inc()
-			n.dropped.Add(1)
-			return len(p), nil
-		}
-	}
-	if !c.allow(len(p)) {
+	ap := dst.AddrPort() // no allocation, unlike WriteTo(net.Addr)
+	to, ok := c.admitToPeer(netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), len(p))
+	if !ok {
 		return len(p), nil
 	}
-	// Counted before the send, so the count is never behind a packet that
-	// already reached its peer (and maybe came back).
-	n.m.packetsC2P.Inc()
-	n.m.bytesC2P.Add(float64(len(p)))
-	n.relayedPackets.Add(1)
-	n.relayedBytes.Add(uint64(len(p)))
-	ap := dst.AddrPort() // no allocation, unlike WriteTo(net.Addr)
-	k, err := c.UDPConn.WriteToUDPAddrPort(p, netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()))
+	c.countToPeer(1, len(p))
+	k, err := c.UDPConn.WriteToUDPAddrPort(p, to)
 	if err != nil {
-		n.m.dropWriteError.Inc()
-		n.dropped.Add(1)
+		c.r.n.countWriteError(1)
 	}
 	return k, err
+}
+
+// admitToPeer applies the self-relay rule and the bandwidth caps to a
+// packet of size bytes for peer, counting a refusal, and returns where
+// to send it.
+func (c *relayConn) admitToPeer(peer netip.AddrPort, size int) (netip.AddrPort, bool) {
+	if peer.Addr() == c.r.relayIP {
+		switch {
+		case c.r.isLive(int(peer.Port())):
+			if c.r.localIP.IsValid() {
+				peer = netip.AddrPortFrom(c.r.localIP, peer.Port())
+			}
+		case c.r.selfRule == peerSelfRelay:
+			c.r.n.m.dropSelfRelay.Inc()
+			c.r.n.dropped.Add(1)
+			return netip.AddrPort{}, false
+		}
+	}
+	return peer, c.allow(size)
+}
+
+// countToPeer and countToClient count relayed packets. The client-to-peer
+// count comes before the send, so it is never behind a packet that
+// already reached its peer (and maybe came back).
+func (c *relayConn) countToPeer(packets, bytes int) {
+	n := c.r.n
+	n.m.packetsC2P.Add(float64(packets))
+	n.m.bytesC2P.Add(float64(bytes))
+	n.relayedPackets.Add(uint64(packets))
+	n.relayedBytes.Add(uint64(bytes))
+}
+
+func (c *relayConn) countToClient(packets, bytes int) {
+	n := c.r.n
+	n.m.packetsP2C.Add(float64(packets))
+	n.m.bytesP2C.Add(float64(bytes))
+	n.relayedPackets.Add(uint64(packets))
+	n.relayedBytes.Add(uint64(bytes))
 }
 
 // allow applies the node-wide and then the allocation's bandwidth cap.
@@ -275,11 +337,19 @@ func (c *relayConn) allow(size int) bool {
 }
 
 // Close closes the socket once; later calls return nil (pion stops
-// closing a manager's allocations at the first error).
+// closing a manager's allocations at the first error). The fast path
+// forgets the allocation first.
 func (c *relayConn) Close() error {
 	if c.closed.Swap(true) {
 		return nil
 	}
+	c.dead.Store(true)
+	if o := c.owner.Load(); o != nil {
+		o.l.detach(o.client, c)
+	}
+	c.bindMu.Lock()
+	c.chans.Store(nil)
+	c.bindMu.Unlock()
 	if c.lifetime != nil {
 		c.lifetime.Stop()
 	}
