@@ -44,6 +44,7 @@ const (
 	turnMaxTick   = 10 * time.Millisecond
 	turnRecvBuf   = 2048
 	turnSockBufs  = 1 << 20
+	echoSockBufs  = 8 << 20
 	turnHeaderLen = 4 // ChannelData: channel number, length
 )
 
@@ -578,6 +579,19 @@ type setupError struct {
 // setupClient opens client i's socket and sets up its allocation,
 // permission and channel to peer.
 func setupClient(ctx context.Context, cfg TurnConfig, server *net.UDPAddr, peer netip.AddrPort, i int, runID string) (*turnClient, *setupError) {
+	// 437 Allocation Mismatch: the kernel gave this socket the port of an
+	// earlier run's client whose allocation the server still holds (its
+	// release was lost under load). Another socket gets another port.
+	for attempt := 1; ; attempt++ {
+		c, serr := setupClientOnce(ctx, cfg, server, peer, i, runID)
+		var te *TURNError
+		if serr == nil || attempt == 3 || !errors.As(serr.err, &te) || te.Code != 437 {
+			return c, serr
+		}
+	}
+}
+
+func setupClientOnce(ctx context.Context, cfg TurnConfig, server *net.UDPAddr, peer netip.AddrPort, i int, runID string) (*turnClient, *setupError) {
 	conn, err := net.DialUDP("udp4", nil, server)
 	if err != nil {
 		return nil, &setupError{"socket", err}

@@ -55,6 +55,12 @@ func StartEchoPeer(addr string, sockets int) (*EchoPeer, error) {
 			return nil, fmt.Errorf("bench: echo peer: %w", err)
 		}
 		c := pc.(*net.UDPConn)
+		// Every relayed packet of the run lands here: a default-sized
+		// buffer (~200 packets) would overflow at the first scheduling
+		// hiccup and count as the server's loss. The kernel caps the size
+		// at net.core.rmem_max.
+		_ = c.SetReadBuffer(echoSockBufs)
+		_ = c.SetWriteBuffer(echoSockBufs)
 		e.conns = append(e.conns, c)
 		if i == 0 {
 			e.addr = c.LocalAddr().(*net.UDPAddr).AddrPort()
