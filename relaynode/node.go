@@ -46,6 +46,9 @@ type Node struct {
 	// noFastPath relays every packet through pion (tests and benchmarks
 	// compare the two paths).
 	noFastPath bool
+	// testNet, set by tests only, opens the UDP sockets on a simulated
+	// network instead of the OS (testnet.go). Nil in production.
+	testNet packetNet
 
 	draining atomic.Bool
 	ready    atomic.Bool
@@ -159,7 +162,12 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		}
 	}()
 
-	udp, err := listenUDP(ctx, cfg.UDPListen, cfg.UDPSockets, cfg.UDPSocketBuffer)
+	var udp []net.PacketConn
+	if n.testNet != nil {
+		udp, err = n.listenTestNet(cfg)
+	} else {
+		udp, err = listenUDP(ctx, cfg.UDPListen, cfg.UDPSockets, cfg.UDPSocketBuffer)
+	}
 	if err != nil {
 		return err
 	}
@@ -305,7 +313,8 @@ func (n *Node) Start(ctx context.Context) (err error) {
 }
 
 // fastPath reports whether the node relays ChannelData itself (fastpath.go).
-func (n *Node) fastPath() bool { return batchIOSupported && !n.noFastPath }
+// It needs real sockets.
+func (n *Node) fastPath() bool { return batchIOSupported && !n.noFastPath && n.testNet == nil }
 
 // clock is the node's monotonic clock, in nanoseconds since New: the fast
 // path's binding deadlines use it (tests move n.now).

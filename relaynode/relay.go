@@ -118,7 +118,7 @@ func (r *relayAllocator) AllocatePacketConn(network string, requestedPort int) (
 	r.mu.Unlock()
 	r.wg.Add(1)
 
-	rc := &relayConn{UDPConn: conn, r: r, port: port}
+	rc := &relayConn{relaySocket: conn, r: r, port: port}
 	if bw := r.n.cfg.AllocationBandwidth; bw > 0 {
 		rc.bw = newByteLimiter(bw)
 	}
@@ -130,8 +130,8 @@ func (r *relayAllocator) AllocatePacketConn(network string, requestedPort int) (
 			_ = conn.Close()
 		})
 	}
-	if r.batched {
-		if raw, err := conn.SyscallConn(); err == nil {
+	if uc, ok := conn.(*net.UDPConn); ok && r.batched {
+		if raw, err := uc.SyscallConn(); err == nil {
 			rc.raw = raw
 			rc.recvFn = rc.recvOnce
 		}
@@ -139,17 +139,25 @@ func (r *relayAllocator) AllocatePacketConn(network string, requestedPort int) (
 	return rc, &net.UDPAddr{IP: r.relayNet, Port: int(port)}, nil
 }
 
-func (r *relayAllocator) bind(network string, requestedPort int) (*net.UDPConn, error) {
+func (r *relayAllocator) bind(network string, requestedPort int) (relaySocket, error) {
 	if network != "udp4" {
 		return nil, fmt.Errorf("relaynode: relay network %q not supported", network)
 	}
 	ip := net.IP(r.bindIP.AsSlice())
-	listen := func(port int) (*net.UDPConn, error) {
-		c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: ip, Port: port})
-		if err == nil {
-			_, _, _ = setSocketBuffers(c, r.bufSize)
+	listen := func(port int) (relaySocket, error) {
+		if tn := r.n.testNet; tn != nil {
+			c, err := tn.ListenPacket("udp4", netip.AddrPortFrom(r.bindIP, uint16(port)).String())
+			if err != nil {
+				return nil, err
+			}
+			return simPacketConn{c}, nil
 		}
-		return c, err
+		c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: ip, Port: port})
+		if err != nil {
+			return nil, err
+		}
+		_, _, _ = setSocketBuffers(c, r.bufSize)
+		return c, nil
 	}
 	switch {
 	case requestedPort != 0:
@@ -201,7 +209,8 @@ func newByteLimiter(bytesPerSec int64) *rate.Limiter {
 
 // relayConn is one allocation's relay socket, as pion sees it.
 type relayConn struct {
-	*net.UDPConn
+	// A *net.UDPConn; a simulated socket in tests (testnet.go).
+	relaySocket
 	r        *relayAllocator
 	port     uint16
 	bw       *rate.Limiter // nil: no per-allocation cap
@@ -234,7 +243,7 @@ func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
 		return c.readBatched(p)
 	}
 	for {
-		k, addr, err := c.UDPConn.ReadFromUDPAddrPort(p)
+		k, addr, err := c.relaySocket.ReadFromUDPAddrPort(p)
 		if err != nil {
 			return k, nil, err
 		}
@@ -271,7 +280,7 @@ func (c *relayConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 		return len(p), nil
 	}
 	c.countToPeer(1, len(p))
-	k, err := c.UDPConn.WriteToUDPAddrPort(p, to)
+	k, err := c.relaySocket.WriteToUDPAddrPort(p, to)
 	if err != nil {
 		c.r.n.countWriteError(1)
 	}
@@ -353,7 +362,7 @@ func (c *relayConn) Close() error {
 	if c.lifetime != nil {
 		c.lifetime.Stop()
 	}
-	err := c.UDPConn.Close()
+	err := c.relaySocket.Close()
 	c.r.release(c.port)
 	if err != nil && !errors.Is(err, net.ErrClosed) {
 		c.r.n.log.Debug("closing relay socket", "err", err)
