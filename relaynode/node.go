@@ -181,7 +181,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if !cfg.DisableTCP {
 		l, err := lc.Listen(ctx, "tcp", cfg.TCPListen)
 		if err != nil {
-			return fmt.Errorf("relaynode: listen tcp %s: %w", cfg.TCPListen, err)
+			return fmt.Errorf("relaynode: TURN over TCP: %w", err)
 		}
 		closers = append(closers, l.Close)
 		n.addrs.TCP = addrPort(l.Addr())
@@ -190,7 +190,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if cfg.TLSListen != "" {
 		l, err := lc.Listen(ctx, "tcp", cfg.TLSListen)
 		if err != nil {
-			return fmt.Errorf("relaynode: listen tls %s: %w", cfg.TLSListen, err)
+			return fmt.Errorf("relaynode: TURN over TLS: %w", err)
 		}
 		closers = append(closers, l.Close)
 		n.addrs.TLS = addrPort(l.Addr())

@@ -86,13 +86,22 @@ func startRelays(ctx context.Context, cfg Config, log *slog.Logger, reg promethe
 		if err != nil {
 			return nil, err
 		}
-		if err := r.node.Start(ctx); err != nil {
+		switch err := r.node.Start(ctx); {
+		case err != nil && cfg.TURN.Listen == relaynode.DefaultUDPListen:
+			// The embedded default must not stop signaling from starting on
+			// a machine where :3478 is taken or there is no address to
+			// advertise; a relay the operator asked for by address must.
+			log.Error("in-process relay node not started; players get no ice_servers from it (set --turn-listen, or --turn-listen '' to turn it off)", "err", err)
+			_ = r.node.Close()
+			r.node = nil
+		case err != nil:
 			return nil, err
-		}
-		logNodeAddrs(log, r.node)
-		r.unlist, err = r.registry.AddLocal(nodeHello(cfg, r.node, "local"), nodeLoad(r.node))
-		if err != nil {
-			return nil, err
+		default:
+			logNodeAddrs(log, r.node)
+			r.unlist, err = r.registry.AddLocal(nodeHello(cfg, r.node, "local"), nodeLoad(r.node))
+			if err != nil {
+				return nil, err
+			}
 		}
 	}
 	r.provider = &fleet.ICE{
