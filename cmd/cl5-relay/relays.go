@@ -32,11 +32,11 @@ type relaySide struct {
 
 // startRelays starts what cfg asks for. On error everything started is
 // closed again.
-func startRelays(ctx context.Context, cfg Config, log *slog.Logger, reg prometheus.Registerer) (r *relaySide, err error) {
-	r = &relaySide{cfg: cfg, log: log, unlist: func() {}}
+func startRelays(ctx context.Context, cfg Config, log *slog.Logger, reg prometheus.Registerer) (_ *relaySide, err error) {
+	r := &relaySide{cfg: cfg, log: log, unlist: func() {}}
 	defer func() {
 		if err != nil {
-			r.close()
+			_ = r.close()
 		}
 	}()
 	var clusterKey []byte

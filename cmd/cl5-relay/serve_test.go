@@ -204,7 +204,8 @@ func TestServeRejectsBadConfig(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary")
 	}
-	out, err := exec.Command(buildBinary(t), "serve", "--auth", "nope", "--log-format", "xml").CombinedOutput()
+	bin := buildBinary(t)
+	out, err := exec.Command(bin, "serve", "--auth", "nope", "--log-format", "xml").CombinedOutput()
 	if err == nil {
 		t.Fatalf("bad config accepted:\n%s", out)
 	}
@@ -212,5 +213,12 @@ func TestServeRejectsBadConfig(t *testing.T) {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("output does not mention %s:\n%s", want, out)
 		}
+	}
+	// A part that fails to start after others did: a clear error, no panic,
+	// and what had started is closed again.
+	out, err = exec.Command(bin, "serve", "--listen", "127.0.0.1:0", "--metrics-listen", "", "--turn-listen", "127.0.0.1:0",
+		"--fleet-listen", "127.0.0.1:99999", "--cluster-key-file", filepath.Join(t.TempDir(), "k")).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "fleet: listen") || strings.Contains(string(out), "panic") {
+		t.Fatalf("bad fleet address: %v\n%s", err, out)
 	}
 }
