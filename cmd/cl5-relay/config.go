@@ -74,6 +74,10 @@ type TURNConfig struct {
 	// DrainTimeout bounds how long a stopping node waits for live
 	// allocations to end.
 	DrainTimeout time.Duration `yaml:"drain_timeout"`
+	// UDPSocketBuffer and RelaySocketBuffer size the kernel buffers of the
+	// TURN listener sockets and of each relay socket, in bytes.
+	UDPSocketBuffer   int `yaml:"udp_socket_buffer"`
+	RelaySocketBuffer int `yaml:"relay_socket_buffer"`
 }
 
 // FleetConfig is the QUIC control plane between the core and its nodes.
@@ -143,9 +147,11 @@ func defaultConfig() Config {
 		},
 		Migration: MigrationConfig{Policy: string(migration.DefaultPolicy), ResumeGrace: 10 * time.Second},
 		TURN: TURNConfig{
-			Listen:       relaynode.DefaultUDPListen,
-			Realm:        relaynode.DefaultRealm,
-			DrainTimeout: 30 * time.Second,
+			Listen:            relaynode.DefaultUDPListen,
+			Realm:             relaynode.DefaultRealm,
+			DrainTimeout:      30 * time.Second,
+			UDPSocketBuffer:   relaynode.DefaultUDPSocketBuffer,
+			RelaySocketBuffer: relaynode.DefaultRelaySocketBuffer,
 		},
 		Fleet: FleetConfig{DeadAfter: 3 * time.Second},
 		ICE:   ICEConfig{TTL: 6 * time.Hour, NodesPerPlayer: 2},
@@ -360,6 +366,9 @@ func (t TURNConfig) validate() []error {
 	}
 	if t.MaxAllocations < 0 || t.AllocationBandwidth < 0 || t.NodeBandwidth < 0 || t.MaxAllocationLifetime < 0 {
 		bad("max_allocations, allocation_bandwidth, node_bandwidth and max_allocation_lifetime must not be negative (0: no limit)")
+	}
+	if t.UDPSocketBuffer < 0 || t.RelaySocketBuffer < 0 {
+		bad("udp_socket_buffer and relay_socket_buffer must not be negative")
 	}
 	if t.DrainTimeout < 0 {
 		bad("drain_timeout: %v is negative", t.DrainTimeout)

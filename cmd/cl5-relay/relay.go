@@ -130,6 +130,8 @@ func newRelayNode(cfg Config, secrets []string, log *slog.Logger, reg prometheus
 		AllocationBandwidth:   t.AllocationBandwidth,
 		NodeBandwidth:         t.NodeBandwidth,
 		MaxAllocationLifetime: t.MaxAllocationLifetime,
+		UDPSocketBuffer:       t.UDPSocketBuffer,
+		RelaySocketBuffer:     t.RelaySocketBuffer,
 		Logger:                log,
 		Registerer:            reg,
 	}
