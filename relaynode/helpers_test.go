@@ -242,9 +242,13 @@ func newClient(t testing.TB, tn *testNode, user, pass string, o clientOpts) *tur
 	return tc
 }
 
+// close ends the socket before the client: pion's channel-bind goroutine
+// can start a transaction after Client.Close has failed the pending ones,
+// and only a closed socket makes that late one fail at once instead of
+// retransmitting for seconds (a goroutine goleak would report).
 func (c *turnClient) close() {
-	c.Client.Close()
 	_ = c.conn.Close()
+	c.Client.Close()
 }
 
 // turnCode returns the TURN error code inside err, or 0.

@@ -191,8 +191,8 @@ func (p *vnetPlayer) close(t *testing.T) {
 				t.Errorf("%s: close relay: %v", p.name, err)
 			}
 		}
+		_ = p.conn.Close() // before the client: see turnClient.close
 		p.client.Close()
-		_ = p.conn.Close()
 		<-p.done
 	})
 }
