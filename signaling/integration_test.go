@@ -132,6 +132,38 @@ func syncAll(cs ...*wsClient) {
 	}
 }
 
+// bystanders are the clients a lobby's creation and closing concern or
+// must not reach: two lobby-less players of the game (one never INITs:
+// v1.0 still tells it), the host and member of lobby "other", and a player
+// of another game.
+type bystanders struct {
+	uninit, idle, otherHost, otherMember, elsewhere *wsClient
+}
+
+func newBystanders(s *wsServer) *bystanders {
+	b := &bystanders{uninit: s.dial(itUGI, "uninit"), idle: s.player(itUGI, "idle")}
+	b.otherHost = s.player(itUGI, "otherHost")
+	b.otherHost.create("other", nil)
+	b.heard(opNewLobby, "other")
+	b.otherMember = s.player(itUGI, "otherMember")
+	b.otherMember.join("other", "", b.otherHost, 1)
+	b.elsewhere = s.player("elsewhere", "elsewhere")
+	return b
+}
+
+// heard expects op about lobby at the two lobby-less players.
+func (b *bystanders) heard(op, lobby string) {
+	b.uninit.t.Helper()
+	b.uninit.expect(op, lobby)
+	b.idle.expect(op, lobby)
+}
+
+// sync checks that no bystander, nor any of more, got anything else.
+func (b *bystanders) sync(more ...*wsClient) {
+	b.uninit.t.Helper()
+	syncAll(append(more, b.uninit, b.idle, b.otherHost, b.otherMember, b.elsewhere)...)
+}
+
 // --- Section 1: transport and upgrade checks ---
 
 func TestUpgradeRejections(t *testing.T) {
@@ -652,25 +684,16 @@ func TestFindLobby(t *testing.T) {
 
 func TestCreateLobby(t *testing.T) {
 	s := serveWS(t, Config{})
-	uninit := s.dial(itUGI, "uninit") // never INITs: still told (v1.0)
-	idle := s.player(itUGI, "idle")
-	otherHost := s.player(itUGI, "otherHost")
-	otherHost.create("other", nil)
-	uninit.expect(opNewLobby, "other")
-	idle.expect(opNewLobby, "other")
-	otherMember := s.player(itUGI, "otherMember")
-	otherMember.join("other", "", otherHost, 1)
-	elsewhere := s.player("elsewhere", "elsewhere")
+	by := newBystanders(s)
 
 	h := s.player(itUGI, "h")
 	h.send(opCreate, map[string]any{"name": "room", "max_players": 4, "password": "", "locked": false, "enable_relay": false})
 	h.expect(opTransition, "host")
 	h.expect(opCreateAck, "ok")
 	h.expect(opNewHost, h.hostPeer(1))
-	uninit.expect(opNewLobby, "room")
-	idle.expect(opNewLobby, "room")
+	by.heard(opNewLobby, "room")
 	// Not to the creator, not to lobby members, not to another game.
-	syncAll(h, otherHost, otherMember, elsewhere, uninit, idle)
+	by.sync(h)
 
 	c := s.player(itUGI, "c")
 	acks := []struct {
@@ -695,7 +718,7 @@ func TestCreateLobby(t *testing.T) {
 	c.sendRaw(`{"opcode":"CREATE_LOBBY"}`)
 	c.expect(opCreateAck, "invalid: name is empty")
 	// No lobby came of it: nobody heard of one, and c is still lobby-less.
-	syncAll(uninit, idle, c)
+	syncAll(by.uninit, by.idle, c)
 	c.send(opList, nil)
 	c.expect(opListAck, []string{"other", "room"})
 
@@ -703,18 +726,16 @@ func TestCreateLobby(t *testing.T) {
 	// numbers are floats).
 	name64 := strings.Repeat("é", 64)
 	c.create(name64, nil)
-	uninit.expect(opNewLobby, name64)
-	idle.expect(opNewLobby, name64)
+	by.heard(opNewLobby, name64)
 	d := s.player(itUGI, "d")
 	d.sendRaw(`{"opcode":"CREATE_LOBBY","payload":{"name":"float","max_players":3.0}}`)
 	d.expect(opTransition, "host")
 	d.expect(opCreateAck, "ok")
 	d.expect(opNewHost, d.hostPeer(1))
-	uninit.expect(opNewLobby, "float")
-	idle.expect(opNewLobby, "float")
-	idle.find("float", lobbyInfo(d, 3, 0, false, false, 1))
-	idle.find(name64, lobbyInfo(c, -1, 0, false, false, 1))
-	syncAll(uninit, idle, c, d, h, otherHost, otherMember, elsewhere)
+	by.heard(opNewLobby, "float")
+	by.idle.find("float", lobbyInfo(d, 3, 0, false, false, 1))
+	by.idle.find(name64, lobbyInfo(c, -1, 0, false, false, 1))
+	by.sync(c, d, h)
 }
 
 func TestJoinLobbyOrder(t *testing.T) {
@@ -915,20 +936,11 @@ func TestManageChangeMaxPlayers(t *testing.T) {
 
 func TestManageCloseLobby(t *testing.T) {
 	s := serveWS(t, Config{})
-	uninit := s.dial(itUGI, "uninit")
-	idle := s.player(itUGI, "idle")
-	oh := s.player(itUGI, "oh")
-	oh.create("other", nil)
-	uninit.expect(opNewLobby, "other")
-	idle.expect(opNewLobby, "other")
-	om := s.player(itUGI, "om")
-	om.join("other", "", oh, 1)
-	elsewhere := s.player("elsewhere", "elsewhere")
+	by := newBystanders(s)
 
 	h := s.player(itUGI, "h")
 	h.create("c", map[string]any{"password": "pw"})
-	uninit.expect(opNewLobby, "c")
-	idle.expect(opNewLobby, "c")
+	by.heard(opNewLobby, "c")
 	a := s.player(itUGI, "a")
 	a.join("c", "pw", h, 1)
 	b := s.player(itUGI, "b")
@@ -942,24 +954,24 @@ func TestManageCloseLobby(t *testing.T) {
 	h.expect(opTransition, "")
 	h.expect(opClosed, "c")
 	h.expect(opManageAck, "ok")
-	uninit.expect(opClosed, "c")
-	idle.expect(opClosed, "c")
-	syncAll(a, b, h, uninit, idle, oh, om, elsewhere)
-	idle.send(opList, nil)
-	idle.expect(opListAck, []string{"other"})
-	idle.find("c", "not found")
+	by.heard(opClosed, "c")
+	by.sync(a, b, h)
+	by.idle.send(opList, nil)
+	by.idle.expect(opListAck, []string{"other"})
+	by.idle.find("c", "not found")
 
 	// Everyone is lobby-less again: no host rights left, the name is free,
 	// and all of them hear of the new lobby.
 	h.send(opManage, map[string]any{"method": "lock"})
 	h.expect(opWarning, "unauthorized")
 	a.create("c", nil)
-	for _, c := range []*wsClient{b, h, uninit, idle} {
+	for _, c := range []*wsClient{b, h} {
 		c.expect(opNewLobby, "c")
 	}
+	by.heard(opNewLobby, "c")
 	h.join("c", "", a, 1)
 	b.join("c", "", a, 1, h)
-	syncAll(a, b, h, uninit, idle, oh, om, elsewhere)
+	by.sync(a, b, h)
 }
 
 func TestManageTransferOwnership(t *testing.T) {
@@ -1196,40 +1208,27 @@ func TestHostMigrationV1Order(t *testing.T) {
 
 func TestHostLeavesAloneClosesLobby(t *testing.T) {
 	s := serveWS(t, Config{})
-	uninit := s.dial(itUGI, "uninit")
-	idle := s.player(itUGI, "idle")
-	oh := s.player(itUGI, "oh")
-	oh.create("other", nil)
-	uninit.expect(opNewLobby, "other")
-	idle.expect(opNewLobby, "other")
-	om := s.player(itUGI, "om")
-	om.join("other", "", oh, 1)
-	elsewhere := s.player("elsewhere", "elsewhere")
+	by := newBystanders(s)
 
 	h := s.player(itUGI, "h")
 	h.create("alone", nil)
-	uninit.expect(opNewLobby, "alone")
-	idle.expect(opNewLobby, "alone")
+	by.heard(opNewLobby, "alone")
 	h.leave()
-	uninit.expect(opClosed, "alone")
-	idle.expect(opClosed, "alone")
-	syncAll(uninit, idle, oh, om, elsewhere)
-	idle.send(opList, nil)
-	idle.expect(opListAck, []string{"other"})
+	by.heard(opClosed, "alone")
+	by.sync()
+	by.idle.send(opList, nil)
+	by.idle.expect(opListAck, []string{"other"})
 
 	// Same for a host whose connection just drops.
 	h2 := s.player(itUGI, "h2")
 	h2.create("alone2", nil)
-	uninit.expect(opNewLobby, "alone2")
-	idle.expect(opNewLobby, "alone2")
+	by.heard(opNewLobby, "alone2")
 	h2.drop()
-	uninit.expect(opClosed, "alone2")
-	idle.expect(opClosed, "alone2")
+	by.heard(opClosed, "alone2")
 	// And for a host whose last member was kicked, then left.
 	h3 := s.player(itUGI, "h3")
 	h3.create("alone3", nil)
-	uninit.expect(opNewLobby, "alone3")
-	idle.expect(opNewLobby, "alone3")
+	by.heard(opNewLobby, "alone3")
 	m3 := s.player(itUGI, "m3")
 	m3.join("alone3", "", h3, 1)
 	h3.manage("kick", m3.ID)
@@ -1238,9 +1237,8 @@ func TestHostLeavesAloneClosesLobby(t *testing.T) {
 	h3.expect(opPeerLeft, m3.ID)
 	h3.expect(opManageAck, "ok")
 	h3.leave()
-	uninit.expect(opClosed, "alone3")
-	idle.expect(opClosed, "alone3")
-	syncAll(uninit, idle, oh, om, elsewhere)
+	by.heard(opClosed, "alone3")
+	by.sync()
 }
 
 // --- Slow consumers and shutdown ---
