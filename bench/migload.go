@@ -56,12 +56,7 @@ func ParseKillModes(s string) ([]KillMode, error) {
 // MigrationConfig configures RunMigration. Zero values mean the defaults
 // documented on each field.
 type MigrationConfig struct {
-	// URL is the signaling server's WebSocket URL. Required.
-	URL string
-	// UGI is the game id when URL has none. Default "bench".
-	UGI string
-	// Origin is the Origin header. Default DefaultOrigin.
-	Origin string
+	Target
 	// Lobbies is the number of lobbies per phase. Default 10.
 	Lobbies int
 	// Members is the number of members per lobby besides the host, at
@@ -84,9 +79,7 @@ type MigrationConfig struct {
 }
 
 func (c MigrationConfig) withDefaults() MigrationConfig {
-	if c.Origin == "" {
-		c.Origin = DefaultOrigin
-	}
+	c.Target = c.Target.withDefaults()
 	if c.Lobbies == 0 {
 		c.Lobbies = 10
 	}
@@ -107,13 +100,9 @@ func (c MigrationConfig) withDefaults() MigrationConfig {
 
 // Validate reports every problem of c at once, each wrapping ErrConfig.
 func (c MigrationConfig) Validate() error {
-	var errs []error
-	bad := func(format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%w: "+format, append([]any{ErrConfig}, args...)...))
-	}
-	if _, err := cl5URL(c.URL, c.UGI); err != nil {
-		bad("url %q: %v", c.URL, err)
-	}
+	var p problems
+	bad := p.add
+	c.Target.check(&p)
 	d := c.withDefaults()
 	if c.Members < 0 || c.Members > MaxMigMembers {
 		bad("members %d: want 1..%d", c.Members, MaxMigMembers)
@@ -135,7 +124,7 @@ func (c MigrationConfig) Validate() error {
 	if c.SetupConcurrency < 0 {
 		bad("setup concurrency %d is negative", c.SetupConcurrency)
 	}
-	return errors.Join(errs...)
+	return p.err()
 }
 
 // MigrationPhase is the outcome of one kill mode.

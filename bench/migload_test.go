@@ -20,7 +20,7 @@ func TestMigrationEveryMemberSeesNewHost(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	const lobbies, members = 4, 3
-	res, err := RunMigration(ctx, MigrationConfig{URL: url, Lobbies: lobbies, Members: members,
+	res, err := RunMigration(ctx, MigrationConfig{Target: Target{URL: url}, Lobbies: lobbies, Members: members,
 		Kill: []KillMode{KillClean, KillSilent, KillDrop}, Timeout: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
@@ -67,7 +67,7 @@ func TestMigrationPolicyNone(t *testing.T) {
 	url := sigloadTestServer(t, func(c *signaling.Config) { c.MigrationPolicy = "none" })
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	res, err := RunMigration(ctx, MigrationConfig{URL: url, Lobbies: 2, Members: 2, Timeout: 5 * time.Second})
+	res, err := RunMigration(ctx, MigrationConfig{Target: Target{URL: url}, Lobbies: 2, Members: 2, Timeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +92,7 @@ func TestMigrationConfig(t *testing.T) {
 	if _, err := ParseKillModes("gently"); !errors.Is(err, ErrConfig) {
 		t.Errorf("gently: %v", err)
 	}
-	err := MigrationConfig{URL: "ws://h/", Lobbies: 100, Members: MaxMigMembers + 1, Timeout: time.Hour, Kill: []KillMode{"x"}}.Validate()
+	err := MigrationConfig{Target: Target{URL: "ws://h/"}, Lobbies: 100, Members: MaxMigMembers + 1, Timeout: time.Hour, Kill: []KillMode{"x"}}.Validate()
 	for _, want := range []string{"members", "connections", "timeout", "kill mode"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%v does not mention %s", err, want)

@@ -29,14 +29,7 @@ const (
 // SignalingConfig configures RunSignaling. Zero values mean the defaults
 // documented on each field.
 type SignalingConfig struct {
-	// URL is the signaling server's WebSocket URL (ws://, wss://, or
-	// http(s):// turned into ws(s)://). Required. ?ugi= is added when
-	// missing (UGI).
-	URL string
-	// UGI is the game id when URL has none. Default "bench".
-	UGI string
-	// Origin is the Origin header. Default DefaultOrigin.
-	Origin string
+	Target
 	// Clients is the number of sessions. Default 10, at most MaxSigClients.
 	Clients int
 	// Lobbies is the number of lobbies; session i creates (i < Lobbies) or
@@ -60,9 +53,7 @@ type SignalingConfig struct {
 }
 
 func (c SignalingConfig) withDefaults() SignalingConfig {
-	if c.Origin == "" {
-		c.Origin = DefaultOrigin
-	}
+	c.Target = c.Target.withDefaults()
 	if c.Clients == 0 {
 		c.Clients = 10
 	}
@@ -83,13 +74,9 @@ func (c SignalingConfig) withDefaults() SignalingConfig {
 
 // Validate reports every problem of c at once, each wrapping ErrConfig.
 func (c SignalingConfig) Validate() error {
-	var errs []error
-	bad := func(format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%w: "+format, append([]any{ErrConfig}, args...)...))
-	}
-	if _, err := cl5URL(c.URL, c.UGI); err != nil {
-		bad("url %q: %v", c.URL, err)
-	}
+	var p problems
+	bad := p.add
+	c.Target.check(&p)
 	if c.Clients < 0 || c.Clients > MaxSigClients {
 		bad("clients %d: want 1..%d", c.Clients, MaxSigClients)
 	}
@@ -105,7 +92,7 @@ func (c SignalingConfig) Validate() error {
 	if c.SetupConcurrency < 0 {
 		bad("setup concurrency %d is negative", c.SetupConcurrency)
 	}
-	return errors.Join(errs...)
+	return p.err()
 }
 
 // SignalingResult is the outcome of RunSignaling. Report renders it.

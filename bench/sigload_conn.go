@@ -102,6 +102,30 @@ type cl5Conn struct {
 	closeErr error
 }
 
+// Target is the signaling server a CL5 bench talks to.
+type Target struct {
+	// URL is the server's WebSocket URL (ws://, wss://, or http(s)://
+	// turned into ws(s)://). Required. ?ugi= is added when missing (UGI).
+	URL string
+	// UGI is the game id when URL has none. Default DefaultUGI.
+	UGI string
+	// Origin is the Origin header. Default DefaultOrigin.
+	Origin string
+}
+
+func (t Target) withDefaults() Target {
+	if t.Origin == "" {
+		t.Origin = DefaultOrigin
+	}
+	return t
+}
+
+func (t Target) check(p *problems) {
+	if _, err := cl5URL(t.URL, t.UGI); err != nil {
+		p.add("url %q: %v", t.URL, err)
+	}
+}
+
 // cl5URL returns rawURL as a ws(s) URL with ?ugi= set.
 func cl5URL(rawURL, ugi string) (string, error) {
 	u, err := url.Parse(rawURL)

@@ -48,7 +48,7 @@ func TestSignalingSessions(t *testing.T) {
 	url := sigloadTestServer(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	res, err := RunSignaling(ctx, SignalingConfig{URL: url, Clients: 24, Lobbies: 4, Duration: time.Second, OpRate: 10})
+	res, err := RunSignaling(ctx, SignalingConfig{Target: Target{URL: url}, Clients: 24, Lobbies: 4, Duration: time.Second, OpRate: 10})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,7 +87,7 @@ func TestSignalingRateLimited(t *testing.T) {
 	url := sigloadTestServer(t, func(c *signaling.Config) { c.UpgradesPerMinute, c.UpgradeBurst = 1, 5 })
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	res, err := RunSignaling(ctx, SignalingConfig{URL: url, Clients: 8, Lobbies: 8, Duration: 200 * time.Millisecond, SetupConcurrency: 1})
+	res, err := RunSignaling(ctx, SignalingConfig{Target: Target{URL: url}, Clients: 8, Lobbies: 8, Duration: 200 * time.Millisecond, SetupConcurrency: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,21 +116,21 @@ func TestSignalingRefusedOrigin(t *testing.T) {
 	url := sigloadTestServer(t, func(c *signaling.Config) { c.AllowedOrigins = []string{"https://turbowarp.org"} })
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	res, err := RunSignaling(ctx, SignalingConfig{URL: url, Clients: 2, Lobbies: 1, Duration: 100 * time.Millisecond})
+	res, err := RunSignaling(ctx, SignalingConfig{Target: Target{URL: url}, Clients: 2, Lobbies: 1, Duration: 100 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if res.Sessions != 0 || res.Errors["upgrade: HTTP 403 Forbidden (origin not allowed: pass --origin)"] != 1 || res.Errors["join: lobby was not created"] != 1 {
 		t.Errorf("sessions %d, errors %s", res.Sessions, benchErrors(res.Errors))
 	}
-	res, err = RunSignaling(ctx, SignalingConfig{URL: url, Origin: "https://turbowarp.org", Clients: 2, Lobbies: 1, Duration: 100 * time.Millisecond})
+	res, err = RunSignaling(ctx, SignalingConfig{Target: Target{URL: url, Origin: "https://turbowarp.org"}, Clients: 2, Lobbies: 1, Duration: 100 * time.Millisecond})
 	if err != nil || res.Sessions != 2 {
 		t.Errorf("with origin: %v, sessions %d, errors %s", err, res.Sessions, benchErrors(res.Errors))
 	}
 }
 
 func TestSignalingConfig(t *testing.T) {
-	_, err := RunSignaling(context.Background(), SignalingConfig{URL: "ftp://x", Clients: MaxSigClients + 1, OpRate: 100, Duration: time.Hour})
+	_, err := RunSignaling(context.Background(), SignalingConfig{Target: Target{URL: "ftp://x"}, Clients: MaxSigClients + 1, OpRate: 100, Duration: time.Hour})
 	if !errors.Is(err, ErrConfig) {
 		t.Fatalf("err = %v", err)
 	}

@@ -51,6 +51,16 @@ const (
 // ErrConfig wraps every invalid configuration.
 var ErrConfig = errors.New("bench: invalid config")
 
+// problems gathers a config's problems, each wrapping ErrConfig, so that
+// Validate reports them all at once.
+type problems []error
+
+func (p *problems) add(format string, args ...any) {
+	*p = append(*p, fmt.Errorf("%w: "+format, append([]any{ErrConfig}, args...)...))
+}
+
+func (p problems) err() error { return errors.Join(p...) }
+
 // ErrNoClients: no client could set up its allocation, so nothing was
 // measured. The report says why in its errors.
 var ErrNoClients = errors.New("bench: no allocation succeeded")
@@ -138,10 +148,8 @@ func (c TurnConfig) withDefaults() TurnConfig {
 
 // Validate reports every problem of c at once, each wrapping ErrConfig.
 func (c TurnConfig) Validate() error {
-	var errs []error
-	bad := func(format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%w: "+format, append([]any{ErrConfig}, args...)...))
-	}
+	var p problems
+	bad := p.add
 	if _, _, err := net.SplitHostPort(c.Server); err != nil {
 		bad("server %q: want host:port", c.Server)
 	}
@@ -176,7 +184,7 @@ func (c TurnConfig) Validate() error {
 			bad("server pid %d", pid)
 		}
 	}
-	return errors.Join(errs...)
+	return p.err()
 }
 
 // TurnResult is the outcome of RunTurn. Report renders it.

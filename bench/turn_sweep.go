@@ -39,17 +39,17 @@ func (s TurnSweepConfig) withDefaults() TurnSweepConfig {
 
 // Validate reports every problem of s at once, each wrapping ErrConfig.
 func (s TurnSweepConfig) Validate() error {
-	var errs []error
+	var p problems
 	if s.Factor != 0 && (s.Factor <= 1 || s.Factor > 10) {
-		errs = append(errs, fmt.Errorf("%w: sweep factor %g: want above 1, at most 10", ErrConfig, s.Factor))
+		p.add("sweep factor %g: want above 1, at most 10", s.Factor)
 	}
 	if s.Steps < 0 || s.Steps > MaxSweepSteps {
-		errs = append(errs, fmt.Errorf("%w: sweep steps %d: want 1..%d", ErrConfig, s.Steps, MaxSweepSteps))
+		p.add("sweep steps %d: want 1..%d", s.Steps, MaxSweepSteps)
 	}
 	if s.MaxLoss < 0 || s.MaxLoss >= 1 {
-		errs = append(errs, fmt.Errorf("%w: sweep max loss %g: want 0..1", ErrConfig, s.MaxLoss))
+		p.add("sweep max loss %g: want 0..1", s.MaxLoss)
 	}
-	return errors.Join(errs...)
+	return p.err()
 }
 
 // RunTurnSweep runs RunTurn at cfg.Rate, then at rates raised by

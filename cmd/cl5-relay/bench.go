@@ -80,7 +80,7 @@ func benchTurnCommand() *cli.Command {
 			"--sweep raises the rate by --sweep-factor per step until loss exceeds --sweep-max-loss.\n" +
 			"Credentials: a TURN REST secret (--secret-file, or $CL5_BENCH_SECRET, or --secret which other\n" +
 			"users can see in the process list) or a static --user with --pass-file or $CL5_BENCH_PASS.",
-		Flags: append([]cli.Flag{
+		Flags: benchFlags([]cli.Flag{
 			&cli.StringFlag{Name: "server", Usage: "TURN server UDP address `HOST:PORT`", Required: true},
 			&cli.StringFlag{Name: "secret", Usage: "TURN REST shared secret (prefer --secret-file or the env var)", EnvVars: []string{"CL5_BENCH_SECRET"}},
 			&cli.StringFlag{Name: "secret-file", Usage: "file holding the TURN REST shared secret"},
@@ -98,7 +98,7 @@ func benchTurnCommand() *cli.Command {
 			&cli.Float64Flag{Name: "sweep-factor", Usage: "rate multiplier per sweep step", Value: 1.5},
 			&cli.IntFlag{Name: "sweep-steps", Usage: fmt.Sprintf("most sweep steps (max %d)", bench.MaxSweepSteps), Value: 10},
 			&cli.Float64Flag{Name: "sweep-max-loss", Usage: "loss in percent a step may show and still count as held", Value: 0.1},
-		}, benchOutputFlags()...),
+		}, benchOutputFlags()),
 		Action: benchTurn,
 	}
 }
@@ -169,22 +169,17 @@ func benchSignalingCommand() *cli.Command {
 			"WebSocket upgrades per client IP (60/min, burst 30): more sessions from one host get HTTP 429,\n" +
 			"counted as errors; raise limits.upgrades_per_minute and limits.upgrade_burst (-1: off) in the\n" +
 			"server's --config file for a load test.",
-		Flags: append([]cli.Flag{
-			&cli.StringFlag{Name: "url", Usage: "signaling WebSocket URL, e.g. ws://127.0.0.1:3000/ (?ugi= is added)", Required: true},
+		Flags: benchFlags(benchTargetFlags(), []cli.Flag{
 			&cli.IntFlag{Name: "clients", Usage: fmt.Sprintf("sessions (max %d)", bench.MaxSigClients), Value: 20},
 			&cli.IntFlag{Name: "lobbies", Usage: "lobbies (default clients/4)"},
 			&cli.DurationFlag{Name: "duration", Usage: fmt.Sprintf("steady window after setup (max %s)", bench.MaxSigDuration), Value: 10 * time.Second},
 			&cli.Float64Flag{Name: "op-rate", Usage: fmt.Sprintf("control requests per second per session (0.5..%d)", bench.MaxSigOpRate), Value: 2},
-			&cli.StringFlag{Name: "origin", Usage: "Origin header", Value: bench.DefaultOrigin},
-			&cli.StringFlag{Name: "ugi", Usage: "game id when the URL has no ?ugi=", Value: bench.DefaultUGI},
-		}, benchOutputFlags()...),
+		}, benchOutputFlags()),
 		Action: func(c *cli.Context) error {
 			ctx, stop := benchContext(c)
 			defer stop()
 			res, err := bench.RunSignaling(ctx, bench.SignalingConfig{
-				URL:      c.String("url"),
-				UGI:      c.String("ugi"),
-				Origin:   c.String("origin"),
+				Target:   benchTarget(c),
 				Clients:  c.Int("clients"),
 				Lobbies:  c.Int("lobbies"),
 				Duration: c.Duration("duration"),
@@ -208,16 +203,13 @@ func benchMigrationCommand() *cli.Command {
 			"percentiles. --kill: clean (close frame), silent (stops answering pings, TCP left open: found by\n" +
 			"the server's --peer-timeout), drop (TCP reset, no close frame), both (clean, then silent) or all.\n" +
 			"Each mode runs on fresh lobbies.",
-		Flags: append([]cli.Flag{
-			&cli.StringFlag{Name: "url", Usage: "signaling WebSocket URL, e.g. ws://127.0.0.1:3000/ (?ugi= is added)", Required: true},
+		Flags: benchFlags(benchTargetFlags(), []cli.Flag{
 			&cli.IntFlag{Name: "lobbies", Usage: "lobbies per kill mode", Value: 10},
 			&cli.IntFlag{Name: "members", Usage: fmt.Sprintf("members per lobby besides the host (max %d)", bench.MaxMigMembers), Value: 3},
 			&cli.StringFlag{Name: "kill", Usage: "clean, silent, drop, both or all", Value: "both"},
 			&cli.DurationFlag{Name: "kill-interval", Usage: "pause between two host kills (0: all at once)"},
 			&cli.DurationFlag{Name: "timeout", Usage: "how long to wait for the new hosts (above the server's peer timeout)", Value: 30 * time.Second},
-			&cli.StringFlag{Name: "origin", Usage: "Origin header", Value: bench.DefaultOrigin},
-			&cli.StringFlag{Name: "ugi", Usage: "game id when the URL has no ?ugi=", Value: bench.DefaultUGI},
-		}, benchOutputFlags()...),
+		}, benchOutputFlags()),
 		Action: func(c *cli.Context) error {
 			kill, err := bench.ParseKillModes(c.String("kill"))
 			if err != nil {
@@ -226,9 +218,7 @@ func benchMigrationCommand() *cli.Command {
 			ctx, stop := benchContext(c)
 			defer stop()
 			res, err := bench.RunMigration(ctx, bench.MigrationConfig{
-				URL:          c.String("url"),
-				UGI:          c.String("ugi"),
-				Origin:       c.String("origin"),
+				Target:       benchTarget(c),
 				Lobbies:      c.Int("lobbies"),
 				Members:      c.Int("members"),
 				Kill:         kill,
@@ -242,6 +232,28 @@ func benchMigrationCommand() *cli.Command {
 			return benchEmit(c, res.Report())
 		},
 	}
+}
+
+// benchTargetFlags name the signaling server of the CL5 benches.
+func benchTargetFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "url", Usage: "signaling WebSocket URL, e.g. ws://127.0.0.1:3000/ (?ugi= is added)", Required: true},
+		&cli.StringFlag{Name: "origin", Usage: "Origin header", Value: bench.DefaultOrigin},
+		&cli.StringFlag{Name: "ugi", Usage: "game id when the URL has no ?ugi=", Value: bench.DefaultUGI},
+	}
+}
+
+func benchTarget(c *cli.Context) bench.Target {
+	return bench.Target{URL: c.String("url"), UGI: c.String("ugi"), Origin: c.String("origin")}
+}
+
+// benchFlags joins flag groups in order.
+func benchFlags(groups ...[]cli.Flag) []cli.Flag {
+	var all []cli.Flag
+	for _, g := range groups {
+		all = append(all, g...)
+	}
+	return all
 }
 
 // benchContext is the run's context: the CLI's, ended by the first
