@@ -248,6 +248,22 @@ func rawConn(t testing.TB, core net.Addr, tlsConf *tls.Config, qconf *quic.Confi
 	return tr.Dial(ctx, core, tlsConf, qconf)
 }
 
+// rawStream dials core with the test key, like rawConn, and opens the
+// control stream; the connection closes when the test ends.
+func rawStream(t testing.TB, core net.Addr, qconf *quic.Config) (*quic.Conn, *quic.Stream) {
+	t.Helper()
+	conn, err := rawConn(t, core, clientTLS(t, testKey), qconf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.CloseWithError(0, "") })
+	stream, err := conn.OpenStreamSync(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return conn, stream
+}
+
 // clientTLS is the node-side TLS config for key.
 func clientTLS(t testing.TB, key []byte) *tls.Config {
 	t.Helper()

@@ -184,15 +184,7 @@ func TestGracefulLeaveIsImmediate(t *testing.T) {
 // reporting is removed by the report deadline, not the idle timeout.
 func TestSilentNodeRemovedByReportDeadline(t *testing.T) {
 	core := startCore(t, nil)
-	conn, err := rawConn(t, core.Addr(), clientTLS(t, testKey), &quic.Config{KeepAlivePeriod: 50 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.CloseWithError(0, "")
-	stream, err := conn.OpenStreamSync(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn, stream := rawStream(t, core.Addr(), &quic.Config{KeepAlivePeriod: 50 * time.Millisecond})
 	h := hello("mute", "")
 	writeMsg(t, stream, message{Type: typeHello, Hello: &h})
 	writeMsg(t, stream, message{Type: typeLoad, Load: &Load{}})
@@ -343,15 +335,7 @@ func TestBadFirstMessageRefused(t *testing.T) {
 	core := startCore(t, nil)
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			conn, err := rawConn(t, core.Addr(), clientTLS(t, testKey), nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer conn.CloseWithError(0, "")
-			stream, err := conn.OpenStreamSync(context.Background())
-			if err != nil {
-				t.Fatal(err)
-			}
+			_, stream := rawStream(t, core.Addr(), nil)
 			if _, err := stream.Write(tt.frame(t)); err != nil {
 				t.Fatal(err)
 			}
@@ -395,15 +379,7 @@ func TestNoHelloRefusedAfterDeadAfter(t *testing.T) {
 
 func TestUnknownMessageTypeIgnored(t *testing.T) {
 	core := startCore(t, nil)
-	conn, err := rawConn(t, core.Addr(), clientTLS(t, testKey), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.CloseWithError(0, "")
-	stream, err := conn.OpenStreamSync(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, stream := rawStream(t, core.Addr(), nil)
 	h := hello("future", "")
 	writeMsg(t, stream, message{Type: typeHello, Hello: &h})
 	future := []byte(`{"type":"telemetry","telemetry":{"cpu":0.5}}`)
