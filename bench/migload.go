@@ -244,7 +244,8 @@ func runMigrationPhase(ctx context.Context, cfg MigrationConfig, wsURL string, m
 			mode, time.Since(killStart).Seconds(), learnt.Load(), members, errs.total())
 	}
 	statusMu.Unlock()
-	deadline := time.Now().Add(cfg.Timeout)
+	// Every lobby gets Timeout after its own kill.
+	deadline := time.Now().Add(cfg.Timeout + time.Duration(max(len(lobbies)-1, 0))*cfg.KillInterval)
 	var watchers sync.WaitGroup
 	for _, l := range lobbies {
 		for j, m := range l.members {
@@ -261,7 +262,13 @@ func runMigrationPhase(ctx context.Context, cfg MigrationConfig, wsURL string, m
 	}
 	for i, l := range lobbies {
 		if i > 0 && cfg.KillInterval > 0 {
-			time.Sleep(cfg.KillInterval)
+			select {
+			case <-time.After(cfg.KillInterval):
+			case <-ctx.Done():
+			}
+		}
+		if ctx.Err() != nil {
+			break
 		}
 		l.killed = time.Now()
 		if err := migKill(l.host, mode); err != nil {
@@ -273,7 +280,7 @@ func runMigrationPhase(ctx context.Context, cfg MigrationConfig, wsURL string, m
 	var newHost, complete, transition Histogram
 	for _, l := range lobbies {
 		var last time.Time
-		ok := true
+		ok, want := true, ""
 		for j := range l.members {
 			if l.seen[j].IsZero() {
 				ok = false
@@ -286,7 +293,10 @@ func runMigrationPhase(ctx context.Context, cfg MigrationConfig, wsURL string, m
 			if !l.transition[j].IsZero() {
 				transition.Record(l.transition[j].Sub(l.killed))
 			}
-			if l.newHost[j] != l.newHost[0] {
+			switch {
+			case want == "":
+				want = l.newHost[j]
+			case l.newHost[j] != want:
 				ok = false
 				errs.add("members disagree on the new host", 1)
 			}

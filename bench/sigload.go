@@ -433,13 +433,6 @@ func (r *SignalingResult) Report() *Report {
 	rep.add("lobby_p50_ms", "CREATE/JOIN -> ACK p50", r.Lobby.P50, "ms", BetterLower)
 	rep.add("lobby_p99_ms", "CREATE/JOIN -> ACK p99", r.Lobby.P99, "ms", BetterLower)
 	rep.addSummary("op", "control request -> ACK", r.Op)
-	for k := range r.Errors {
-		if len(k) > 16 && k[:16] == "upgrade: HTTP 42" {
-			rep.Notes = append(rep.Notes, "upgrades were rate-limited (429): the server limits WebSocket upgrades per client IP "+
-				"(cl5-relay: limits.upgrades_per_minute, default 60, and limits.upgrade_burst, default 30, in the --config file; -1 disables)")
-			break
-		}
-	}
 	return rep
 }
 

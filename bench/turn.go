@@ -641,7 +641,7 @@ func releaseClients(clients []*turnClient, par int) {
 		if ctx.Err() != nil {
 			return
 		}
-		_, _ = clients[i].ctl.transact(ctx, stun.MethodRefresh, rawAttr{stun.AttrLifetime, []byte{0, 0, 0, 0}})
+		_, _ = clients[i].ctl.transact(ctx, stun.MethodRefresh, stun.RawAttribute{Type: stun.AttrLifetime, Value: []byte{0, 0, 0, 0}})
 	})
 }
 

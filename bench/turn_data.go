@@ -85,7 +85,9 @@ func (s *turnSender) run(start time.Time, stop *atomic.Bool, stopAt *atomic.Int6
 			}
 			n := due - c.sched
 			if n > turnBatch {
-				s.lagged += n - turnBatch
+				// Count each packet once, as it goes: those of this batch
+				// that were already more than a batch past due.
+				s.lagged += min(turnBatch, n-turnBatch)
 				n = turnBatch
 			}
 			s.sendBatch(c, s.pcs[i], int(n), start)
@@ -150,8 +152,7 @@ func (c *turnClient) receive(start time.Time, stop *atomic.Bool) {
 			case errors.As(err, &ne) && ne.Timeout() && stop.Load():
 				return
 			}
-			c.recvErrors.Add(1)
-			if c.recvErrors.Load() > 1000 {
+			if c.recvErrors.Add(1) > 1000 {
 				return // a persistently broken socket: stop spinning
 			}
 			continue

@@ -68,17 +68,6 @@ var turnReasons = map[int]string{
 	486: "Allocation Quota Reached", 500: "Server Error", 508: "Insufficient Capacity",
 }
 
-// rawAttr adds an attribute pion/stun has no setter for.
-type rawAttr struct {
-	t stun.AttrType
-	v []byte
-}
-
-func (a rawAttr) AddTo(m *stun.Message) error {
-	m.Add(a.t, a.v)
-	return nil
-}
-
 // turnControl runs the control plane on conn, a UDP socket connected to
 // the server. It is used by one goroutine, before the data plane starts.
 type turnControl struct {
@@ -189,8 +178,8 @@ func (c *turnControl) roundTrip(ctx context.Context, req *stun.Message) (*stun.M
 			if !stun.IsMessage(c.buf[:n]) {
 				continue // a late ChannelData or junk
 			}
-			resp := &stun.Message{Raw: append([]byte(nil), c.buf[:n]...)}
-			if resp.Decode() != nil || resp.TransactionID != req.TransactionID {
+			resp := new(stun.Message)
+			if stun.Decode(c.buf[:n], resp) != nil || resp.TransactionID != req.TransactionID {
 				continue // a late answer to an earlier retransmission
 			}
 			return resp, c.conn.SetReadDeadline(time.Time{})
@@ -205,7 +194,7 @@ func (c *turnControl) roundTrip(ctx context.Context, req *stun.Message) (*stun.M
 
 // allocate asks for a UDP relay and returns its address.
 func (c *turnControl) allocate(ctx context.Context) (netip.AddrPort, error) {
-	resp, err := c.transact(ctx, stun.MethodAllocate, rawAttr{stun.AttrRequestedTransport, []byte{protoUDP, 0, 0, 0}})
+	resp, err := c.transact(ctx, stun.MethodAllocate, stun.RawAttribute{Type: stun.AttrRequestedTransport, Value: []byte{protoUDP, 0, 0, 0}})
 	if err != nil {
 		return netip.AddrPort{}, err
 	}
@@ -236,7 +225,7 @@ func (c *turnControl) createPermission(ctx context.Context, peer netip.AddrPort)
 func (c *turnControl) channelBind(ctx context.Context, channel uint16, peer netip.AddrPort) error {
 	num := make([]byte, 4)
 	binary.BigEndian.PutUint16(num, channel)
-	_, err := c.transact(ctx, stun.MethodChannelBind, rawAttr{stun.AttrChannelNumber, num}, peerAttr(peer))
+	_, err := c.transact(ctx, stun.MethodChannelBind, stun.RawAttribute{Type: stun.AttrChannelNumber, Value: num}, peerAttr(peer))
 	return err
 }
 
