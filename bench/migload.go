@@ -9,6 +9,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/cl5-relay/cl5-relay/signaling/wire"
 )
 
 // Hard caps of a migration run.
@@ -328,11 +330,11 @@ func migSetupLobby(ctx context.Context, cfg MigrationConfig, wsURL, name string)
 		if err != nil {
 			return nil, "connect", nil, err
 		}
-		if err := c.send("INIT", map[string]any{"username": username}); err != nil {
+		if err := c.send(wire.OpInit, map[string]any{"username": username}); err != nil {
 			c.close()
 			return nil, "init", nil, err
 		}
-		f, err := c.await(ctx, time.Now().Add(sigReplyWait), "INIT_OK")
+		f, err := c.await(ctx, time.Now().Add(sigReplyWait), wire.OpInitOK)
 		if err != nil {
 			c.close()
 			return nil, "init", nil, err
@@ -344,15 +346,13 @@ func migSetupLobby(ctx context.Context, cfg MigrationConfig, wsURL, name string)
 		return fail(phase, err)
 	}
 	l.host = host
-	var hello struct {
-		InstanceID string `json:"instance_id"`
-	}
+	var hello wire.InitOK
 	_ = json.Unmarshal(initOK, &hello)
 	l.hostID = hello.InstanceID
-	if err := host.send("CREATE_LOBBY", map[string]any{"name": name, "max_players": -1, "password": "", "locked": false, "enable_relay": false}); err != nil {
+	if err := host.send(wire.OpCreateLobby, map[string]any{"name": name, "max_players": -1, "password": "", "locked": false, "enable_relay": false}); err != nil {
 		return fail("create", err)
 	}
-	if err := expectOK(host.await(ctx, time.Now().Add(sigReplyWait), "CREATE_ACK")); err != nil {
+	if err := expectOK(host.await(ctx, time.Now().Add(sigReplyWait), wire.OpCreateAck)); err != nil {
 		return fail("create", err)
 	}
 	for j := range cfg.Members {
@@ -361,13 +361,13 @@ func migSetupLobby(ctx context.Context, cfg MigrationConfig, wsURL, name string)
 			return fail(phase, err)
 		}
 		l.members = append(l.members, m)
-		if err := m.send("JOIN_LOBBY", map[string]any{"name": name, "password": ""}); err != nil {
+		if err := m.send(wire.OpJoinLobby, map[string]any{"name": name, "password": ""}); err != nil {
 			return fail("join", err)
 		}
-		if err := expectOK(m.await(ctx, time.Now().Add(sigReplyWait), "JOIN_ACK")); err != nil {
+		if err := expectOK(m.await(ctx, time.Now().Add(sigReplyWait), wire.OpJoinAck)); err != nil {
 			return fail("join", err)
 		}
-		if _, err := m.await(ctx, time.Now().Add(sigReplyWait), "NEW_HOST"); err != nil {
+		if _, err := m.await(ctx, time.Now().Add(sigReplyWait), wire.OpNewHost); err != nil {
 			return fail("join", err)
 		}
 	}
@@ -393,25 +393,23 @@ func migWatch(ctx context.Context, deadline time.Time, l *killLobby, j int, m *c
 			return ctx.Err()
 		}
 		switch f.Opcode {
-		case "TRANSITION":
+		case wire.OpTransition:
 			switch f.payloadString() {
 			case "host":
 				l.transition[j] = f.at
 			case "":
 				return errors.New(`TRANSITION "": the lobby was closed instead of migrating (migration policy "none"?)`)
 			}
-		case "LOBBY_CLOSED":
+		case wire.OpLobbyClosed:
 			return errors.New("LOBBY_CLOSED: the lobby was closed instead of migrating")
-		case "NEW_HOST":
-			var p struct {
-				InstanceID string `json:"instance_id"`
-			}
+		case wire.OpNewHost:
+			var p wire.Peer
 			if json.Unmarshal(f.Payload, &p) != nil || p.InstanceID == "" || p.InstanceID == l.hostID {
 				continue
 			}
 			l.seen[j], l.newHost[j] = f.at, p.InstanceID
 			return nil
-		case "VIOLATION":
+		case wire.OpViolation:
 			return &ServerError{Opcode: f.Opcode, Text: f.payloadString()}
 		}
 	}

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/cl5-relay/cl5-relay/signaling/wire"
 )
 
 // Hard caps of a signaling run.
@@ -246,26 +248,26 @@ func sigSetup(ctx context.Context, sem chan struct{}, wsURL, origin string, i in
 		return nil, phase, err
 	}
 	t0 = time.Now()
-	if err := conn.send("INIT", map[string]any{"username": fmt.Sprintf("bench%d", i)}); err != nil {
+	if err := conn.send(wire.OpInit, map[string]any{"username": fmt.Sprintf("bench%d", i)}); err != nil {
 		return fail("init", err)
 	}
-	if _, err := conn.await(ctx, t0.Add(sigReplyWait), "INIT_OK"); err != nil {
+	if _, err := conn.await(ctx, t0.Add(sigReplyWait), wire.OpInitOK); err != nil {
 		return fail("init", err)
 	}
 	initH.Record(time.Since(t0))
 	t0 = time.Now()
 	if creator {
-		err = conn.send("CREATE_LOBBY", map[string]any{"name": lb.name, "max_players": -1, "password": "", "locked": false, "enable_relay": false})
+		err = conn.send(wire.OpCreateLobby, map[string]any{"name": lb.name, "max_players": -1, "password": "", "locked": false, "enable_relay": false})
 		if err == nil {
-			err = expectOK(conn.await(ctx, t0.Add(sigReplyWait), "CREATE_ACK"))
+			err = expectOK(conn.await(ctx, t0.Add(sigReplyWait), wire.OpCreateAck))
 		}
 		if err != nil {
 			return fail("create", err)
 		}
 	} else {
-		err = conn.send("JOIN_LOBBY", map[string]any{"name": lb.name, "password": ""})
+		err = conn.send(wire.OpJoinLobby, map[string]any{"name": lb.name, "password": ""})
 		if err == nil {
-			err = expectOK(conn.await(ctx, t0.Add(sigReplyWait), "JOIN_ACK"))
+			err = expectOK(conn.await(ctx, t0.Add(sigReplyWait), wire.OpJoinAck))
 		}
 		if err != nil {
 			return fail("join", err)
@@ -337,11 +339,11 @@ func sigOps(ctx context.Context, conn *cl5Conn, cfg SignalingConfig, i int, lobb
 		var payload any
 		switch k % 3 {
 		case 0:
-			op, ack = "KEEPALIVE", "KEEPALIVE_ACK"
+			op, ack = wire.OpKeepalive, wire.OpKeepaliveAck
 		case 1:
-			op, ack = "LIST_LOBBIES", "LIST_ACK"
+			op, ack = wire.OpListLobbies, wire.OpListAck
 		default:
-			op, ack, payload = "FIND_LOBBY", "FIND_ACK", lobby
+			op, ack, payload = wire.OpFindLobby, wire.OpFindAck, lobby
 		}
 		t0 := time.Now()
 		if err := conn.send(op, payload); err != nil {

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/cl5-relay/cl5-relay/signaling/wire"
 )
 
 // A CL5 client for the signaling and migration benches: the real wire
@@ -75,9 +77,8 @@ var errConnClosed = errors.New("connection closed")
 
 // cl5Frame is one received message, stamped on arrival by the reader.
 type cl5Frame struct {
-	Opcode  string          `json:"opcode"`
-	Payload json.RawMessage `json:"payload"`
-	at      time.Time
+	wire.Envelope
+	at time.Time
 }
 
 // payloadString returns the payload if it is a JSON string.
@@ -213,15 +214,8 @@ func (c *cl5Conn) read() {
 
 // send writes one frame.
 func (c *cl5Conn) send(opcode string, payload any) error {
-	b, err := json.Marshal(struct {
-		Opcode  string `json:"opcode"`
-		Payload any    `json:"payload"`
-	}{opcode, payload})
-	if err != nil {
-		return err
-	}
 	_ = c.ws.SetWriteDeadline(time.Now().Add(cl5WriteTimeout))
-	return c.ws.WriteMessage(websocket.TextMessage, b)
+	return c.ws.WriteMessage(websocket.TextMessage, wire.Encode(opcode, payload))
 }
 
 // await returns the next frame with opcode, skipping others (events of
@@ -236,7 +230,7 @@ func (c *cl5Conn) await(ctx context.Context, deadline time.Time, opcode string) 
 			switch f.Opcode {
 			case opcode:
 				return f, nil
-			case "WARNING", "VIOLATION":
+			case wire.OpWarning, wire.OpViolation:
 				return f, &ServerError{Opcode: f.Opcode, Text: f.payloadString()}
 			}
 		case <-c.done:
