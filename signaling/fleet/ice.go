@@ -3,7 +3,6 @@ package fleet
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"net"
 	"time"
 
 	"github.com/cl5-relay/cl5-relay/signaling/turncred"
@@ -83,7 +82,7 @@ func (p *ICE) ICEServers(userID string) ([]wire.ICEServer, time.Duration) {
 	servers := make([]wire.ICEServer, 0, len(nodes)+1)
 	for _, n := range nodes {
 		if n.Addrs.UDP != "" {
-			servers = append(servers, wire.ICEServer{URLs: []string{"stun:" + hostPort(n.Addrs.UDP)}})
+			servers = append(servers, wire.ICEServer{URLs: []string{"stun:" + n.Addrs.UDP}})
 			break
 		}
 	}
@@ -92,13 +91,13 @@ func (p *ICE) ICEServers(userID string) ([]wire.ICEServer, time.Duration) {
 		for _, n := range nodes {
 			var urls []string
 			if n.Addrs.UDP != "" {
-				urls = append(urls, "turn:"+hostPort(n.Addrs.UDP)+"?transport=udp")
+				urls = append(urls, "turn:"+n.Addrs.UDP+"?transport=udp")
 			}
 			if n.Addrs.TCP != "" {
-				urls = append(urls, "turn:"+hostPort(n.Addrs.TCP)+"?transport=tcp")
+				urls = append(urls, "turn:"+n.Addrs.TCP+"?transport=tcp")
 			}
 			if n.Addrs.TLS != "" {
-				urls = append(urls, "turns:"+hostPort(n.Addrs.TLS)+"?transport=tcp")
+				urls = append(urls, "turns:"+n.Addrs.TLS+"?transport=tcp")
 			}
 			servers = append(servers, wire.ICEServer{URLs: urls, Username: user, Credential: pass})
 		}
@@ -108,16 +107,6 @@ func (p *ICE) ICEServers(userID string) ([]wire.ICEServer, time.Duration) {
 		return nil, 0
 	}
 	return servers, ttl
-}
-
-// hostPort normalises an announced "host:port": IPv6 literals bracketed.
-// The registry only holds addresses the decoder accepted.
-func hostPort(addr string) string {
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return addr
-	}
-	return net.JoinHostPort(host, port)
 }
 
 // turnUser is the user part of the TURN username: the user id, or a hash

@@ -1,7 +1,6 @@
 package fleet
 
 import (
-	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -173,46 +172,28 @@ func decodeMessage(body []byte) (message, error) {
 	if len(body) == 0 || len(body) > MaxFrame {
 		return message{}, fmt.Errorf("%w: %d bytes", ErrFrameSize, len(body))
 	}
-	trimmed := bytes.TrimLeft(body, " \t\r\n")
-	if len(trimmed) == 0 || trimmed[0] != '{' {
-		return message{}, fmt.Errorf("%w: not a JSON object", ErrMalformed)
-	}
 	var m message
-	dec := json.NewDecoder(bytes.NewReader(body))
-	if err := dec.Decode(&m); err != nil {
+	if err := json.Unmarshal(body, &m); err != nil { // also refuses non-objects and trailing data
 		return message{}, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
-	if rest := bytes.TrimLeft(body[dec.InputOffset():], " \t\r\n"); len(rest) != 0 {
-		return message{}, fmt.Errorf("%w: data after the object", ErrMalformed)
-	}
-	bodies := 0
-	for _, present := range []bool{m.Hello != nil, m.Load != nil, m.Welcome != nil, m.Error != nil} {
-		if present {
-			bodies++
-		}
-	}
-	var err error
+	var own interface{ validate() error } // the body that goes with m.Type
 	switch m.Type {
 	case typeHello:
-		if m.Hello == nil {
-			break
+		if m.Hello != nil {
+			own = m.Hello
 		}
-		err = m.Hello.validate()
 	case typeLoad:
-		if m.Load == nil {
-			break
+		if m.Load != nil {
+			own = m.Load
 		}
-		err = m.Load.validate()
 	case typeWelcome:
-		if m.Welcome == nil {
-			break
+		if m.Welcome != nil {
+			own = m.Welcome
 		}
-		err = m.Welcome.validate()
 	case typeError:
-		if m.Error == nil {
-			break
+		if m.Error != nil {
+			own = m.Error
 		}
-		err = m.Error.validate()
 	case "":
 		return message{}, fmt.Errorf("%w: no type", ErrMalformed)
 	default:
@@ -221,16 +202,20 @@ func decodeMessage(body []byte) (message, error) {
 		}
 		return message{Type: m.Type}, fmt.Errorf("%w %q", ErrUnknownType, m.Type)
 	}
-	if err != nil {
-		return message{}, fmt.Errorf("%w: %s: %v", ErrMalformed, m.Type, err)
-	}
-	if bodies != 1 {
-		return message{}, fmt.Errorf("%w: %s needs exactly its own body, has %d bodies", ErrMalformed, m.Type, bodies)
+	bodies := 0
+	for _, present := range []bool{m.Hello != nil, m.Load != nil, m.Welcome != nil, m.Error != nil} {
+		if present {
+			bodies++
+		}
 	}
 	switch {
-	case m.Type == typeHello && m.Hello == nil, m.Type == typeLoad && m.Load == nil,
-		m.Type == typeWelcome && m.Welcome == nil, m.Type == typeError && m.Error == nil:
+	case own == nil:
 		return message{}, fmt.Errorf("%w: %s without its body", ErrMalformed, m.Type)
+	case bodies != 1:
+		return message{}, fmt.Errorf("%w: %s needs exactly its own body, has %d bodies", ErrMalformed, m.Type, bodies)
+	}
+	if err := own.validate(); err != nil {
+		return message{}, fmt.Errorf("%w: %s: %v", ErrMalformed, m.Type, err)
 	}
 	return m, nil
 }
@@ -297,7 +282,9 @@ func (e *errorBody) validate() error {
 }
 
 // checkHostPort accepts "host:port" with a non-zero port and a host that
-// is a specified IP literal (IPv6 bracketed) or a DNS name.
+// is a specified IP literal or a DNS name, in the form net.JoinHostPort
+// writes (brackets around IPv6 literals only), so that it goes into a URL
+// as it is.
 func checkHostPort(s string) error {
 	if len(s) > maxAddr {
 		return errors.New("too long")
@@ -306,6 +293,9 @@ func checkHostPort(s string) error {
 	if err != nil {
 		return err
 	}
+	if s != net.JoinHostPort(host, port) {
+		return errors.New("brackets go around IPv6 literals, and only them")
+	}
 	p, err := strconv.ParseUint(port, 10, 16)
 	if err != nil || p == 0 || port[0] == '0' {
 		return errors.New("port must be 1..65535")
@@ -313,9 +303,6 @@ func checkHostPort(s string) error {
 	if ip := net.ParseIP(host); ip != nil {
 		if ip.IsUnspecified() {
 			return errors.New("unspecified address")
-		}
-		if ip.To4() == nil && s[0] != '[' {
-			return errors.New("IPv6 host must be bracketed")
 		}
 		return nil
 	}

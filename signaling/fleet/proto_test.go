@@ -80,6 +80,8 @@ func TestDecodeMessageRejects(t *testing.T) {
 		{"hello port too big", `{"type":"hello","hello":{"node_id":"a","addrs":{"udp":"192.0.2.1:65536"}}}`, ErrMalformed},
 		{"hello unspecified host", `{"type":"hello","hello":{"node_id":"a","addrs":{"udp":"0.0.0.0:3478"}}}`, ErrMalformed},
 		{"hello bad host", `{"type":"hello","hello":{"node_id":"a","addrs":{"tcp":"-bad-.example:3478"}}}`, ErrMalformed},
+		{"hello bracketed ipv4", `{"type":"hello","hello":{"node_id":"a","addrs":{"udp":"[192.0.2.1]:3478"}}}`, ErrMalformed},
+		{"hello bracketed name", `{"type":"hello","hello":{"node_id":"a","addrs":{"udp":"[relay.example]:3478"}}}`, ErrMalformed},
 		{"hello zoned ipv6", `{"type":"hello","hello":{"node_id":"a","addrs":{"udp":"[fe80::1%eth0]:3478"}}}`, ErrMalformed},
 		{"hello negative capacity", `{"type":"hello","hello":{"node_id":"a","addrs":{"udp":"192.0.2.1:3478"},"capacity":{"max_allocations":-5}}}`, ErrMalformed},
 		{"welcome zero interval", `{"type":"welcome","welcome":{"interval_ms":0,"dead_after_ms":3000}}`, ErrMalformed},

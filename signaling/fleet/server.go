@@ -10,7 +10,6 @@ import (
 	"net"
 	"os"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -135,9 +134,8 @@ type Server struct {
 
 // nodeConn is one accepted control connection.
 type nodeConn struct {
-	conn     *quic.Conn
-	remote   string
-	replaced atomic.Bool
+	conn   *quic.Conn
+	remote string
 }
 
 // NewServer validates cfg, builds the TLS configuration (reading any
@@ -168,8 +166,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		owners: make(map[string]*nodeConn),
 		tlsLog: logLimiter{every: 10 * time.Second},
 	}
-	s.reg.m = m
-	s.reg.updateGaugesLocked() // zero series before the first node
+	s.reg.m = m // newMetrics made the zero series
 	if len(cfg.TLS.ClusterKey) > 0 {
 		if s.resetKey, err = statelessResetKey(cfg.TLS.ClusterKey); err != nil {
 			return nil, fmt.Errorf("fleet: stateless reset key: %w", err)
@@ -357,7 +354,13 @@ func (s *Server) serve(nc *nodeConn) {
 		}
 	}
 
-	reason := s.lossReason(nc, err)
+	info, removed := s.unregister(id, gen)
+	if !removed {
+		// Replaced: the newer admit closes nc with codeReplaced, and
+		// counted the loss.
+		return
+	}
+	reason := s.lossReason(err)
 	switch reason {
 	case lossTimeout:
 		_ = nc.conn.CloseWithError(codeTimeout, fmt.Sprintf("no report within %v", s.cfg.DeadAfter))
@@ -365,15 +368,6 @@ func (s *Server) serve(nc *nodeConn) {
 		_ = nc.conn.CloseWithError(codeProtocol, truncate(err.Error(), maxCloseReason))
 	default:
 		_ = nc.conn.CloseWithError(codeOK, "")
-	}
-	s.mu.Lock()
-	if s.owners[id] == nc {
-		delete(s.owners, id)
-	}
-	info, removed := s.reg.remove(id, gen)
-	s.mu.Unlock()
-	if !removed {
-		return // replaced: counted when the newer connection registered
 	}
 	s.m.losses.WithLabelValues(reason).Inc()
 	level := slog.LevelInfo
@@ -385,6 +379,19 @@ func (s *Server) serve(nc *nodeConn) {
 }
 
 var errReplaced = errors.New("fleet: replaced by a newer connection")
+
+// unregister removes node id's registration gen, unless a newer
+// connection replaced it. The registry and owners change together under
+// s.mu, so gen is current exactly while its connection owns id.
+func (s *Server) unregister(id string, gen uint64) (NodeInfo, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	info, removed := s.reg.remove(id, gen)
+	if removed {
+		delete(s.owners, id)
+	}
+	return info, removed
+}
 
 // admit reads the Hello, registers the node and answers Welcome. On
 // failure it has refused and closed the connection.
@@ -435,11 +442,8 @@ func (s *Server) admit(nc *nodeConn) (Hello, *quic.Stream, uint64, bool) {
 		}
 		return Hello{}, nil, 0, false
 	}
-	old := s.owners[h.NodeID]
+	old := s.owners[h.NodeID] // non-nil exactly when replaced
 	s.owners[h.NodeID] = nc
-	if old != nil {
-		old.replaced.Store(true)
-	}
 	s.mu.Unlock()
 	s.m.registrations.Inc()
 	if old != nil {
@@ -448,7 +452,7 @@ func (s *Server) admit(nc *nodeConn) (Hello, *quic.Stream, uint64, bool) {
 	if replaced {
 		s.m.losses.WithLabelValues(lossReplaced).Inc()
 		s.log.Warn("node id registered again; the older connection is replaced",
-			"node", h.NodeID, "remote", nc.remote, "old_remote", remoteOf(old))
+			"node", h.NodeID, "remote", nc.remote, "old_remote", old.remote)
 	}
 
 	frame, err := encodeFrame(message{Type: typeWelcome, Welcome: &welcome{
@@ -460,13 +464,7 @@ func (s *Server) admit(nc *nodeConn) (Hello, *quic.Stream, uint64, bool) {
 		_, err = stream.Write(frame)
 	}
 	if err != nil {
-		s.mu.Lock()
-		if s.owners[h.NodeID] == nc {
-			delete(s.owners, h.NodeID)
-		}
-		_, removed := s.reg.remove(h.NodeID, gen)
-		s.mu.Unlock()
-		if removed {
+		if _, removed := s.unregister(h.NodeID, gen); removed {
 			s.m.losses.WithLabelValues(lossError).Inc()
 		}
 		_ = nc.conn.CloseWithError(codeOK, "")
@@ -505,12 +503,11 @@ func (s *Server) refuse(nc *nodeConn, stream *quic.Stream, reason, text string, 
 }
 
 // lossReason classifies why a registered node's connection ended.
-func (s *Server) lossReason(nc *nodeConn, err error) string {
+// (A replaced one is counted by the newer connection's admit.)
+func (s *Server) lossReason(err error) string {
 	var appErr *quic.ApplicationError
 	var idle *quic.IdleTimeoutError
 	switch {
-	case nc.replaced.Load() || errors.Is(err, errReplaced):
-		return lossReplaced
 	case s.ctx.Err() != nil:
 		return lossShutdown
 	case isTimeout(err), errors.As(err, &idle):
@@ -526,13 +523,6 @@ func (s *Server) lossReason(nc *nodeConn, err error) string {
 // isTimeout: a stream deadline passed.
 func isTimeout(err error) bool {
 	return errors.Is(err, os.ErrDeadlineExceeded)
-}
-
-func remoteOf(nc *nodeConn) string {
-	if nc == nil {
-		return ""
-	}
-	return nc.remote
 }
 
 // logLimiter lets one message through per period at its level; the rest go

@@ -309,6 +309,50 @@ func TestDuplicateNodeIDReplacesOlder(t *testing.T) {
 	}
 }
 
+// The replaced connection is always closed with codeReplaced, however its
+// own serve loop and the newer admit race.
+func TestReplacedConnectionGetsCodeReplaced(t *testing.T) {
+	core := startCore(t, nil)
+	reg := core.Registry()
+	conn, stream := rawStream(t, core.Addr(), &quic.Config{KeepAlivePeriod: 50 * time.Millisecond})
+	h := hello("twin", "eu")
+	writeMsg(t, stream, message{Type: typeHello, Hello: &h})
+	writeMsg(t, stream, message{Type: typeLoad, Load: &Load{}})
+	waitFor(t, 5*time.Second, "raw registration", func() bool { return pickable(reg, "twin") })
+	// Keep reporting, so the core's serve loop is reading when replaced.
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+			f, err := encodeFrame(message{Type: typeLoad, Load: &Load{}})
+			if err != nil {
+				return
+			}
+			if _, err := stream.Write(f); err != nil {
+				return
+			}
+		}
+	}()
+	defer func() { close(stop); <-done }()
+
+	startNode(t, core.Addr(), hello("twin", "us"), nil)
+	select {
+	case <-conn.Context().Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the replaced connection is still open")
+	}
+	var appErr *quic.ApplicationError
+	if err := context.Cause(conn.Context()); !errors.As(err, &appErr) || appErr.ErrorCode != codeReplaced {
+		t.Errorf("close cause = %v, want application error %d", err, codeReplaced)
+	}
+}
+
 func TestBadFirstMessageRefused(t *testing.T) {
 	bad := hello("ok", "")
 	bad.NodeID = "no spaces allowed"
