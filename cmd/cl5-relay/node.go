@@ -55,6 +55,10 @@ func node(c *cli.Context) error {
 		return err
 	}
 	logNodeAddrs(log, n)
+	member, err := joinFleet(cfg, clusterKey, n, log)
+	if err != nil {
+		return err
+	}
 
 	var ops *namedServer
 	if cfg.MetricsListen != "" {
@@ -68,10 +72,6 @@ func node(c *cli.Context) error {
 	if ops != nil {
 		g.Go(ops.serve)
 		log.Info("listening", "server", ops.name, "addr", ops.ln.Addr().String())
-	}
-	member, err := joinFleet(cfg, clusterKey, n, log)
-	if err != nil {
-		return err
 	}
 	// The membership outlives gctx: the core must hear of the drain and
 	// keep the node out of new players' ice_servers until it is gone.

@@ -7,7 +7,8 @@ package turncred
 
 import (
 	"crypto/hmac"
-	"crypto/sha1" //nolint:gosec // HMAC-SHA1 is what the TURN REST scheme specifies.
+	"crypto/sha1"
+	"crypto/subtle" //nolint:gosec // HMAC-SHA1 is what the TURN REST scheme specifies.
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -130,17 +131,10 @@ func (v *Verifier) Verify(username, password string, now time.Time) error {
 	}
 	ok := 0
 	for _, c := range candidates {
-		ok |= hmacEqual(c, password)
+		ok |= subtle.ConstantTimeCompare([]byte(c), []byte(password))
 	}
 	if ok == 0 {
 		return ErrBadPassword
 	}
 	return nil
-}
-
-func hmacEqual(a, b string) int {
-	if hmac.Equal([]byte(a), []byte(b)) {
-		return 1
-	}
-	return 0
 }
