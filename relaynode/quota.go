@@ -27,8 +27,11 @@ func newAllocTracker() *allocTracker {
 	}
 }
 
+// tupleKey names an allocation by its five-tuple. pion reports every
+// allocation as UDP, so the transport comes from the address type: a UDP
+// and a TCP allocation may share both host:port pairs.
 func tupleKey(src, dst net.Addr) string {
-	return src.String() + "|" + dst.String()
+	return src.Network() + "|" + src.String() + "|" + dst.String()
 }
 
 func (t *allocTracker) add(src, dst net.Addr, user string) (total int) {
