@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"errors"
 	"log/slog"
 	"net"
 	"sync"
@@ -262,6 +263,34 @@ func rawStream(t testing.TB, core net.Addr, qconf *quic.Config) (*quic.Conn, *qu
 		t.Fatal(err)
 	}
 	return conn, stream
+}
+
+// rawNode registers node id by hand over rawStream (keep-alives on, so
+// only the core's report deadline ends it) with a hello and one load, and
+// waits until it can be picked. The test writes what comes next.
+func rawNode(t testing.TB, core *testCore, id string) (*quic.Conn, *quic.Stream) {
+	t.Helper()
+	conn, stream := rawStream(t, core.Addr(), &quic.Config{KeepAlivePeriod: 50 * time.Millisecond})
+	h := hello(id, "")
+	writeMsg(t, stream, message{Type: typeHello, Hello: &h})
+	writeMsg(t, stream, message{Type: typeLoad, Load: &Load{}})
+	waitFor(t, 5*time.Second, id+" registration", func() bool { return pickable(core.Registry(), id) })
+	return conn, stream
+}
+
+// expectCoreClose waits up to within for the core to close conn (else
+// fails with stuck) and checks the close's application error code.
+func expectCoreClose(t testing.TB, conn *quic.Conn, within time.Duration, want quic.ApplicationErrorCode, stuck string) {
+	t.Helper()
+	select {
+	case <-conn.Context().Done():
+	case <-time.After(within):
+		t.Fatal(stuck)
+	}
+	var appErr *quic.ApplicationError
+	if err := context.Cause(conn.Context()); !errors.As(err, &appErr) || appErr.ErrorCode != want {
+		t.Errorf("close cause = %v, want application error %d", err, want)
+	}
 }
 
 // clientTLS is the node-side TLS config for key.

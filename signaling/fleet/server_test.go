@@ -184,12 +184,8 @@ func TestGracefulLeaveIsImmediate(t *testing.T) {
 // reporting is removed by the report deadline, not the idle timeout.
 func TestSilentNodeRemovedByReportDeadline(t *testing.T) {
 	core := startCore(t, nil)
-	conn, stream := rawStream(t, core.Addr(), &quic.Config{KeepAlivePeriod: 50 * time.Millisecond})
-	h := hello("mute", "")
-	writeMsg(t, stream, message{Type: typeHello, Hello: &h})
-	writeMsg(t, stream, message{Type: typeLoad, Load: &Load{}})
+	conn, _ := rawNode(t, core, "mute")
 	reg := core.Registry()
-	waitFor(t, 5*time.Second, "registration", func() bool { return pickable(reg, "mute") })
 	start := time.Now()
 	waitFor(t, 3*testDeadAfter, "silent node removed", func() bool { return reg.Len() == 0 })
 	if d := time.Since(start); d > testDeadAfter+500*time.Millisecond {
@@ -199,15 +195,7 @@ func TestSilentNodeRemovedByReportDeadline(t *testing.T) {
 		t.Errorf("losses{timeout} = %v, want 1", got)
 	}
 	// The core closed the connection with the timeout code.
-	select {
-	case <-conn.Context().Done():
-	case <-time.After(5 * time.Second):
-		t.Fatal("core kept the connection of a silent node")
-	}
-	var appErr *quic.ApplicationError
-	if err := context.Cause(conn.Context()); !errors.As(err, &appErr) || appErr.ErrorCode != codeTimeout {
-		t.Errorf("close cause = %v, want application error %d", err, codeTimeout)
-	}
+	expectCoreClose(t, conn, 5*time.Second, codeTimeout, "core kept the connection of a silent node")
 }
 
 func TestWrongClusterKeyNodeRefused(t *testing.T) {
@@ -313,12 +301,7 @@ func TestDuplicateNodeIDReplacesOlder(t *testing.T) {
 // own serve loop and the newer admit race.
 func TestReplacedConnectionGetsCodeReplaced(t *testing.T) {
 	core := startCore(t, nil)
-	reg := core.Registry()
-	conn, stream := rawStream(t, core.Addr(), &quic.Config{KeepAlivePeriod: 50 * time.Millisecond})
-	h := hello("twin", "eu")
-	writeMsg(t, stream, message{Type: typeHello, Hello: &h})
-	writeMsg(t, stream, message{Type: typeLoad, Load: &Load{}})
-	waitFor(t, 5*time.Second, "raw registration", func() bool { return pickable(reg, "twin") })
+	conn, stream := rawNode(t, core, "twin")
 	// Keep reporting, so the core's serve loop is reading when replaced.
 	stop := make(chan struct{})
 	done := make(chan struct{})
@@ -342,15 +325,7 @@ func TestReplacedConnectionGetsCodeReplaced(t *testing.T) {
 	defer func() { close(stop); <-done }()
 
 	startNode(t, core.Addr(), hello("twin", "us"), nil)
-	select {
-	case <-conn.Context().Done():
-	case <-time.After(5 * time.Second):
-		t.Fatal("the replaced connection is still open")
-	}
-	var appErr *quic.ApplicationError
-	if err := context.Cause(conn.Context()); !errors.As(err, &appErr) || appErr.ErrorCode != codeReplaced {
-		t.Errorf("close cause = %v, want application error %d", err, codeReplaced)
-	}
+	expectCoreClose(t, conn, 5*time.Second, codeReplaced, "the replaced connection is still open")
 }
 
 func TestBadFirstMessageRefused(t *testing.T) {
@@ -407,15 +382,7 @@ func TestNoHelloRefusedAfterDeadAfter(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.CloseWithError(0, "")
-	select {
-	case <-conn.Context().Done():
-	case <-time.After(3 * testDeadAfter):
-		t.Fatal("core kept a connection that never opened a stream")
-	}
-	var appErr *quic.ApplicationError
-	if err := context.Cause(conn.Context()); !errors.As(err, &appErr) || appErr.ErrorCode != codeRefused {
-		t.Errorf("close cause = %v, want application error %d", err, codeRefused)
-	}
+	expectCoreClose(t, conn, 3*testDeadAfter, codeRefused, "core kept a connection that never opened a stream")
 	if got := core.metric(t, "cl5_fleet_rejections_total", "reason", "timeout"); got != 1 {
 		t.Errorf("rejections{timeout} = %v, want 1", got)
 	}
