@@ -128,12 +128,8 @@ func TestFastPathExpiry(t *testing.T) {
 	})
 	peer := newEchoPeer(t)
 	user, pass := restCreds("expiry")
-	c := newRawClient(t, tn.Addrs().UDP, user, pass)
-	c.allocate()
 	const ch = 0x4abc
-	if err := c.channelBind(ch, peer.addr().AddrPort()); err != nil {
-		t.Fatal(err)
-	}
+	c, _ := newBoundClient(t, tn.Addrs().UDP, user, pass, ch, peer.addr().AddrPort())
 	fastAfter := func(step string, want float64) {
 		t.Helper()
 		echoThroughChannel(t, c, ch, 5)
@@ -168,11 +164,7 @@ func TestFastPathForgetsDeletedAllocation(t *testing.T) {
 	tn := startNode(t, baseConfig())
 	peer := newSinkPeer(t)
 	user, pass := restCreds("gone")
-	c := newRawClient(t, tn.Addrs().UDP, user, pass)
-	relay := c.allocate()
-	if err := c.channelBind(0x4000, peer.addr().AddrPort()); err != nil {
-		t.Fatal(err)
-	}
+	c, relay := newBoundClient(t, tn.Addrs().UDP, user, pass, 0x4000, peer.addr().AddrPort())
 	c.sendChannel(0x4000, []byte("while alive"))
 	waitFor(t, 2*time.Second, "the packet to reach the peer", func() bool { got, _ := peer.received(); return got == 1 })
 	if got := tn.fastPackets(t, dirClientToPeer); got != 1 {
@@ -307,11 +299,7 @@ func TestFastPathBandwidthCap(t *testing.T) {
 	tn := startNode(t, cfg)
 	peer := newSinkPeer(t)
 	user, pass := restCreds("capped")
-	c := newRawClient(t, tn.Addrs().UDP, user, pass)
-	c.allocate()
-	if err := c.channelBind(0x4000, peer.addr().AddrPort()); err != nil {
-		t.Fatal(err)
-	}
+	c, _ := newBoundClient(t, tn.Addrs().UDP, user, pass, 0x4000, peer.addr().AddrPort())
 	start := time.Now()
 	payload := make([]byte, size)
 	for range count {
@@ -339,12 +327,8 @@ func TestFastPathBurst(t *testing.T) {
 	tn := startNode(t, baseConfig())
 	sink := loopbackUDP(t)
 	user, pass := restCreds("burst")
-	c := newRawClient(t, tn.Addrs().UDP, user, pass)
+	c, _ := newBoundClient(t, tn.Addrs().UDP, user, pass, 0x4000, addrOf(sink))
 	_ = c.conn.SetWriteBuffer(4 << 20)
-	c.allocate()
-	if err := c.channelBind(0x4000, addrOf(sink)); err != nil {
-		t.Fatal(err)
-	}
 	const burst = 2000
 	s := newBenchSender(t, c.conn, tn.Addrs().UDP, channelFrame(0x4000, make([]byte, 200)))
 	r := newBenchReceiver(t, sink, benchLoads[0])
@@ -492,11 +476,7 @@ func TestFastPathCloseUnderFlood(t *testing.T) {
 	tn := startNode(t, baseConfig())
 	peer := loopbackUDP(t)
 	user, pass := restCreds("flood")
-	c := newRawClient(t, tn.Addrs().UDP, user, pass)
-	relay := c.allocate()
-	if err := c.channelBind(0x4000, addrOf(peer)); err != nil {
-		t.Fatal(err)
-	}
+	c, relay := newBoundClient(t, tn.Addrs().UDP, user, pass, 0x4000, addrOf(peer))
 	frame := channelFrame(0x4000, make([]byte, 100))
 	toRelay := newBenchSender(t, c.conn, tn.Addrs().UDP, frame)
 	toClient := newBenchSender(t, peer, relay, make([]byte, 100))

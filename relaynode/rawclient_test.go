@@ -30,6 +30,18 @@ func newRawClient(t testing.TB, server netip.AddrPort, user, pass string) *rawCl
 	return newRawClientAt(t, "127.0.0.1", server, user, pass)
 }
 
+// newBoundClient is a client with an allocation on server and channel ch
+// bound to peer; it returns the relayed address too.
+func newBoundClient(t testing.TB, server netip.AddrPort, user, pass string, ch uint16, peer netip.AddrPort) (*rawClient, netip.AddrPort) {
+	t.Helper()
+	c := newRawClient(t, server, user, pass)
+	relay := c.allocate()
+	if err := c.channelBind(ch, peer); err != nil {
+		t.Fatal(err)
+	}
+	return c, relay
+}
+
 // newRawClientAt is a client on local IP ip.
 func newRawClientAt(t testing.TB, ip string, server netip.AddrPort, user, pass string) *rawClient {
 	t.Helper()

@@ -205,15 +205,11 @@ func send(tb testing.TB, load benchLoad, s *benchSender, r *benchReceiver, count
 // client sends ChannelData, the peer receives) or peer to client.
 func relayLoad(tb testing.TB, server netip.AddrPort, user, pass, dir string, load benchLoad) (*benchSender, *benchReceiver) {
 	tb.Helper()
-	client := newRawClient(tb, server, user, pass)
-	_ = client.conn.SetReadBuffer(4 << 20)
-	_ = client.conn.SetWriteBuffer(4 << 20)
-	relay := client.allocate()
 	peer := loopbackUDP(tb)
 	const ch = 0x4000
-	if err := client.channelBind(ch, addrOf(peer)); err != nil {
-		tb.Fatal(err)
-	}
+	client, relay := newBoundClient(tb, server, user, pass, ch, addrOf(peer))
+	_ = client.conn.SetReadBuffer(4 << 20)
+	_ = client.conn.SetWriteBuffer(4 << 20)
 	payload := make([]byte, benchPayload)
 	if dir == dirClientToPeer {
 		return newBenchSender(tb, client.conn, server, channelFrame(ch, payload)), newBenchReceiver(tb, peer, load)
