@@ -16,7 +16,7 @@ import (
 
 	"github.com/pion/stun/v3"
 
-	"github.com/cl5-relay/cl5-relay/signaling/turncred"
+	"github.com/cl5-relay/cl5-relay/relaynode/turncred"
 )
 
 // Hard caps of a TURN run, whatever the configuration asks.

@@ -12,7 +12,7 @@ import (
 	"github.com/pion/turn/v4"
 	"golang.org/x/time/rate"
 
-	"github.com/cl5-relay/cl5-relay/signaling/turncred"
+	"github.com/cl5-relay/cl5-relay/relaynode/turncred"
 )
 
 // authenticator answers pion's AuthHandler.

@@ -14,7 +14,7 @@ import (
 	"github.com/pion/turn/v4"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/cl5-relay/cl5-relay/signaling/turncred"
+	"github.com/cl5-relay/cl5-relay/relaynode/turncred"
 )
 
 func testAuthenticator(t testing.TB, cfg Config) (*authenticator, *testNode) {

@@ -11,7 +11,7 @@
 //	err = n.Drain(ctx) // refuse new allocations, wait for the rest
 //	err = n.Close()
 //
-// Credentials are TURN REST ones (signaling/turncred mints them; any of
+// Credentials are TURN REST ones (relaynode/turncred mints them; any of
 // several secrets is accepted, for rotation) or static users. A source IP
 // with too many authentication failures is refused for a while.
 //

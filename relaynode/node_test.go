@@ -22,7 +22,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/cl5-relay/cl5-relay/signaling/turncred"
+	"github.com/cl5-relay/cl5-relay/relaynode/turncred"
 )
 
 func allocate(t testing.TB, c *turnClient) net.PacketConn {

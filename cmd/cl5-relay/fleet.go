@@ -6,7 +6,7 @@ import (
 	"os"
 
 	"github.com/cl5-relay/cl5-relay/relaynode"
-	"github.com/cl5-relay/cl5-relay/signaling/fleet"
+	"github.com/cl5-relay/cl5-relay/relaynode/fleet"
 )
 
 // fleetTLS is how this process authenticates the other side of the fleet.

@@ -11,7 +11,7 @@ import (
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/cl5-relay/cl5-relay/signaling/fleet"
+	"github.com/cl5-relay/cl5-relay/relaynode/fleet"
 )
 
 // node runs a relay node alone, as on an edge VPS: TURN, its metrics, and

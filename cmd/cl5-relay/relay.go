@@ -13,7 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cl5-relay/cl5-relay/relaynode"
-	"github.com/cl5-relay/cl5-relay/signaling/fleet"
+	"github.com/cl5-relay/cl5-relay/relaynode/fleet"
 )
 
 // parsePortRange reads "MIN-MAX"; "" is (0, 0): the kernel's range.

@@ -13,8 +13,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cl5-relay/cl5-relay/relaynode"
+	"github.com/cl5-relay/cl5-relay/relaynode/fleet"
 	"github.com/cl5-relay/cl5-relay/signaling"
-	"github.com/cl5-relay/cl5-relay/signaling/fleet"
 )
 
 // relaySide is the relay half of `serve`: the in-process TURN node, the

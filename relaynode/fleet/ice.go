@@ -5,7 +5,7 @@ import (
 	"encoding/hex"
 	"time"
 
-	"github.com/cl5-relay/cl5-relay/signaling/turncred"
+	"github.com/cl5-relay/cl5-relay/relaynode/turncred"
 	"github.com/cl5-relay/cl5-relay/signaling/wire"
 )
 

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cl5-relay/cl5-relay/signaling/turncred"
+	"github.com/cl5-relay/cl5-relay/relaynode/turncred"
 	"github.com/cl5-relay/cl5-relay/signaling/wire"
 )
 
