@@ -117,6 +117,12 @@ type SignalingResult struct {
 	Errors  map[string]int64
 }
 
+// errNoLobby: a joiner's lobby was not created (its creator failed);
+// counted as errLobbyNotCreated.
+var errNoLobby = errors.New("lobby was not created")
+
+const errLobbyNotCreated = "join: lobby was not created"
+
 type sigLobby struct {
 	name    string
 	created chan struct{} // closed when the creator is done, either way
@@ -228,7 +234,7 @@ func sigSetup(ctx context.Context, sem chan struct{}, wsURL, origin string, i in
 			return nil, "setup", ctx.Err()
 		}
 		if !lb.ok.Load() {
-			return nil, "join", errors.New("lobby was not created")
+			return nil, "join", errNoLobby
 		}
 	}
 	select {
@@ -435,6 +441,7 @@ func (r *SignalingResult) Report() *Report {
 	rep.add("lobby_p50_ms", "CREATE/JOIN -> ACK p50", r.Lobby.P50, "ms", BetterLower)
 	rep.add("lobby_p99_ms", "CREATE/JOIN -> ACK p99", r.Lobby.P99, "ms", BetterLower)
 	rep.addSummary("op", "control request -> ACK", r.Op)
+	rep.Failure = r.Diagnosis()
 	return rep
 }
 

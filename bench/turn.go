@@ -95,8 +95,11 @@ type TurnConfig struct {
 	// Peer is the address of an echo peer as the relay reaches it. Default:
 	// RunTurn starts one (EchoPeer) on the local address that routes to
 	// Server. Note that servers refuse loopback and private peers by
-	// default (coturn without --allow-loopback-peers, cl5-relay nodes
-	// without allow_loopback_peers/allow_peers): CreatePermission gets 403.
+	// default: coturn without --allow-loopback-peers answers
+	// CreatePermission with 403; a cl5-relay node without
+	// allow_loopback_peers/allow_peers refuses it too, except on its own
+	// relay address (a node on 127.0.0.1), where it grants the permission
+	// but drops the packets. Either way Report diagnoses the run as failed.
 	Peer string
 	// EchoSockets is the number of sockets of the built-in echo peer.
 	// Default min(4, GOMAXPROCS).
@@ -225,6 +228,15 @@ type TurnResult struct {
 	// generator, not the server, was the limit.
 	Lagged, Behind uint64
 
+	// Peer is the peer address the relays sent to; BuiltinPeer says it is
+	// the bench's own echo peer, which received EchoReceived packets
+	// (that tells a relay that never forwarded from a peer that never
+	// answered). RelayedAddr is the first client's relayed address.
+	Peer         netip.AddrPort
+	BuiltinPeer  bool
+	EchoReceived uint64
+	RelayedAddr  netip.AddrPort
+
 	Errors map[string]int64
 	Notes  []string
 }
@@ -249,7 +261,8 @@ type turnClient struct {
 	conn    *net.UDPConn
 	ctl     turnControl
 	channel uint16
-	phase   int64 // nanoseconds of offset, so clients do not send in step
+	relayed netip.AddrPort // the allocation's relayed address
+	phase   int64          // nanoseconds of offset, so clients do not send in step
 	hist    *Histogram
 
 	sched                  uint64 // packets scheduled; owned by the client's sender
@@ -321,6 +334,7 @@ func RunTurn(ctx context.Context, cfg TurnConfig) (*TurnResult, error) {
 	if err != nil {
 		return nil, err
 	}
+	res.Peer, res.BuiltinPeer = peer, echo != nil
 	if echo != nil {
 		defer echo.Close()
 	}
@@ -367,6 +381,9 @@ func RunTurn(ctx context.Context, cfg TurnConfig) (*TurnResult, error) {
 	}
 	clients = live
 	res.Clients = len(clients)
+	if len(clients) > 0 {
+		res.RelayedAddr = clients[0].relayed
+	}
 	res.Setup = setupHist.Summary()
 	defer func() {
 		for _, c := range clients {
@@ -488,6 +505,9 @@ func RunTurn(ctx context.Context, cfg TurnConfig) (*TurnResult, error) {
 		res.Notes = appendOnce(res.Notes, "server CPU not measured: "+err.Error())
 	}
 	res.BenchCPU, res.BenchCPUOK = usage.self, usage.selfOK
+	if echo != nil {
+		res.EchoReceived = echo.Packets()
+	}
 	return res, nil
 }
 
@@ -619,9 +639,11 @@ func setupClientOnce(ctx context.Context, cfg TurnConfig, server *net.UDPAddr, p
 		_ = conn.Close()
 		return nil, &setupError{phase, err}
 	}
-	if _, err := c.ctl.allocate(ctx); err != nil {
+	relayed, err := c.ctl.allocate(ctx)
+	if err != nil {
 		return fail("allocate", err)
 	}
+	c.relayed = relayed
 	if err := c.ctl.createPermission(ctx, peer); err != nil {
 		return fail("create-permission", err)
 	}
