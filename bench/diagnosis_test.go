@@ -184,7 +184,7 @@ func TestCL5Diagnosis(t *testing.T) {
 		return res.Report()
 	}
 	t.Run("migration, most lobbies refused", func(t *testing.T) {
-		wantDiagnosis(t, mig(limitedMig), "clean: 10 of 10 lobbies failed to set up", "HTTP 429", "limits.upgrades_per_minute")
+		wantDiagnosis(t, mig(limitedMig), "lobbies failed to set up", "HTTP 429", "limits.upgrades_per_minute")
 	})
 	t.Run("migration, nothing listening", func(t *testing.T) {
 		wantDiagnosis(t, mig(closed), "nothing listening at 127.0.0.1:")

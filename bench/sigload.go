@@ -375,8 +375,7 @@ func sigOps(ctx context.Context, conn *cl5Conn, cfg SignalingConfig, i int, lobb
 }
 
 func sigStatus(cfg SignalingConfig, ready, failed, ops *atomic.Int64, errs *errCounter, steady <-chan struct{}, steadyStart *time.Time) func() string {
-	var lastT time.Time
-	var lastOps int64
+	var opsRate *rateMeter // from the start of the steady phase
 	host := cfg.URL
 	if u, err := url.Parse(cfg.URL); err == nil {
 		host = u.Host
@@ -388,14 +387,13 @@ func sigStatus(cfg SignalingConfig, ready, failed, ops *atomic.Int64, errs *errC
 			return fmt.Sprintf("signaling %s: setting up sessions %d ok, %d failed, of %d", host, ready.Load(), failed.Load(), cfg.Clients)
 		}
 		now := time.Now()
-		n := ops.Load()
-		rate := 0.0
-		if !lastT.IsZero() {
-			rate = float64(n-lastOps) / now.Sub(lastT).Seconds()
+		n := uint64(ops.Load())
+		if opsRate == nil {
+			opsRate = newRateMeter(*steadyStart, 0)
 		}
-		lastT, lastOps = now, n
-		return fmt.Sprintf("signaling %s: %4.1fs/%s  %d sessions  %.0f ops/s  errors %d",
-			host, now.Sub(*steadyStart).Seconds(), cfg.Duration, ready.Load(), rate, errs.total())
+		return fmt.Sprintf("signaling %s: %4.1fs/%s  %d sessions  %.0f ops/s (target %.0f)  %d answered  errors %d",
+			host, now.Sub(*steadyStart).Seconds(), cfg.Duration, ready.Load(), opsRate.rate(now, n),
+			float64(ready.Load())*cfg.OpRate, n, errs.total())
 	}
 }
 

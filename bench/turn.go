@@ -318,6 +318,11 @@ func (e *errCounter) snapshot() map[string]int64 {
 // is invalid, the echo peer cannot start, or no client could be set up
 // (ErrNoClients, with the result still filled in).
 func RunTurn(ctx context.Context, cfg TurnConfig) (*TurnResult, error) {
+	return runTurn(ctx, cfg, "")
+}
+
+// runTurn is RunTurn; step, if set, heads the status line ("step 2/10").
+func runTurn(ctx context.Context, cfg TurnConfig, step string) (*TurnResult, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -348,8 +353,12 @@ func RunTurn(ctx context.Context, cfg TurnConfig) (*TurnResult, error) {
 	clients := make([]*turnClient, cfg.Clients)
 	setupCtx, cancelSetup := context.WithTimeout(ctx, turnSetupMax)
 	var done atomic.Int64
+	head := "turn " + cfg.Server
+	if step != "" {
+		head += " " + step
+	}
 	stopProgress := cfg.Progress.start(func() string {
-		return fmt.Sprintf("turn %s: setting up allocations %d/%d, errors %d", cfg.Server, done.Load(), cfg.Clients, errs.total())
+		return fmt.Sprintf("%s: setting up allocations %d/%d, errors %d", head, done.Load(), cfg.Clients, errs.total())
 	})
 	runID := newRunID()
 	setupStart := time.Now()
@@ -442,7 +451,7 @@ func RunTurn(ctx context.Context, cfg TurnConfig) (*TurnResult, error) {
 		close(sendersDone)
 	}()
 
-	stopProgress = cfg.Progress.start(turnStatus(cfg, clients, start, errs))
+	stopProgress = cfg.Progress.start(turnStatus(head, cfg, clients, start, errs))
 	timer := time.NewTimer(cfg.Duration)
 	select {
 	case <-timer.C:
@@ -528,25 +537,22 @@ func totals(clients []*turnClient) (sent, recv uint64) {
 	return sent, recv
 }
 
-// turnStatus returns the live status line of the sending phase.
-func turnStatus(cfg TurnConfig, clients []*turnClient, start time.Time, errs *errCounter) func() string {
-	var lastT time.Time
-	var lastSent, lastRecv uint64
+// turnStatus returns the live status line of the sending phase: the
+// send and delivery rates over about the last second (rateWindow), the
+// totals, and the share still in flight or lost.
+func turnStatus(head string, cfg TurnConfig, clients []*turnClient, start time.Time, errs *errCounter) func() string {
+	sentRate, recvRate := newRateMeter(start, 0), newRateMeter(start, 0)
+	target := len(clients) * cfg.Rate
 	return func() string {
 		now := time.Now()
 		sent, recv := totals(clients)
-		var sp, rp float64
-		if !lastT.IsZero() {
-			dt := now.Sub(lastT).Seconds()
-			sp, rp = float64(sent-lastSent)/dt, float64(recv-lastRecv)/dt
-		}
-		lastT, lastSent, lastRecv = now, sent, recv
 		loss := 0.0
 		if sent > 0 && recv <= sent {
 			loss = 100 * float64(sent-recv) / float64(sent)
 		}
-		return fmt.Sprintf("turn %s: %4.1fs/%s  %d clients  sent %.0f pkt/s  delivered %.0f pkt/s  in flight+lost %.2f%%  errors %d",
-			cfg.Server, now.Sub(start).Seconds(), cfg.Duration, len(clients), sp, rp, loss, errs.total())
+		return fmt.Sprintf("%s: %4.1fs/%s  %d clients  sending %.0f pkt/s (target %d)  delivered %.0f pkt/s  sent %d  received %d  in flight+lost %.2f%%  errors %d",
+			head, now.Sub(start).Seconds(), cfg.Duration, len(clients), sentRate.rate(now, sent), target, recvRate.rate(now, recv),
+			sent, recv, loss, errs.total())
 	}
 }
 

@@ -88,7 +88,7 @@ func RunTurnSweep(ctx context.Context, cfg TurnConfig, sw TurnSweepConfig) (*Rep
 			verdict = "reached the per-client rate cap"
 			break
 		}
-		res, err := RunTurn(ctx, c)
+		res, err := runTurn(ctx, c, fmt.Sprintf("step %d/%d (%d pkt/s per client)", step+1, sw.Steps, c.Rate))
 		if res == nil {
 			return nil, err
 		}
