@@ -78,6 +78,11 @@ func TestTurnDiagnosis(t *testing.T) {
 			want: []string{"no allocation set up", "refused the peer 127.0.0.1:", "create-permission", "--allow-loopback-peers", "--peer IP:PORT"},
 		},
 		{
+			name:   "coturn's default peer policy",
+			server: func(t *testing.T) string { return turnTestCoturnPolicy(t, false).addr },
+			want:   []string{"no allocation set up", "refused the peer 127.0.0.1:", "403", "coturn with --allow-loopback-peers"},
+		},
+		{
 			name:   "nothing listening",
 			server: closedLoopbackAddr,
 			want:   []string{"no allocation set up", "nothing listening at 127.0.0.1:", "connection refused"},
@@ -94,6 +99,21 @@ func TestTurnDiagnosis(t *testing.T) {
 			name:   "every packet back",
 			server: func(t *testing.T) string { return turnNodeAddr(turnTestNode(t)) },
 		},
+		{
+			name: "3 of 4 allocations: partial but meaningful",
+			server: func(t *testing.T) string {
+				return turnNodeAddr(turnTestNode(t, func(c *relaynode.Config) { c.MaxAllocations = 3 }))
+			},
+			cfg: TurnConfig{Clients: 4},
+		},
+		{
+			name: "1 of 4 allocations",
+			server: func(t *testing.T) string {
+				return turnNodeAddr(turnTestNode(t, func(c *relaynode.Config) { c.MaxAllocations = 1 }))
+			},
+			cfg:  TurnConfig{Clients: 4},
+			want: []string{"only 1 of 4 allocations set up", "3 x allocate: 486", "turn.max_allocations"},
+		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := tc.cfg
@@ -101,7 +121,10 @@ func TestTurnDiagnosis(t *testing.T) {
 			if cfg.Secret == "" {
 				cfg.Secret = turnTestSecret
 			}
-			cfg.Clients, cfg.Rate, cfg.Packets, cfg.Duration, cfg.Drain = 2, 200, 50, 20*time.Second, 500*time.Millisecond
+			if cfg.Clients == 0 {
+				cfg.Clients = 2
+			}
+			cfg.Rate, cfg.Packets, cfg.Duration, cfg.Drain = 200, 50, 20*time.Second, 500*time.Millisecond
 			res, err := RunTurn(ctx, cfg)
 			if res == nil {
 				t.Fatalf("RunTurn: %v", err)
