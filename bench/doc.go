@@ -20,6 +20,13 @@
 //     or a dropped TCP connection) and measures how long each member takes
 //     to learn its new host.
 //
+// A run that measured nothing meaningful (no allocation or session set
+// up, most of them refused, most packets lost, no lobby migrated) is not
+// a result: its Report carries a one-line diagnosis of the likely cause
+// in Failure (the peer policy refusing the echo peer, nothing listening,
+// the server's upgrade limit, credentials, quotas), and Report.Err
+// returns it wrapping ErrMeaningless, so `cl5-relay bench` exits 1.
+//
 // The generators talk to the server over real sockets and speak the wire
 // protocols themselves (pion/stun messages for TURN's control plane, raw
 // ChannelData frames for its data plane, gorilla/websocket for CL5), so

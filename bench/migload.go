@@ -473,5 +473,6 @@ func (r *MigrationResult) Report() *Report {
 				"(cl5-relay: --peer-timeout, default 5 s) counted from the host's last pong: between about two thirds of it and all of it after the kill")
 		}
 	}
+	rep.Failure = r.Diagnosis()
 	return rep
 }

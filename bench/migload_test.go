@@ -36,23 +36,20 @@ func TestMigrationEveryMemberSeesNewHost(t *testing.T) {
 			t.Errorf("%s: NEW_HOST seen %d times (want %d), TRANSITION %d (want %d), complete %d",
 				ph.Kill, ph.NewHost.Count, lobbies*members, ph.Transition.Count, lobbies, ph.Complete.Count)
 		}
-		// A silent host is found by the server's ping timeout; the others
-		// at once.
-		limit := 500.0
-		if ph.Kill == KillSilent {
-			// The server's deadline counts from the host's last pong, and
-			// it pings every third of the timeout.
-			if ph.NewHost.Min < float64(peerTimeout.Milliseconds())*0.6 {
-				t.Errorf("silent: NEW_HOST after %.1f ms, well before the peer timeout", ph.NewHost.Min)
-			}
-			limit = 3 * float64(peerTimeout.Milliseconds())
-		}
-		if ph.NewHost.Max > limit {
-			t.Errorf("%s: NEW_HOST max %.1f ms, want under %.0f", ph.Kill, ph.NewHost.Max, limit)
+		// A silent host is found by the server's ping timeout, never
+		// sooner (its deadline counts from the host's last pong, and it
+		// pings every third of the timeout). No upper bounds here: a loaded
+		// machine is slower; the 10 s Timeout bounds the wait, and the
+		// speed goals live in BenchmarkMigration.
+		if ph.Kill == KillSilent && ph.NewHost.Min < float64(peerTimeout.Milliseconds())*0.6 {
+			t.Errorf("silent: NEW_HOST after %.1f ms, well before the peer timeout", ph.NewHost.Min)
 		}
 		t.Logf("%s: NEW_HOST p50 %.2f ms p99 %.2f ms; all members p50 %.2f ms", ph.Kill, ph.NewHost.P50, ph.NewHost.P99, ph.Complete.P50)
 	}
 	rep := res.Report()
+	if rep.Failure != "" {
+		t.Errorf("failure %q", rep.Failure)
+	}
 	for _, name := range []string{"clean_newhost_p50_ms", "silent_newhost_p99_ms", "drop_migrated"} {
 		if _, ok := rep.Metric(name); !ok {
 			t.Errorf("report has no %s", name)

@@ -41,12 +41,21 @@ func NewProgress(w io.Writer, force bool) *Progress {
 	return p
 }
 
-// start draws status() until the returned stop is called; stop clears the
-// line and waits for the drawing goroutine. Safe on a nil Progress.
+// start draws status() now and then every interval until the returned
+// stop is called; stop clears the line and waits for the drawing
+// goroutine. Safe on a nil Progress.
 func (p *Progress) start(status func() string) (stop func()) {
 	if p == nil {
 		return func() {}
 	}
+	draw := func() {
+		line := status()
+		if p.width > 0 && len(line) > p.width {
+			line = line[:p.width]
+		}
+		_, _ = io.WriteString(p.w, "\r\x1b[K"+line)
+	}
+	draw() // at once: a phase shorter than the interval shows too
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -60,11 +69,7 @@ func (p *Progress) start(status func() string) (stop func()) {
 				_, _ = io.WriteString(p.w, "\r\x1b[K")
 				return
 			case <-t.C:
-				line := status()
-				if p.width > 0 && len(line) > p.width {
-					line = line[:p.width]
-				}
-				_, _ = io.WriteString(p.w, "\r\x1b[K"+line)
+				draw()
 			}
 		}
 	}()
@@ -75,4 +80,43 @@ func (p *Progress) start(status func() string) (stop func()) {
 			wg.Wait()
 		})
 	}
+}
+
+// rateWindow is how far back the status line's rates look: long enough to
+// smooth the pacing ticks and batches, short enough to follow a change.
+const rateWindow = time.Second
+
+// rateMeter turns a growing counter into its current rate: the increase
+// over about the last rateWindow (since the start while that is younger).
+// It is used by one status goroutine at a time.
+type rateMeter struct {
+	samples []rateSample // oldest first; the first is the window's base
+}
+
+type rateSample struct {
+	at time.Time
+	n  uint64
+}
+
+// newRateMeter starts counting at start, from n.
+func newRateMeter(start time.Time, n uint64) *rateMeter {
+	return &rateMeter{samples: []rateSample{{start, n}}}
+}
+
+// rate records the counter's value n at now and returns its rate per
+// second over the window.
+func (m *rateMeter) rate(now time.Time, n uint64) float64 {
+	// Keep one sample at or before the window's start as the base.
+	cut := 0
+	for cut+1 < len(m.samples) && !m.samples[cut+1].at.After(now.Add(-rateWindow)) {
+		cut++
+	}
+	m.samples = append(m.samples[:0], m.samples[cut:]...)
+	base := m.samples[0]
+	m.samples = append(m.samples, rateSample{now, n})
+	dt := now.Sub(base.at).Seconds()
+	if dt <= 0 || n < base.n {
+		return 0
+	}
+	return float64(n-base.n) / dt
 }

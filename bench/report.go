@@ -58,6 +58,10 @@ type Report struct {
 	// Reached", "upgrade: HTTP 429 (rate limited)"). Never nil.
 	Errors map[string]int64 `json:"errors"`
 	Notes  []string         `json:"notes,omitempty"`
+	// Failure, when set, is a one-line diagnosis of a run that measured
+	// nothing meaningful (no session set up, most refused, most packets
+	// lost) with its likely cause. Err returns it as an error.
+	Failure string `json:"failure,omitempty"`
 	// Steps holds the runs of a sweep, in order.
 	Steps []*Report `json:"steps,omitempty"`
 }
@@ -155,6 +159,9 @@ func (r *Report) WriteTable(w io.Writer) error {
 		for _, n := range r.Notes {
 			fmt.Fprintf(&b, "  - %s\n", n)
 		}
+	}
+	if r.Failure != "" {
+		fmt.Fprintf(&b, "\nFAILED: %s\n", r.Failure)
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
@@ -271,7 +278,10 @@ func Compare(w io.Writer, a, b *Report, nameA, nameB string) error {
 }
 
 func interruptedMark(r *Report) string {
-	if r.Interrupted {
+	switch {
+	case r.Failure != "":
+		return " [FAILED: " + r.Failure + "]"
+	case r.Interrupted:
 		return " [interrupted]"
 	}
 	return ""

@@ -1,17 +1,9 @@
 package bench
 
 import (
-	"bytes"
 	"errors"
-	"fmt"
-	"os"
-	"strconv"
 	"time"
 )
-
-// clockTick is the unit of utime and stime in /proc/PID/stat: USER_HZ,
-// which Linux fixes at 100 for user space whatever the kernel's HZ.
-const clockTick = 10 * time.Millisecond
 
 // ErrNoProc: the process's CPU time cannot be read (no such process, or
 // no /proc on this system).
@@ -19,38 +11,9 @@ var ErrNoProc = errors.New("bench: cannot read process CPU time")
 
 // ProcessCPU returns the user plus system CPU time a process has used so
 // far, all its threads included (the kernel sums them into the process's
-// /proc/PID/stat), at a resolution of 10 ms.
-func ProcessCPU(pid int) (time.Duration, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0, fmt.Errorf("%w: pid %d: %v", ErrNoProc, pid, err)
-	}
-	return parseProcStat(b)
-}
-
-// parseProcStat extracts utime+stime (fields 14 and 15) from a
-// /proc/PID/stat line. The command name (field 2) is in parentheses and
-// may itself hold spaces and parentheses, so fields are counted from the
-// last ')'.
-func parseProcStat(b []byte) (time.Duration, error) {
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("%w: malformed stat line", ErrNoProc)
-	}
-	f := bytes.Fields(b[i+1:])
-	// f[0] is field 3 (state), so field k is f[k-3].
-	if len(f) < 13 {
-		return 0, fmt.Errorf("%w: stat line has %d fields", ErrNoProc, len(f)+2)
-	}
-	utime, err1 := strconv.ParseUint(string(f[11]), 10, 64)
-	stime, err2 := strconv.ParseUint(string(f[12]), 10, 64)
-	// 2^35 ticks is over ten years of CPU each: anything larger is not a real reading
-	// (and would overflow a Duration).
-	if err1 != nil || err2 != nil || utime > 1<<35 || stime > 1<<35 {
-		return 0, fmt.Errorf("%w: utime/stime are not plausible tick counts", ErrNoProc)
-	}
-	return time.Duration(utime+stime) * clockTick, nil
-}
+// /proc/PID/stat), at a resolution of 10 ms. Linux only: elsewhere it
+// returns ErrNoProc.
+func ProcessCPU(pid int) (time.Duration, error) { return processCPU(pid) }
 
 // cpuWindow measures the CPU used by some processes and by this one over
 // a window: start, run, stop.

@@ -117,6 +117,12 @@ type SignalingResult struct {
 	Errors  map[string]int64
 }
 
+// errNoLobby: a joiner's lobby was not created (its creator failed);
+// counted as errLobbyNotCreated.
+var errNoLobby = errors.New("lobby was not created")
+
+const errLobbyNotCreated = "join: lobby was not created"
+
 type sigLobby struct {
 	name    string
 	created chan struct{} // closed when the creator is done, either way
@@ -228,7 +234,7 @@ func sigSetup(ctx context.Context, sem chan struct{}, wsURL, origin string, i in
 			return nil, "setup", ctx.Err()
 		}
 		if !lb.ok.Load() {
-			return nil, "join", errors.New("lobby was not created")
+			return nil, "join", errNoLobby
 		}
 	}
 	select {
@@ -369,8 +375,7 @@ func sigOps(ctx context.Context, conn *cl5Conn, cfg SignalingConfig, i int, lobb
 }
 
 func sigStatus(cfg SignalingConfig, ready, failed, ops *atomic.Int64, errs *errCounter, steady <-chan struct{}, steadyStart *time.Time) func() string {
-	var lastT time.Time
-	var lastOps int64
+	var opsRate *rateMeter // from the start of the steady phase
 	host := cfg.URL
 	if u, err := url.Parse(cfg.URL); err == nil {
 		host = u.Host
@@ -382,14 +387,13 @@ func sigStatus(cfg SignalingConfig, ready, failed, ops *atomic.Int64, errs *errC
 			return fmt.Sprintf("signaling %s: setting up sessions %d ok, %d failed, of %d", host, ready.Load(), failed.Load(), cfg.Clients)
 		}
 		now := time.Now()
-		n := ops.Load()
-		rate := 0.0
-		if !lastT.IsZero() {
-			rate = float64(n-lastOps) / now.Sub(lastT).Seconds()
+		n := uint64(ops.Load())
+		if opsRate == nil {
+			opsRate = newRateMeter(*steadyStart, 0)
 		}
-		lastT, lastOps = now, n
-		return fmt.Sprintf("signaling %s: %4.1fs/%s  %d sessions  %.0f ops/s  errors %d",
-			host, now.Sub(*steadyStart).Seconds(), cfg.Duration, ready.Load(), rate, errs.total())
+		return fmt.Sprintf("signaling %s: %4.1fs/%s  %d sessions  %.0f ops/s (target %.0f)  %d answered  errors %d",
+			host, now.Sub(*steadyStart).Seconds(), cfg.Duration, ready.Load(), opsRate.rate(now, n),
+			float64(ready.Load())*cfg.OpRate, n, errs.total())
 	}
 }
 
@@ -435,6 +439,7 @@ func (r *SignalingResult) Report() *Report {
 	rep.add("lobby_p50_ms", "CREATE/JOIN -> ACK p50", r.Lobby.P50, "ms", BetterLower)
 	rep.add("lobby_p99_ms", "CREATE/JOIN -> ACK p99", r.Lobby.P99, "ms", BetterLower)
 	rep.addSummary("op", "control request -> ACK", r.Op)
+	rep.Failure = r.Diagnosis()
 	return rep
 }
 

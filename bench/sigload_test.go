@@ -55,10 +55,11 @@ func TestSignalingSessions(t *testing.T) {
 	if res.Sessions != 24 || res.Dropped != 0 || len(res.Errors) != 0 || res.Interrupted {
 		t.Fatalf("sessions %d, dropped %d, interrupted %v, errors %s", res.Sessions, res.Dropped, res.Interrupted, benchErrors(res.Errors))
 	}
-	// 24 sessions x 10/s x 1 s, give or take a request each (fewer on a
-	// loaded machine: a late session skips rather than bursts).
-	if res.Ops < 24*5 || res.Ops > 24*12 {
-		t.Errorf("ops = %d, want about 240", res.Ops)
+	// 24 sessions x 10/s over the window, one more each at most (the
+	// first goes at once); fewer on a loaded machine, where a late session
+	// skips rather than bursts, so no lower bound but some.
+	if max := uint64(24 * (10*res.Window.Seconds() + 1)); res.Ops == 0 || res.Ops > max {
+		t.Errorf("ops = %d in %s, want 1..%d", res.Ops, res.Window, max)
 	}
 	for name, s := range map[string]Summary{"connect": res.Connect, "init": res.Init, "lobby": res.Lobby, "op": res.Op} {
 		want := uint64(24)
@@ -73,8 +74,11 @@ func TestSignalingSessions(t *testing.T) {
 	if m, ok := rep.Metric("sessions_per_s"); !ok || m.Value <= 0 {
 		t.Errorf("sessions_per_s = %+v", m)
 	}
-	if m, ok := rep.Metric("ops_per_s"); !ok || m.Value < 100 {
+	if m, ok := rep.Metric("ops_per_s"); !ok || m.Value <= 0 {
 		t.Errorf("ops_per_s = %+v", m)
+	}
+	if rep.Failure != "" {
+		t.Errorf("failure %q", rep.Failure)
 	}
 	t.Logf("sessions/s %.0f, ops %d, op p50 %.3f ms p99 %.3f ms", float64(res.Sessions)/res.SetupTime.Seconds(), res.Ops, res.Op.P50, res.Op.P99)
 }
@@ -106,6 +110,10 @@ func TestSignalingRateLimited(t *testing.T) {
 	}
 	if !strings.Contains(b.String(), "limits.upgrades_per_minute") {
 		t.Errorf("report does not say how to raise the limit:\n%s", b.String())
+	}
+	// 5 of 8 set up is a partial but meaningful run.
+	if f := res.Report().Failure; f != "" {
+		t.Errorf("failure %q for 5 of 8 sessions", f)
 	}
 }
 

@@ -95,8 +95,11 @@ type TurnConfig struct {
 	// Peer is the address of an echo peer as the relay reaches it. Default:
 	// RunTurn starts one (EchoPeer) on the local address that routes to
 	// Server. Note that servers refuse loopback and private peers by
-	// default (coturn without --allow-loopback-peers, cl5-relay nodes
-	// without allow_loopback_peers/allow_peers): CreatePermission gets 403.
+	// default: coturn without --allow-loopback-peers answers
+	// CreatePermission with 403; a cl5-relay node without
+	// allow_loopback_peers/allow_peers refuses it too, except on its own
+	// relay address (a node on 127.0.0.1), where it grants the permission
+	// but drops the packets. Either way Report diagnoses the run as failed.
 	Peer string
 	// EchoSockets is the number of sockets of the built-in echo peer.
 	// Default min(4, GOMAXPROCS).
@@ -225,6 +228,15 @@ type TurnResult struct {
 	// generator, not the server, was the limit.
 	Lagged, Behind uint64
 
+	// Peer is the peer address the relays sent to; BuiltinPeer says it is
+	// the bench's own echo peer, which received EchoReceived packets
+	// (that tells a relay that never forwarded from a peer that never
+	// answered). RelayedAddr is the first client's relayed address.
+	Peer         netip.AddrPort
+	BuiltinPeer  bool
+	EchoReceived uint64
+	RelayedAddr  netip.AddrPort
+
 	Errors map[string]int64
 	Notes  []string
 }
@@ -249,7 +261,8 @@ type turnClient struct {
 	conn    *net.UDPConn
 	ctl     turnControl
 	channel uint16
-	phase   int64 // nanoseconds of offset, so clients do not send in step
+	relayed netip.AddrPort // the allocation's relayed address
+	phase   int64          // nanoseconds of offset, so clients do not send in step
 	hist    *Histogram
 
 	sched                  uint64 // packets scheduled; owned by the client's sender
@@ -305,6 +318,11 @@ func (e *errCounter) snapshot() map[string]int64 {
 // is invalid, the echo peer cannot start, or no client could be set up
 // (ErrNoClients, with the result still filled in).
 func RunTurn(ctx context.Context, cfg TurnConfig) (*TurnResult, error) {
+	return runTurn(ctx, cfg, "")
+}
+
+// runTurn is RunTurn; step, if set, heads the status line ("step 2/10").
+func runTurn(ctx context.Context, cfg TurnConfig, step string) (*TurnResult, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -321,6 +339,7 @@ func RunTurn(ctx context.Context, cfg TurnConfig) (*TurnResult, error) {
 	if err != nil {
 		return nil, err
 	}
+	res.Peer, res.BuiltinPeer = peer, echo != nil
 	if echo != nil {
 		defer echo.Close()
 	}
@@ -334,8 +353,12 @@ func RunTurn(ctx context.Context, cfg TurnConfig) (*TurnResult, error) {
 	clients := make([]*turnClient, cfg.Clients)
 	setupCtx, cancelSetup := context.WithTimeout(ctx, turnSetupMax)
 	var done atomic.Int64
+	head := "turn " + cfg.Server
+	if step != "" {
+		head += " " + step
+	}
 	stopProgress := cfg.Progress.start(func() string {
-		return fmt.Sprintf("turn %s: setting up allocations %d/%d, errors %d", cfg.Server, done.Load(), cfg.Clients, errs.total())
+		return fmt.Sprintf("%s: setting up allocations %d/%d, errors %d", head, done.Load(), cfg.Clients, errs.total())
 	})
 	runID := newRunID()
 	setupStart := time.Now()
@@ -367,6 +390,9 @@ func RunTurn(ctx context.Context, cfg TurnConfig) (*TurnResult, error) {
 	}
 	clients = live
 	res.Clients = len(clients)
+	if len(clients) > 0 {
+		res.RelayedAddr = clients[0].relayed
+	}
 	res.Setup = setupHist.Summary()
 	defer func() {
 		for _, c := range clients {
@@ -425,7 +451,7 @@ func RunTurn(ctx context.Context, cfg TurnConfig) (*TurnResult, error) {
 		close(sendersDone)
 	}()
 
-	stopProgress = cfg.Progress.start(turnStatus(cfg, clients, start, errs))
+	stopProgress = cfg.Progress.start(turnStatus(head, cfg, clients, start, errs))
 	timer := time.NewTimer(cfg.Duration)
 	select {
 	case <-timer.C:
@@ -488,6 +514,9 @@ func RunTurn(ctx context.Context, cfg TurnConfig) (*TurnResult, error) {
 		res.Notes = appendOnce(res.Notes, "server CPU not measured: "+err.Error())
 	}
 	res.BenchCPU, res.BenchCPUOK = usage.self, usage.selfOK
+	if echo != nil {
+		res.EchoReceived = echo.Packets()
+	}
 	return res, nil
 }
 
@@ -508,25 +537,22 @@ func totals(clients []*turnClient) (sent, recv uint64) {
 	return sent, recv
 }
 
-// turnStatus returns the live status line of the sending phase.
-func turnStatus(cfg TurnConfig, clients []*turnClient, start time.Time, errs *errCounter) func() string {
-	var lastT time.Time
-	var lastSent, lastRecv uint64
+// turnStatus returns the live status line of the sending phase: the
+// send and delivery rates over about the last second (rateWindow), the
+// totals, and the share still in flight or lost.
+func turnStatus(head string, cfg TurnConfig, clients []*turnClient, start time.Time, errs *errCounter) func() string {
+	sentRate, recvRate := newRateMeter(start, 0), newRateMeter(start, 0)
+	target := len(clients) * cfg.Rate
 	return func() string {
 		now := time.Now()
 		sent, recv := totals(clients)
-		var sp, rp float64
-		if !lastT.IsZero() {
-			dt := now.Sub(lastT).Seconds()
-			sp, rp = float64(sent-lastSent)/dt, float64(recv-lastRecv)/dt
-		}
-		lastT, lastSent, lastRecv = now, sent, recv
 		loss := 0.0
 		if sent > 0 && recv <= sent {
 			loss = 100 * float64(sent-recv) / float64(sent)
 		}
-		return fmt.Sprintf("turn %s: %4.1fs/%s  %d clients  sent %.0f pkt/s  delivered %.0f pkt/s  in flight+lost %.2f%%  errors %d",
-			cfg.Server, now.Sub(start).Seconds(), cfg.Duration, len(clients), sp, rp, loss, errs.total())
+		return fmt.Sprintf("%s: %4.1fs/%s  %d clients  sending %.0f pkt/s (target %d)  delivered %.0f pkt/s  sent %d  received %d  in flight+lost %.2f%%  errors %d",
+			head, now.Sub(start).Seconds(), cfg.Duration, len(clients), sentRate.rate(now, sent), target, recvRate.rate(now, recv),
+			sent, recv, loss, errs.total())
 	}
 }
 
@@ -619,9 +645,11 @@ func setupClientOnce(ctx context.Context, cfg TurnConfig, server *net.UDPAddr, p
 		_ = conn.Close()
 		return nil, &setupError{phase, err}
 	}
-	if _, err := c.ctl.allocate(ctx); err != nil {
+	relayed, err := c.ctl.allocate(ctx)
+	if err != nil {
 		return fail("allocate", err)
 	}
+	c.relayed = relayed
 	if err := c.ctl.createPermission(ctx, peer); err != nil {
 		return fail("create-permission", err)
 	}

@@ -107,5 +107,6 @@ func (r *TurnResult) Report() *Report {
 	if r.Clients < cfg.Clients {
 		rep.Notes = append(rep.Notes, fmt.Sprintf("only %d of %d clients set up (see errors)", r.Clients, cfg.Clients))
 	}
+	rep.Failure = r.Diagnosis()
 	return rep
 }

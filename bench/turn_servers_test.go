@@ -122,9 +122,16 @@ func (l *turnLogBuffer) String() string {
 }
 
 // turnTestCoturn starts coturn's turnserver on free loopback ports with
-// turnTestSecret as its REST secret, waits until it answers STUN, and
-// kills it when the test ends.
+// turnTestSecret as its REST secret, relaying to loopback peers, waits
+// until it answers STUN, and kills it when the test ends.
 func turnTestCoturn(t *testing.T) *coturnProc {
+	t.Helper()
+	return turnTestCoturnPolicy(t, true)
+}
+
+// turnTestCoturnPolicy is turnTestCoturn; without allowLoopback, coturn
+// keeps its default policy and refuses loopback peers.
+func turnTestCoturnPolicy(t *testing.T, allowLoopback bool) *coturnProc {
 	t.Helper()
 	path := turnNeedBinary(t, "turnserver")
 	dir := t.TempDir()
@@ -137,9 +144,12 @@ func turnTestCoturn(t *testing.T) *coturnProc {
 		"--tls-listening-port", strconv.Itoa(turnFreePort(t)),
 		"--alt-tls-listening-port", strconv.Itoa(turnFreePort(t)),
 		"--cli-port", strconv.Itoa(turnFreePort(t)),
-		"--allow-loopback-peers", "--use-auth-secret", "--static-auth-secret", turnTestSecret,
+		"--use-auth-secret", "--static-auth-secret", turnTestSecret,
 		"--realm", turnTestRealm, "--no-tls", "--no-dtls", "--no-tcp", "--no-tcp-relay",
 		"--pidfile", filepath.Join(dir, "turnserver.pid"), "--userdb", filepath.Join(dir, "turndb"),
+	}
+	if allowLoopback {
+		args = append(args, "--allow-loopback-peers")
 	}
 	cmd := exec.Command(path, args...)
 	out := &turnLogBuffer{}

@@ -88,7 +88,7 @@ func RunTurnSweep(ctx context.Context, cfg TurnConfig, sw TurnSweepConfig) (*Rep
 			verdict = "reached the per-client rate cap"
 			break
 		}
-		res, err := RunTurn(ctx, c)
+		res, err := runTurn(ctx, c, fmt.Sprintf("step %d/%d (%d pkt/s per client)", step+1, sw.Steps, c.Rate))
 		if res == nil {
 			return nil, err
 		}
@@ -120,6 +120,14 @@ func RunTurnSweep(ctx context.Context, cfg TurnConfig, sw TurnSweepConfig) (*Rep
 	rep.add("steps", "steps run", float64(len(rep.Steps)), "", BetterNone)
 	if held == nil {
 		rep.Notes = append(rep.Notes, "no step held")
+		// A first step that measured nothing makes the sweep meaningless;
+		// one that merely lost more than MaxLoss is a result (the server
+		// cannot hold the starting rate).
+		if len(rep.Steps) > 0 && rep.Steps[0].Failure != "" {
+			rep.Failure = fmt.Sprintf("step 1 (%d pkt/s per client): %s", cfg.Rate, rep.Steps[0].Failure)
+		} else if len(rep.Steps) == 0 && !rep.Interrupted {
+			rep.Failure = "no step ran: " + verdict
+		}
 		rep.add("held_rate_per_client", "highest rate held, per client", 0, "pkt/s", BetterHigher)
 		return rep, nil
 	}

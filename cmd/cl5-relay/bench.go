@@ -27,6 +27,8 @@ func benchCommand() *cli.Command {
 		Usage: "load-test a TURN server, a signaling core or host migration; compare two runs",
 		Description: "Each bench shows a live status line on a terminal, ends with a table (or JSON with --json),\n" +
 			"stops by itself (durations and clients are capped) and on SIGINT prints what it measured so far.\n" +
+			"A run that measured nothing meaningful (no session or allocation set up, most of them refused,\n" +
+			"more than half of the packets lost) still prints its report, then exits 1 with a one-line diagnosis.\n" +
 			"Compare two JSON results with `cl5-relay bench compare A.json B.json` (or --compare A.json B.json).",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "compare", Usage: "compare this JSON result (A) with the one given as argument (B)"},
@@ -76,7 +78,8 @@ func benchTurnCommand() *cli.Command {
 			"delivered packets/s and Mbit/s, loss, round-trip percentiles, allocations/s and errors.\n" +
 			"The echo peer is built in and listens on the local address that routes to --server, unless\n" +
 			"--peer names one; the server must allow that peer (coturn: --allow-loopback-peers on loopback;\n" +
-			"cl5-relay: turn.allow_peers). --server-pid adds the server's CPU per relayed packet (Linux).\n" +
+			"cl5-relay node: --allow-loopback-peers, tests only, or turn.allow_peers). --server-pid adds the\n" +
+			"server's CPU per relayed packet (Linux).\n" +
 			"--sweep raises the rate by --sweep-factor per step until loss exceeds --sweep-max-loss.\n" +
 			"Credentials: a TURN REST secret (--secret-file, or $CL5_BENCH_SECRET, or --secret which other\n" +
 			"users can see in the process list) or a static --user with --pass-file or $CL5_BENCH_PASS.",
@@ -154,7 +157,7 @@ func benchTurn(c *cli.Context) error {
 		return err
 	}
 	if emitErr := benchEmit(c, res.Report()); emitErr != nil {
-		return emitErr
+		return emitErr // a failed write, or the diagnosis of a meaningless run
 	}
 	return err
 }
@@ -294,7 +297,16 @@ func benchSecret(c *cli.Context, flag, fileFlag, env string) (string, error) {
 }
 
 // benchEmit prints a report as a table or JSON, and writes it to --out.
+// Then, for a run that measured nothing meaningful, it returns the
+// report's one-line diagnosis, so the command exits non-zero.
 func benchEmit(c *cli.Context, rep *bench.Report) error {
+	if err := benchWrite(c, rep); err != nil {
+		return err
+	}
+	return rep.Err()
+}
+
+func benchWrite(c *cli.Context, rep *bench.Report) error {
 	if path := c.String("out"); path != "" {
 		f, err := os.Create(path)
 		if err != nil {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"net"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -35,13 +36,26 @@ func runBenchCLI(t *testing.T, args ...string) (string, string, error) {
 	return out.String(), errOut.String(), err
 }
 
+// benchTestNode starts a relay node on loopback that relays to loopback
+// peers (the bench's built-in echo peer).
 func benchTestNode(t *testing.T) string {
 	t.Helper()
-	n, err := relaynode.New(relaynode.Config{
+	return benchTestNodeWith(t, func(c *relaynode.Config) { c.AllowLoopbackPeers = true })
+}
+
+// benchTestNodeWith starts a relay node on loopback with the defaults, as
+// `cl5-relay node --turn-listen 127.0.0.1:PORT` has them, changed by mutate.
+func benchTestNodeWith(t *testing.T, mutate ...func(*relaynode.Config)) string {
+	t.Helper()
+	cfg := relaynode.Config{
 		UDPListen: "127.0.0.1:0", UDPSockets: 1, DisableTCP: true,
-		Secrets: []string{benchTestSecret}, AllowLoopbackPeers: true,
+		Secrets:    []string{benchTestSecret},
 		Registerer: prometheus.NewRegistry(),
-	})
+	}
+	for _, m := range mutate {
+		m(&cfg)
+	}
+	n, err := relaynode.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,11 +162,18 @@ func TestBenchTurnUsageErrors(t *testing.T) {
 	}
 }
 
-func TestBenchSignalingAndMigrationCLI(t *testing.T) {
-	srv := signaling.NewServer(signaling.Config{
+// benchTestSignaling serves a signaling core on loopback (the limits
+// changed by mutate) and returns its ws:// URL.
+func benchTestSignaling(t *testing.T, mutate ...func(*signaling.Config)) string {
+	t.Helper()
+	cfg := signaling.Config{
 		UpgradesPerMinute: -1, PeerTimeout: time.Second,
 		Logger: slog.New(slog.DiscardHandler), Registerer: prometheus.NewRegistry(),
-	})
+	}
+	for _, m := range mutate {
+		m(&cfg)
+	}
+	srv := signaling.NewServer(cfg)
 	ts := httptest.NewServer(srv)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -160,8 +181,11 @@ func TestBenchSignalingAndMigrationCLI(t *testing.T) {
 		_ = srv.Shutdown(ctx)
 		ts.Close()
 	})
-	url := "ws" + strings.TrimPrefix(ts.URL, "http") + "/"
+	return "ws" + strings.TrimPrefix(ts.URL, "http") + "/"
+}
 
+func TestBenchSignalingAndMigrationCLI(t *testing.T) {
+	url := benchTestSignaling(t)
 	out, errOut, err := runBenchCLI(t, "bench", "signaling", "--url", url, "--clients", "8", "--lobbies", "2", "--duration", "500ms", "--json")
 	if err != nil {
 		t.Fatalf("%v\n%s", err, errOut)
@@ -182,5 +206,105 @@ func TestBenchSignalingAndMigrationCLI(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("migration table lacks %q:\n%s", want, out)
 		}
+	}
+}
+
+// benchClosedPort returns a loopback port nothing listens on (UDP and
+// TCP), as far as a moment ago.
+func benchClosedPort(t *testing.T) string {
+	t.Helper()
+	for range 50 {
+		u, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := u.LocalAddr().String()
+		l, err := net.Listen("tcp4", addr)
+		_ = u.Close()
+		if err == nil {
+			_ = l.Close()
+			return addr
+		}
+	}
+	t.Fatal("no free port")
+	return ""
+}
+
+// TestBenchMeaninglessRunsFail: a run that measured nothing meaningful
+// exits non-zero with a one-line diagnosis naming the likely cause, and
+// still prints its report; a partial but meaningful run exits 0. Each
+// case is a real server on loopback.
+func TestBenchMeaninglessRunsFail(t *testing.T) {
+	dir := t.TempDir()
+	secretFile := filepath.Join(dir, "secret")
+	if err := os.WriteFile(secretFile, []byte(benchTestSecret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	closed := benchClosedPort(t)
+	turn := func(server string, more ...string) []string {
+		return append([]string{"bench", "turn", "--server", server, "--secret-file", secretFile,
+			"--clients", "2", "--rate", "100", "--packets", "50", "--duration", "10s"}, more...)
+	}
+	for _, tc := range []struct {
+		name string
+		args func(t *testing.T) []string
+		// want are substrings of the error (the diagnosis); nil: the run
+		// must succeed.
+		want []string
+	}{
+		{"turn against a node with the default peer policy", func(t *testing.T) []string {
+			return turn(benchTestNodeWith(t))
+		}, []string{"100% of", "echo peer", "self_relay_port", "--allow-loopback-peers", "--peer"}},
+		{"turn sweep against a node with the default peer policy", func(t *testing.T) []string {
+			return turn(benchTestNodeWith(t), "--sweep", "--sweep-steps", "2", "--duration", "300ms", "--packets", "0")
+		}, []string{"step 1", "self_relay_port", "--allow-loopback-peers"}},
+		{"turn with nothing listening", func(t *testing.T) []string {
+			return turn(closed)
+		}, []string{"nothing listening", closed}},
+		{"signaling with nothing listening", func(t *testing.T) []string {
+			return []string{"bench", "signaling", "--url", "ws://" + closed + "/", "--clients", "4", "--duration", "200ms"}
+		}, []string{"nothing listening", closed, "connection refused"}},
+		{"signaling, 170 of 200 sessions refused", func(t *testing.T) []string {
+			url := benchTestSignaling(t, func(c *signaling.Config) { c.UpgradesPerMinute, c.UpgradeBurst = 1, 30 })
+			return []string{"bench", "signaling", "--url", url, "--clients", "200", "--lobbies", "200", "--duration", "200ms"}
+		}, []string{"170 of 200", "429", "limits.upgrades_per_minute"}},
+		{"signaling, 3 of 8 sessions refused (meaningful)", func(t *testing.T) []string {
+			url := benchTestSignaling(t, func(c *signaling.Config) { c.UpgradesPerMinute, c.UpgradeBurst = 1, 5 })
+			return []string{"bench", "signaling", "--url", url, "--clients", "8", "--lobbies", "8", "--duration", "200ms"}
+		}, nil},
+		{"migration with nothing listening", func(t *testing.T) []string {
+			return []string{"bench", "migration", "--url", "ws://" + closed + "/", "--lobbies", "2", "--kill", "clean"}
+		}, []string{"nothing listening", closed}},
+		{"migration, most lobbies refused", func(t *testing.T) []string {
+			url := benchTestSignaling(t, func(c *signaling.Config) { c.UpgradesPerMinute, c.UpgradeBurst = 1, 8 })
+			return []string{"bench", "migration", "--url", url, "--lobbies", "10", "--members", "3", "--kill", "clean"}
+		}, []string{"429", "limits.upgrades_per_minute"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			args := tc.args(t)
+			out, errOut, err := runBenchCLI(t, args...)
+			if tc.want == nil {
+				if err != nil {
+					t.Fatalf("%v: %v\n%s\n%s", args, err, out, errOut)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("%v succeeded, want a diagnosis:\n%s\n%s", args, out, errOut)
+			}
+			msg := err.Error()
+			if strings.Contains(msg, "\n") {
+				t.Errorf("diagnosis is not one line: %q", msg)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(msg, w) {
+					t.Errorf("diagnosis %q lacks %q", msg, w)
+				}
+			}
+			if !strings.Contains(out, "cl5-relay bench") {
+				t.Errorf("no report printed:\n%s", out)
+			}
+			t.Logf("cl5-relay: %s", msg)
+		})
 	}
 }
