@@ -59,6 +59,88 @@ type Config struct {
 	// Registerer receives the hub's metrics. Default: a private registry
 	// (never the global one).
 	Registerer prometheus.Registerer
+	// HTTP holds the timeouts and connection caps of Server.Serve.
+	HTTP HTTPLimits
+}
+
+// HTTPLimits are the timeouts and connection caps of an HTTP listener: the
+// signaling port (Server.Serve), and any other port a process opens (cmd
+// uses them for the metrics port, via HTTPLimits.Server and
+// NewLimitListener). Zero values mean the defaults documented on each
+// field.
+type HTTPLimits struct {
+	// ReadHeaderTimeout bounds reading a request's headers. Default 5 s.
+	ReadHeaderTimeout time.Duration
+	// ReadTimeout bounds reading a whole plain request, body included: a
+	// request whose body never arrives is cut off. WebSockets are not
+	// affected: net/http clears the deadlines when a connection is
+	// hijacked, gorilla again after its handshake, and the transport then
+	// sets its own (Config.PeerTimeout, Config.WriteTimeout). Default 10 s.
+	ReadTimeout time.Duration
+	// WriteTimeout bounds writing a plain response. Default 10 s.
+	WriteTimeout time.Duration
+	// IdleTimeout closes a keep-alive connection that sends no further
+	// request. Default 30 s.
+	IdleTimeout time.Duration
+	// MaxHeaderBytes bounds a request's headers (an upgrade with a JWT
+	// cookie needs a few KiB). Default 16 KiB.
+	MaxHeaderBytes int
+	// MaxConnsPerIP caps the live TCP connections from one client address
+	// (an IPv4 address, or an IPv6 /64, which one host or household
+	// usually holds whole). Plain requests, idle keep-alives and
+	// WebSockets all count, a WebSocket for its whole life; a connection
+	// over the cap is closed as soon as it is accepted. Default 256: a
+	// school or CGNAT address with a room full of players stays far below
+	// it, while one attacking host gets at most 0.5 % of MaxConns. Negative:
+	// no cap.
+	MaxConnsPerIP int
+	// MaxConns caps the live TCP connections of the listener in total,
+	// enforced like MaxConnsPerIP. Default 50,000 (a live WebSocket costs
+	// some 30 KiB of buffers and stacks: 1.5 GiB at the cap), lowered to
+	// three quarters of the process's open-file limit where the system
+	// reports one, so the other listeners (metrics, TURN, fleet) always
+	// keep descriptors. Negative: no cap.
+	MaxConns int
+}
+
+// Default HTTPLimits.
+const (
+	DefaultReadHeaderTimeout = 5 * time.Second
+	DefaultReadTimeout       = 10 * time.Second
+	DefaultHTTPWriteTimeout  = 10 * time.Second
+	DefaultIdleTimeout       = 30 * time.Second
+	DefaultMaxHeaderBytes    = 16 << 10
+	DefaultMaxConnsPerIP     = 256
+	DefaultMaxConns          = 50_000
+)
+
+// WithDefaults returns l with every zero field set to its default.
+func (l HTTPLimits) WithDefaults() HTTPLimits {
+	if l.ReadHeaderTimeout <= 0 {
+		l.ReadHeaderTimeout = DefaultReadHeaderTimeout
+	}
+	if l.ReadTimeout <= 0 {
+		l.ReadTimeout = DefaultReadTimeout
+	}
+	if l.WriteTimeout <= 0 {
+		l.WriteTimeout = DefaultHTTPWriteTimeout
+	}
+	if l.IdleTimeout <= 0 {
+		l.IdleTimeout = DefaultIdleTimeout
+	}
+	if l.MaxHeaderBytes <= 0 {
+		l.MaxHeaderBytes = DefaultMaxHeaderBytes
+	}
+	if l.MaxConnsPerIP == 0 {
+		l.MaxConnsPerIP = DefaultMaxConnsPerIP
+	}
+	if l.MaxConns == 0 {
+		l.MaxConns = DefaultMaxConns
+		if n := openFileLimit(); n > 0 {
+			l.MaxConns = max(min(l.MaxConns, n/4*3), 1)
+		}
+	}
+	return l
 }
 
 func (c Config) withDefaults() Config {
@@ -102,5 +184,6 @@ func (c Config) withDefaults() Config {
 	if c.Registerer == nil {
 		c.Registerer = prometheus.NewRegistry()
 	}
+	c.HTTP = c.HTTP.WithDefaults()
 	return c
 }

@@ -1,7 +1,6 @@
 package signaling
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -28,6 +27,9 @@ type Server struct {
 	origins  originPolicy
 	upgrades *keyedLimiter
 	upgrader websocket.Upgrader
+	http     *http.Server // Serve's, with Config.HTTP's timeouts
+	caps     *connCaps    // Serve's listeners', Config.HTTP's caps
+	connsObs connMetrics
 
 	mu     sync.Mutex // guards closed and conns.Add against Shutdown
 	closed bool
@@ -38,7 +40,7 @@ type Server struct {
 func NewServer(cfg Config) *Server {
 	hub := NewHub(cfg)
 	cfg = hub.cfg
-	return &Server{
+	s := &Server{
 		hub:      hub,
 		cfg:      cfg,
 		log:      hub.log,
@@ -49,7 +51,12 @@ func NewServer(cfg Config) *Server {
 			WriteBufferSize: 4096,
 			CheckOrigin:     func(*http.Request) bool { return true }, // checked before
 		},
+		caps: newConnCaps(cfg.HTTP),
 	}
+	s.http = cfg.HTTP.Server(s)
+	s.http.ErrorLog = slog.NewLogLogger(s.log.Handler(), slog.LevelWarn) // accept errors (EMFILE), bugs
+	s.connsObs = newConnMetrics(cfg.Registerer, s.caps, s.log)
+	return s
 }
 
 // Hub returns the server's hub.
@@ -254,26 +261,6 @@ func (s *Server) finish(conn *websocket.Conn, sess *Session) {
 	msg := websocket.FormatCloseMessage(code, reason)
 	_ = conn.WriteControl(websocket.CloseMessage, msg, deadline)
 	_ = conn.SetReadDeadline(deadline)
-}
-
-// Shutdown closes every connection with 1001 and waits for them to end, or
-// for ctx. The HTTP listener must be stopped first (http.Server.Shutdown).
-func (s *Server) Shutdown(ctx context.Context) error {
-	s.mu.Lock()
-	s.closed = true
-	s.mu.Unlock()
-	s.hub.Close("server shutting down")
-	done := make(chan struct{})
-	go func() {
-		s.conns.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }
 
 // serveICE answers GET /ice?ugi=GAME&instance_id=ID with the ICE servers
