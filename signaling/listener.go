@@ -78,11 +78,11 @@ func (l *LimitListener) Accept() (net.Conn, error) {
 		}
 		key := addrKey(c.RemoteAddr())
 		if reason := l.caps.admit(key); reason != "" {
+			l.onReject(reason) // first: whoever sees the reset sees it counted
 			if tc, ok := c.(*net.TCPConn); ok {
 				_ = tc.SetLinger(0)
 			}
 			_ = c.Close()
-			l.onReject(reason)
 			continue
 		}
 		return &limitedConn{Conn: c, caps: l.caps, key: key}, nil
