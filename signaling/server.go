@@ -110,20 +110,22 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mu.Unlock()
 	defer s.conns.Done()
 
+	// Handshake first: a resume must not use up its token (and move the
+	// held player to a session) for an upgrade that then fails.
+	conn, err := s.upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		return // the upgrader has answered the request
+	}
 	var sess *Session
-	var err error
 	if token := r.URL.Query().Get("resume"); token != "" {
 		sess, _, err = s.hub.Resume(ugi, token, cookie)
 	} else {
 		sess, err = s.hub.Attach(ugi, cookie)
 	}
-	if err != nil {
-		http.Error(w, "server shutting down", http.StatusServiceUnavailable)
-		return
-	}
-	conn, err := s.upgrader.Upgrade(w, r, nil)
-	if err != nil {
-		sess.Detach() // the upgrader has already answered the request
+	if err != nil { // the hub closed since the check above
+		msg := websocket.FormatCloseMessage(CloseGoingAway, "server shutting down")
+		_ = conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(closeGrace))
+		_ = conn.Close()
 		return
 	}
 	s.serveConn(conn, sess)

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/cl5-relay/cl5-relay/signaling/wire"
 )
 
 // Tests of the transport's own HTTP server (Server.Serve, Shutdown): its
@@ -318,4 +320,48 @@ func TestShutdownWithHungRequest(t *testing.T) {
 	if err := <-served; err != nil {
 		t.Fatalf("Serve: %v", err)
 	}
+}
+
+// TestResumeSurvivesFailedUpgrade: a resume whose WebSocket handshake fails
+// (here an unsupported Sec-WebSocket-Version) leaves the token and the held
+// player alone, so the client's correct retry resumes it in its lobby.
+// (Before: the hub consumed the token before the handshake failed; the
+// retry was refused and the player dropped from its lobby.)
+func TestResumeSurvivesFailedUpgrade(t *testing.T) {
+	_, url := mwsServer(t, Config{ResumeGrace: time.Minute})
+	host, ms := mwsLobby(t, url, "L", map[string]any{"max_players": -1}, map[string]any{"resume": true}, 1)
+	m := ms[0]
+	m.dropTCP()
+	host.quiet() // held: the lobby sees nothing
+
+	req, err := http.NewRequest(http.MethodGet, "http"+strings.TrimPrefix(url, "ws")+"/?ugi=migtest&resume="+m.tok, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range map[string]string{
+		"Connection": "Upgrade", "Upgrade": "websocket", "Origin": "http://localhost",
+		"Sec-WebSocket-Version": "8", "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+	} {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("version 8 handshake: HTTP %d, want 400", resp.StatusCode)
+	}
+
+	r := mwsDial(t, url, "ugi=migtest&resume="+m.tok)
+	ok, _ := r.next(wire.OpInitOK).(map[string]any)
+	if ok["instance_id"] != m.id {
+		t.Fatalf("retry resumed as %v, want %s", ok["instance_id"], m.id)
+	}
+	r.id = m.id
+	r.send(wire.OpManageLobby, map[string]any{"method": "lock"})
+	if r.next(wire.OpWarning) != warnUnauthorized {
+		t.Fatal("the resumed player is not a member of its lobby any more")
+	}
+	host.quiet() // no PEER_LEFT: it never left
 }
