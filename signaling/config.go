@@ -24,9 +24,9 @@ type Config struct {
 	// IP. Defaults 60 and 30; a negative rate disables the limit.
 	UpgradesPerMinute int
 	UpgradeBurst      int
-	// MessagesPerSecond and MessageBurst limit messages per connection;
-	// beyond them the client gets VIOLATION. Defaults 50 and 100; a negative
-	// rate disables the limit.
+	// MessagesPerSecond and MessageBurst limit messages per connection,
+	// WebSocket pings and pongs included; beyond them the client gets
+	// VIOLATION. Defaults 50 and 100; a negative rate disables the limit.
 	MessagesPerSecond float64
 	MessageBurst      int
 	// SendQueue is the number of frames queued per connection before the

@@ -148,7 +148,7 @@ func (s *Server) serveConn(conn *websocket.Conn, sess *Session) {
 		return conn.SetReadDeadline(now.Add(s.cfg.PeerTimeout))
 	}
 	_ = extend()
-	conn.SetPongHandler(func(string) error { return extend() })
+	s.watchControlFrames(conn, sess, extend)
 
 	writerDone := make(chan struct{})
 	go func() {

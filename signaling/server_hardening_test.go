@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cl5-relay/cl5-relay/signaling/wire"
@@ -364,4 +365,31 @@ func TestResumeSurvivesFailedUpgrade(t *testing.T) {
 		t.Fatal("the resumed player is not a member of its lobby any more")
 	}
 	host.quiet() // no PEER_LEFT: it never left
+}
+
+// TestPingFloodViolation: pings count against the message budget (each
+// costs the server a pong): a flood gets VIOLATION and close 1001 like any
+// other. (Before: pings were free, and every one was answered.)
+func TestPingFloodViolation(t *testing.T) {
+	s := serveLoopback(t, Config{MessagesPerSecond: 1, MessageBurst: 20})
+	ok := s.dial("pings", "ok")
+	ok.init("pings", "ok", "")
+	for range 5 { // a few pings are fine
+		if err := ok.ws.WriteControl(websocket.PingMessage, []byte("hi"), time.Now().Add(wsWait)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ok.sync()
+
+	c := s.dial("pings", "flood")
+	c.init("pings", "flood", "")
+	for range 200 {
+		if c.ws.WriteControl(websocket.PingMessage, []byte("flood"), time.Now().Add(wsWait)) != nil {
+			break // closed by the server
+		}
+	}
+	c.expectViolation("rate limit exceeded")
+	if got := s.counter("cl5_signaling_violations_total", map[string]string{"reason": "rate"}); got != 1 {
+		t.Fatalf("rate violations = %v, want 1", got)
+	}
 }
