@@ -47,8 +47,12 @@ type Config struct {
 	// Default none: such lobbies fall back to relay-capable members.
 	Relays RelayPicker
 	// ICE hands players STUN/TURN servers in INIT_OK and GET /ice.
-	// Default none: INIT_OK carries no ice_servers.
+	// Default none: INIT_OK carries no ice_servers, and GET /ice answers 404.
 	ICE ICEProvider
+	// ICERequestsPerMinute and ICEBurst limit GET /ice per client IP.
+	// Defaults 30 and 10; a negative rate disables the limit.
+	ICERequestsPerMinute int
+	ICEBurst             int
 	// Auth authenticates INIT. Default OpenAuth.
 	Auth Authenticator
 	// MigrationPolicy is the lobby default when CREATE_LOBBY names none.
@@ -152,6 +156,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.UpgradeBurst <= 0 {
 		c.UpgradeBurst = 30
+	}
+	if c.ICERequestsPerMinute == 0 {
+		c.ICERequestsPerMinute = 30
+	}
+	if c.ICEBurst <= 0 {
+		c.ICEBurst = 10
 	}
 	if c.MessagesPerSecond == 0 {
 		c.MessagesPerSecond = 50

@@ -1,7 +1,6 @@
 package signaling
 
 import (
-	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
@@ -21,15 +20,16 @@ const closeGrace = time.Second
 // upgrades, then runs one reader (the HTTP handler goroutine) and one
 // writer goroutine per connection around a hub Session.
 type Server struct {
-	hub      *Hub
-	cfg      Config
-	log      *slog.Logger
-	origins  originPolicy
-	upgrades *keyedLimiter
-	upgrader websocket.Upgrader
-	http     *http.Server // Serve's, with Config.HTTP's timeouts
-	caps     *connCaps    // Serve's listeners', Config.HTTP's caps
-	connsObs connMetrics
+	hub         *Hub
+	cfg         Config
+	log         *slog.Logger
+	origins     originPolicy
+	upgrades    *keyedLimiter
+	iceRequests *keyedLimiter
+	upgrader    websocket.Upgrader
+	http        *http.Server // Serve's, with Config.HTTP's timeouts
+	caps        *connCaps    // Serve's listeners', Config.HTTP's caps
+	connsObs    connMetrics
 
 	mu     sync.Mutex // guards closed and conns.Add against Shutdown
 	closed bool
@@ -41,11 +41,12 @@ func NewServer(cfg Config) *Server {
 	hub := NewHub(cfg)
 	cfg = hub.cfg
 	s := &Server{
-		hub:      hub,
-		cfg:      cfg,
-		log:      hub.log,
-		origins:  newOriginPolicy(cfg.AllowedOrigins),
-		upgrades: newKeyedLimiter(cfg.UpgradesPerMinute, cfg.UpgradeBurst, 100_000),
+		hub:         hub,
+		cfg:         cfg,
+		log:         hub.log,
+		origins:     newOriginPolicy(cfg.AllowedOrigins),
+		upgrades:    newKeyedLimiter(cfg.UpgradesPerMinute, cfg.UpgradeBurst, 100_000),
+		iceRequests: newKeyedLimiter(cfg.ICERequestsPerMinute, cfg.ICEBurst, 100_000),
 		upgrader: websocket.Upgrader{
 			ReadBufferSize:  4096,
 			WriteBufferSize: 4096,
@@ -83,10 +84,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		status, text = http.StatusBadRequest, "missing ugi query parameter"
 	case !ValidUGI(ugi):
 		status, text = http.StatusBadRequest, "invalid ugi: letters and digits, separated by single spaces, _ or -"
-	case r.Header.Get("Origin") == "":
-		status, text = http.StatusTeapot, "missing Origin header"
-	case !s.origins.allows(r.Header.Get("Origin")):
-		status, text = http.StatusForbidden, "origin not allowed"
+	default:
+		status, text = s.checkOrigin(r)
 	}
 	if status != http.StatusOK {
 		s.hub.metrics.upgradesRejected.WithLabelValues(http.StatusText(status)).Inc()
@@ -263,29 +262,6 @@ func (s *Server) finish(conn *websocket.Conn, sess *Session) {
 	msg := websocket.FormatCloseMessage(code, reason)
 	_ = conn.WriteControl(websocket.CloseMessage, msg, deadline)
 	_ = conn.SetReadDeadline(deadline)
-}
-
-// serveICE answers GET /ice?ugi=GAME&instance_id=ID with the ICE servers
-// of that live, INIT'd session, as INIT_OK carries them. Credentials are
-// short-lived and limited per user by the relay nodes.
-func (s *Server) serveICE(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodGet {
-		http.Error(w, "GET only", http.StatusMethodNotAllowed)
-		return
-	}
-	q := r.URL.Query()
-	ice, ok := s.hub.ICE(q.Get("ugi"), q.Get("instance_id"))
-	if !ok {
-		http.Error(w, "no such session", http.StatusNotFound)
-		return
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	if origin := r.Header.Get("Origin"); origin != "" && s.origins.allows(origin) {
-		w.Header().Set("Access-Control-Allow-Origin", origin)
-		w.Header().Set("Vary", "Origin")
-	}
-	_ = json.NewEncoder(w).Encode(ice)
 }
 
 // clientIP is the peer address of the request, without port.

@@ -43,6 +43,7 @@ type player struct {
 	reported   bool
 	grace      *time.Timer // running while held
 	overflowed bool        // pending filled up while held
+	iceKey     string      // GET /ice's secret, set at INIT when there is an ICE provider
 }
 
 // held reports whether p has lost its connection and waits for a resume.
