@@ -321,6 +321,12 @@ func TestShutdownWithHungRequest(t *testing.T) {
 	if err := <-served; err != nil {
 		t.Fatalf("Serve: %v", err)
 	}
+	if err := srv.Shutdown(ctx); err != nil {
+		t.Fatalf("second Shutdown: %v", err)
+	}
+	if err := srv.Serve(ln); err != nil {
+		t.Fatalf("Serve after Shutdown: %v", err)
+	}
 }
 
 // TestResumeSurvivesFailedUpgrade: a resume whose WebSocket handshake fails
