@@ -109,23 +109,34 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mu.Unlock()
 	defer s.conns.Done()
 
-	// Handshake first: a resume must not use up its token (and move the
-	// held player to a session) for an upgrade that then fails.
+	// A new player is attached before the handshake, so it sees every
+	// event from the moment its client is connected; a failed upgrade just
+	// detaches it again. A resume waits for the handshake instead: it must
+	// not use up its token (and move the player) for an upgrade that then
+	// fails, and a held player misses nothing meanwhile (its frames wait).
+	token := r.URL.Query().Get("resume")
+	var sess *Session
+	var err error
+	if token == "" {
+		if sess, err = s.hub.Attach(ugi, cookie); err != nil {
+			http.Error(w, "server shutting down", http.StatusServiceUnavailable)
+			return
+		}
+	}
 	conn, err := s.upgrader.Upgrade(w, r, nil)
 	if err != nil {
+		if sess != nil {
+			sess.Detach()
+		}
 		return // the upgrader has answered the request
 	}
-	var sess *Session
-	if token := r.URL.Query().Get("resume"); token != "" {
-		sess, _, err = s.hub.Resume(ugi, token, cookie)
-	} else {
-		sess, err = s.hub.Attach(ugi, cookie)
-	}
-	if err != nil { // the hub closed since the check above
-		msg := websocket.FormatCloseMessage(CloseGoingAway, "server shutting down")
-		_ = conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(closeGrace))
-		_ = conn.Close()
-		return
+	if token != "" {
+		if sess, _, err = s.hub.Resume(ugi, token, cookie); err != nil { // the hub closed meanwhile
+			msg := websocket.FormatCloseMessage(CloseGoingAway, "server shutting down")
+			_ = conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(closeGrace))
+			_ = conn.Close()
+			return
+		}
 	}
 	s.serveConn(conn, sess)
 }
