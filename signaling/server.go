@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -275,11 +276,13 @@ func (s *Server) finish(conn *websocket.Conn, sess *Session) {
 	_ = conn.SetReadDeadline(deadline)
 }
 
-// clientIP is the peer address of the request, without port.
+// clientIP is what a request counts against in per-client rate limits:
+// like the connection caps (addrKey), its IPv4 address or its IPv6 /64, so
+// a host cannot dodge them by rotating addresses within its prefix.
 func clientIP(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
 	if err != nil {
 		return r.RemoteAddr
 	}
-	return host
+	return addrKey(net.TCPAddrFromAddrPort(ap)).String()
 }

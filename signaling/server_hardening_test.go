@@ -399,3 +399,26 @@ func TestPingFloodViolation(t *testing.T) {
 		t.Fatalf("rate violations = %v, want 1", got)
 	}
 }
+
+// TestRateLimitKeyIPv6Prefix: the per-client rate limits (upgrades, GET
+// /ice) count an IPv6 client by its /64, as the connection caps do.
+// (Before: by full address, so a host rotating addresses within its /64
+// was never limited.)
+func TestRateLimitKeyIPv6Prefix(t *testing.T) {
+	key := func(remote string) string {
+		r, _ := http.NewRequest(http.MethodGet, "/", nil)
+		r.RemoteAddr = remote
+		return clientIP(r)
+	}
+	for _, tc := range []struct{ a, b string }{
+		{"[2001:db8:1:2::1]:1000", "[2001:db8:1:2:ffff::9]:2000"},
+		{"192.0.2.7:1000", "[::ffff:192.0.2.7]:2000"},
+	} {
+		if ka, kb := key(tc.a), key(tc.b); ka != kb {
+			t.Errorf("%s and %s count apart (%s, %s)", tc.a, tc.b, ka, kb)
+		}
+	}
+	if key("192.0.2.7:1") == key("192.0.2.8:1") || key("[2001:db8:1:2::1]:1") == key("[2001:db8:1:3::1]:1") {
+		t.Error("different clients share a key")
+	}
+}
