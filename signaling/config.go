@@ -21,7 +21,8 @@ type Config struct {
 	// MaxFrameBytes is the largest WebSocket message accepted. Default 64 KiB.
 	MaxFrameBytes int
 	// UpgradesPerMinute and UpgradeBurst limit WebSocket upgrades per client
-	// IP. Defaults 60 and 30; a negative rate disables the limit.
+	// IP (an IPv6 client: per /64). Defaults 60 and 30; a negative rate
+	// disables the limit.
 	UpgradesPerMinute int
 	UpgradeBurst      int
 	// MessagesPerSecond and MessageBurst limit messages per connection,
@@ -49,8 +50,9 @@ type Config struct {
 	// ICE hands players STUN/TURN servers in INIT_OK and GET /ice.
 	// Default none: INIT_OK carries no ice_servers, and GET /ice answers 404.
 	ICE ICEProvider
-	// ICERequestsPerMinute and ICEBurst limit GET /ice per client IP.
-	// Defaults 30 and 10; a negative rate disables the limit.
+	// ICERequestsPerMinute and ICEBurst limit GET /ice per client IP (an
+	// IPv6 client: per /64). Defaults 30 and 10; a negative rate disables
+	// the limit.
 	ICERequestsPerMinute int
 	ICEBurst             int
 	// Auth authenticates INIT. Default OpenAuth.

@@ -64,7 +64,8 @@ func NewServer(cfg Config) *Server {
 // Hub returns the server's hub.
 func (s *Server) Hub() *Hub { return s.hub }
 
-// ServeHTTP accepts CL5 WebSocket connections on "/" and "/signaling".
+// ServeHTTP accepts CL5 WebSocket connections on "/" and "/signaling", and
+// answers GET /ice.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Path == "/ice" {
 		s.serveICE(w, r)
