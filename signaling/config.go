@@ -21,12 +21,13 @@ type Config struct {
 	// MaxFrameBytes is the largest WebSocket message accepted. Default 64 KiB.
 	MaxFrameBytes int
 	// UpgradesPerMinute and UpgradeBurst limit WebSocket upgrades per client
-	// IP. Defaults 60 and 30; a negative rate disables the limit.
+	// IP (an IPv6 client: per /64). Defaults 60 and 30; a negative rate
+	// disables the limit.
 	UpgradesPerMinute int
 	UpgradeBurst      int
-	// MessagesPerSecond and MessageBurst limit messages per connection;
-	// beyond them the client gets VIOLATION. Defaults 50 and 100; a negative
-	// rate disables the limit.
+	// MessagesPerSecond and MessageBurst limit messages per connection,
+	// WebSocket pings and pongs included; beyond them the client gets
+	// VIOLATION. Defaults 50 and 100; a negative rate disables the limit.
 	MessagesPerSecond float64
 	MessageBurst      int
 	// SendQueue is the number of frames queued per connection before the
@@ -47,8 +48,13 @@ type Config struct {
 	// Default none: such lobbies fall back to relay-capable members.
 	Relays RelayPicker
 	// ICE hands players STUN/TURN servers in INIT_OK and GET /ice.
-	// Default none: INIT_OK carries no ice_servers.
+	// Default none: INIT_OK carries no ice_servers, and GET /ice answers 404.
 	ICE ICEProvider
+	// ICERequestsPerMinute and ICEBurst limit GET /ice per client IP (an
+	// IPv6 client: per /64). Defaults 30 and 10; a negative rate disables
+	// the limit.
+	ICERequestsPerMinute int
+	ICEBurst             int
 	// Auth authenticates INIT. Default OpenAuth.
 	Auth Authenticator
 	// MigrationPolicy is the lobby default when CREATE_LOBBY names none.
@@ -59,6 +65,88 @@ type Config struct {
 	// Registerer receives the hub's metrics. Default: a private registry
 	// (never the global one).
 	Registerer prometheus.Registerer
+	// HTTP holds the timeouts and connection caps of Server.Serve.
+	HTTP HTTPLimits
+}
+
+// HTTPLimits are the timeouts and connection caps of an HTTP listener: the
+// signaling port (Server.Serve), and any other port a process opens (cmd
+// uses them for the metrics port, via HTTPLimits.Server and
+// NewLimitListener). Zero values mean the defaults documented on each
+// field.
+type HTTPLimits struct {
+	// ReadHeaderTimeout bounds reading a request's headers. Default 5 s.
+	ReadHeaderTimeout time.Duration
+	// ReadTimeout bounds reading a whole plain request, body included: a
+	// request whose body never arrives is cut off. WebSockets are not
+	// affected: net/http clears the deadlines when a connection is
+	// hijacked, gorilla again after its handshake, and the transport then
+	// sets its own (Config.PeerTimeout, Config.WriteTimeout). Default 10 s.
+	ReadTimeout time.Duration
+	// WriteTimeout bounds writing a plain response. Default 10 s.
+	WriteTimeout time.Duration
+	// IdleTimeout closes a keep-alive connection that sends no further
+	// request. Default 30 s.
+	IdleTimeout time.Duration
+	// MaxHeaderBytes bounds a request's headers (an upgrade with a JWT
+	// cookie needs a few KiB). Default 16 KiB.
+	MaxHeaderBytes int
+	// MaxConnsPerIP caps the live TCP connections from one client address
+	// (an IPv4 address, or an IPv6 /64, which one host or household
+	// usually holds whole). Plain requests, idle keep-alives and
+	// WebSockets all count, a WebSocket for its whole life; a connection
+	// over the cap is closed as soon as it is accepted. Default 256: a
+	// school or CGNAT address with a room full of players stays far below
+	// it, while one attacking host gets at most 0.5 % of MaxConns. Negative:
+	// no cap.
+	MaxConnsPerIP int
+	// MaxConns caps the live TCP connections of the listener in total,
+	// enforced like MaxConnsPerIP. Default 50,000 (a live WebSocket costs
+	// some 30 KiB of buffers and stacks: 1.5 GiB at the cap), lowered to
+	// three quarters of the process's open-file limit where the system
+	// reports one, so the other listeners (metrics, TURN, fleet) always
+	// keep descriptors. Negative: no cap.
+	MaxConns int
+}
+
+// Default HTTPLimits.
+const (
+	DefaultReadHeaderTimeout = 5 * time.Second
+	DefaultReadTimeout       = 10 * time.Second
+	DefaultHTTPWriteTimeout  = 10 * time.Second
+	DefaultIdleTimeout       = 30 * time.Second
+	DefaultMaxHeaderBytes    = 16 << 10
+	DefaultMaxConnsPerIP     = 256
+	DefaultMaxConns          = 50_000
+)
+
+// WithDefaults returns l with every zero field set to its default.
+func (l HTTPLimits) WithDefaults() HTTPLimits {
+	if l.ReadHeaderTimeout <= 0 {
+		l.ReadHeaderTimeout = DefaultReadHeaderTimeout
+	}
+	if l.ReadTimeout <= 0 {
+		l.ReadTimeout = DefaultReadTimeout
+	}
+	if l.WriteTimeout <= 0 {
+		l.WriteTimeout = DefaultHTTPWriteTimeout
+	}
+	if l.IdleTimeout <= 0 {
+		l.IdleTimeout = DefaultIdleTimeout
+	}
+	if l.MaxHeaderBytes <= 0 {
+		l.MaxHeaderBytes = DefaultMaxHeaderBytes
+	}
+	if l.MaxConnsPerIP == 0 {
+		l.MaxConnsPerIP = DefaultMaxConnsPerIP
+	}
+	if l.MaxConns == 0 {
+		l.MaxConns = DefaultMaxConns
+		if n := openFileLimit(); n > 0 {
+			l.MaxConns = max(min(l.MaxConns, n/4*3), 1)
+		}
+	}
+	return l
 }
 
 func (c Config) withDefaults() Config {
@@ -70,6 +158,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.UpgradeBurst <= 0 {
 		c.UpgradeBurst = 30
+	}
+	if c.ICERequestsPerMinute == 0 {
+		c.ICERequestsPerMinute = 30
+	}
+	if c.ICEBurst <= 0 {
+		c.ICEBurst = 10
 	}
 	if c.MessagesPerSecond == 0 {
 		c.MessagesPerSecond = 50
@@ -102,5 +196,6 @@ func (c Config) withDefaults() Config {
 	if c.Registerer == nil {
 		c.Registerer = prometheus.NewRegistry()
 	}
+	c.HTTP = c.HTTP.WithDefaults()
 	return c
 }

@@ -1,6 +1,7 @@
 package signaling
 
 import (
+	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"time"
@@ -109,6 +110,10 @@ func (h *Hub) sendInitOKLocked(g *game, p *player) {
 	if h.cfg.ICE != nil {
 		servers, ttl := h.cfg.ICE.ICEServers(p.peer.UserID)
 		ok.ICEServers, ok.ICETTL = servers, int(ttl/time.Second)
+		if p.iceKey == "" {
+			p.iceKey = rand.Text()
+		}
+		ok.ICEKey = p.iceKey
 	}
 	if p.resume {
 		tok, err := g.resumes.Issue(p.peer.InstanceID)

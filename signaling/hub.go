@@ -3,6 +3,7 @@
 package signaling
 
 import (
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -342,8 +343,9 @@ func (s *Session) Handle(frame []byte) {
 }
 
 // ICE returns the ICE servers for the INIT'd player instanceID of game ugi,
-// or false when there is no such player (or no ICE provider).
-func (h *Hub) ICE(ugi, instanceID string) (wire.ICE, bool) {
+// whose INIT_OK carried key as ice_key, or false when there is no such
+// player, the key is wrong, or there is no ICE provider.
+func (h *Hub) ICE(ugi, instanceID, key string) (wire.ICE, bool) {
 	if h.cfg.ICE == nil {
 		return wire.ICE{}, false
 	}
@@ -355,7 +357,8 @@ func (h *Hub) ICE(ugi, instanceID string) (wire.ICE, bool) {
 	}
 	g.mu.Lock()
 	p := g.players[instanceID]
-	ok := p != nil && p.state != stateNew
+	ok := p != nil && p.state != stateNew && p.iceKey != "" &&
+		subtle.ConstantTimeCompare([]byte(p.iceKey), []byte(key)) == 1
 	var userID string
 	if ok {
 		userID = p.peer.UserID

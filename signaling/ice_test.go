@@ -1,7 +1,6 @@
 package signaling
 
 import (
-	"encoding/json"
 	"net/http"
 	"strings"
 	"testing"
@@ -36,27 +35,15 @@ func TestICEServersInInitOKAndGetICE(t *testing.T) {
 	}
 
 	base := "http" + strings.TrimPrefix(url, "ws")
-	resp, err := http.Get(base + "/ice?ugi=icetest&instance_id=" + ok["instance_id"].(string))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var ice wire.ICE
-	if err := json.NewDecoder(resp.Body).Decode(&ice); err != nil || resp.StatusCode != 200 {
-		t.Fatalf("GET /ice: %d %v", resp.StatusCode, err)
-	}
-	if len(ice.ICEServers) != 2 || ice.ICETTL != 600 || ice.ICEServers[1].Username != turn["username"] {
-		t.Fatalf("GET /ice = %+v", ice)
+	key := "&key=" + ok["ice_key"].(string)
+	code, ice := getICE(t, base, mustQuery(t, "ugi=icetest&instance_id="+ok["instance_id"].(string)+key), wsOrigin)
+	if code != 200 || len(ice.ICEServers) != 2 || ice.ICETTL != 600 || ice.ICEServers[1].Username != turn["username"] {
+		t.Fatalf("GET /ice = %d %+v", code, ice)
 	}
 
-	for _, q := range []string{"ugi=icetest&instance_id=nope", "ugi=other&instance_id=" + ok["instance_id"].(string)} {
-		resp, err := http.Get(base + "/ice?" + q)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusNotFound {
-			t.Fatalf("GET /ice?%s = %d, want 404", q, resp.StatusCode)
+	for _, q := range []string{"ugi=icetest&instance_id=nope" + key, "ugi=other&instance_id=" + ok["instance_id"].(string) + key} {
+		if code, _ := getICE(t, base, mustQuery(t, q), wsOrigin); code != http.StatusNotFound {
+			t.Fatalf("GET /ice?%s = %d, want 404", q, code)
 		}
 	}
 }

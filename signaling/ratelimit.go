@@ -3,73 +3,53 @@ package signaling
 import (
 	"sync"
 	"time"
+
+	"golang.org/x/time/rate"
 )
 
-// tokenBucket is a plain token bucket. It is not safe for concurrent use; the
-// owner serialises access (a session's reader goroutine, or keyedLimiter).
-type tokenBucket struct {
-	rate   float64 // tokens per second
-	burst  float64
-	tokens float64
-	last   time.Time
-}
-
-func newTokenBucket(rate, burst float64, now time.Time) tokenBucket {
-	return tokenBucket{rate: rate, burst: burst, tokens: burst, last: now}
-}
-
-// allow takes one token if there is one.
-func (b *tokenBucket) allow(now time.Time) bool {
-	if b.rate <= 0 {
-		return true // unlimited
+// newLimiter is a token bucket of burst tokens refilled at perSecond; a
+// negative or zero rate means no limit.
+func newLimiter(perSecond float64, burst int) *rate.Limiter {
+	if perSecond <= 0 {
+		return rate.NewLimiter(rate.Inf, 0)
 	}
-	if d := now.Sub(b.last).Seconds(); d > 0 {
-		b.tokens = min(b.burst, b.tokens+d*b.rate)
-		b.last = now
-	}
-	if b.tokens < 1 {
-		return false
-	}
-	b.tokens--
-	return true
-}
-
-// full reports whether the bucket would be full at now, i.e. it has forgotten
-// every past event and can be discarded.
-func (b *tokenBucket) full(now time.Time) bool {
-	return b.tokens+now.Sub(b.last).Seconds()*b.rate >= b.burst
+	return rate.NewLimiter(rate.Limit(perSecond), max(burst, 1))
 }
 
 // keyedLimiter is a token bucket per key (a client IP), bounded in memory:
 // buckets that have refilled are swept, and past maxKeys new keys are refused
 // rather than letting a spoofing flood grow the map.
 type keyedLimiter struct {
-	rate, burst float64
-	maxKeys     int
+	limit   rate.Limit
+	burst   int
+	maxKeys int
 
 	mu        sync.Mutex
-	buckets   map[string]*tokenBucket
+	buckets   map[string]*rate.Limiter
 	lastSweep time.Time
 }
 
+// newKeyedLimiter allows burst events at once and perMinute after that, per
+// key. A negative or zero rate means no limit.
 func newKeyedLimiter(perMinute, burst int, maxKeys int) *keyedLimiter {
-	return &keyedLimiter{
-		rate:    float64(perMinute) / 60,
-		burst:   float64(burst),
-		maxKeys: maxKeys,
-		buckets: make(map[string]*tokenBucket),
+	l := &keyedLimiter{limit: rate.Inf, burst: max(burst, 1), maxKeys: maxKeys, buckets: make(map[string]*rate.Limiter)}
+	if perMinute > 0 {
+		l.limit = rate.Limit(float64(perMinute) / 60)
 	}
+	return l
 }
 
 func (l *keyedLimiter) allow(key string, now time.Time) bool {
-	if l.rate <= 0 {
+	if l.limit == rate.Inf {
 		return true
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if now.Sub(l.lastSweep) > time.Minute || len(l.buckets) >= l.maxKeys {
+		// A full bucket has forgotten every past event: dropping it changes
+		// nothing.
 		for k, b := range l.buckets {
-			if b.full(now) {
+			if b.TokensAt(now) >= float64(l.burst) {
 				delete(l.buckets, k)
 			}
 		}
@@ -80,9 +60,8 @@ func (l *keyedLimiter) allow(key string, now time.Time) bool {
 		if len(l.buckets) >= l.maxKeys {
 			return false
 		}
-		nb := newTokenBucket(l.rate, l.burst, now)
-		b = &nb
+		b = rate.NewLimiter(l.limit, l.burst)
 		l.buckets[key] = b
 	}
-	return b.allow(now)
+	return b.AllowN(now, 1)
 }

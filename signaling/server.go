@@ -1,13 +1,12 @@
 package signaling
 
 import (
-	"context"
-	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -22,12 +21,16 @@ const closeGrace = time.Second
 // upgrades, then runs one reader (the HTTP handler goroutine) and one
 // writer goroutine per connection around a hub Session.
 type Server struct {
-	hub      *Hub
-	cfg      Config
-	log      *slog.Logger
-	origins  originPolicy
-	upgrades *keyedLimiter
-	upgrader websocket.Upgrader
+	hub         *Hub
+	cfg         Config
+	log         *slog.Logger
+	origins     originPolicy
+	upgrades    *keyedLimiter
+	iceRequests *keyedLimiter
+	upgrader    websocket.Upgrader
+	http        *http.Server // Serve's, with Config.HTTP's timeouts
+	caps        *connCaps    // Serve's listeners', Config.HTTP's caps
+	connsObs    connMetrics
 
 	mu     sync.Mutex // guards closed and conns.Add against Shutdown
 	closed bool
@@ -38,24 +41,31 @@ type Server struct {
 func NewServer(cfg Config) *Server {
 	hub := NewHub(cfg)
 	cfg = hub.cfg
-	return &Server{
-		hub:      hub,
-		cfg:      cfg,
-		log:      hub.log,
-		origins:  newOriginPolicy(cfg.AllowedOrigins),
-		upgrades: newKeyedLimiter(cfg.UpgradesPerMinute, cfg.UpgradeBurst, 100_000),
+	s := &Server{
+		hub:         hub,
+		cfg:         cfg,
+		log:         hub.log,
+		origins:     newOriginPolicy(cfg.AllowedOrigins),
+		upgrades:    newKeyedLimiter(cfg.UpgradesPerMinute, cfg.UpgradeBurst, 100_000),
+		iceRequests: newKeyedLimiter(cfg.ICERequestsPerMinute, cfg.ICEBurst, 100_000),
 		upgrader: websocket.Upgrader{
 			ReadBufferSize:  4096,
 			WriteBufferSize: 4096,
 			CheckOrigin:     func(*http.Request) bool { return true }, // checked before
 		},
+		caps: newConnCaps(cfg.HTTP),
 	}
+	s.http = cfg.HTTP.Server(s)
+	s.http.ErrorLog = slog.NewLogLogger(s.log.Handler(), slog.LevelWarn) // accept errors (EMFILE), bugs
+	s.connsObs = newConnMetrics(cfg.Registerer, s.caps, s.log)
+	return s
 }
 
 // Hub returns the server's hub.
 func (s *Server) Hub() *Hub { return s.hub }
 
-// ServeHTTP accepts CL5 WebSocket connections on "/" and "/signaling".
+// ServeHTTP accepts CL5 WebSocket connections on "/" and "/signaling", and
+// answers GET /ice.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Path == "/ice" {
 		s.serveICE(w, r)
@@ -76,10 +86,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		status, text = http.StatusBadRequest, "missing ugi query parameter"
 	case !ValidUGI(ugi):
 		status, text = http.StatusBadRequest, "invalid ugi: letters and digits, separated by single spaces, _ or -"
-	case r.Header.Get("Origin") == "":
-		status, text = http.StatusTeapot, "missing Origin header"
-	case !s.origins.allows(r.Header.Get("Origin")):
-		status, text = http.StatusForbidden, "origin not allowed"
+	default:
+		status, text = s.checkOrigin(r)
 	}
 	if status != http.StatusOK {
 		s.hub.metrics.upgradesRejected.WithLabelValues(http.StatusText(status)).Inc()
@@ -103,21 +111,34 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mu.Unlock()
 	defer s.conns.Done()
 
+	// A new player is attached before the handshake, so it sees every
+	// event from the moment its client is connected; a failed upgrade just
+	// detaches it again. A resume waits for the handshake instead: it must
+	// not use up its token (and move the player) for an upgrade that then
+	// fails, and a held player misses nothing meanwhile (its frames wait).
+	token := r.URL.Query().Get("resume")
 	var sess *Session
 	var err error
-	if token := r.URL.Query().Get("resume"); token != "" {
-		sess, _, err = s.hub.Resume(ugi, token, cookie)
-	} else {
-		sess, err = s.hub.Attach(ugi, cookie)
-	}
-	if err != nil {
-		http.Error(w, "server shutting down", http.StatusServiceUnavailable)
-		return
+	if token == "" {
+		if sess, err = s.hub.Attach(ugi, cookie); err != nil {
+			http.Error(w, "server shutting down", http.StatusServiceUnavailable)
+			return
+		}
 	}
 	conn, err := s.upgrader.Upgrade(w, r, nil)
 	if err != nil {
-		sess.Detach() // the upgrader has already answered the request
-		return
+		if sess != nil {
+			sess.Detach()
+		}
+		return // the upgrader has answered the request
+	}
+	if token != "" {
+		if sess, _, err = s.hub.Resume(ugi, token, cookie); err != nil { // the hub closed meanwhile
+			msg := websocket.FormatCloseMessage(CloseGoingAway, "server shutting down")
+			_ = conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(closeGrace))
+			_ = conn.Close()
+			return
+		}
 	}
 	s.serveConn(conn, sess)
 }
@@ -139,7 +160,7 @@ func (s *Server) serveConn(conn *websocket.Conn, sess *Session) {
 		return conn.SetReadDeadline(now.Add(s.cfg.PeerTimeout))
 	}
 	_ = extend()
-	conn.SetPongHandler(func(string) error { return extend() })
+	s.watchControlFrames(conn, sess, extend)
 
 	writerDone := make(chan struct{})
 	go func() {
@@ -256,54 +277,13 @@ func (s *Server) finish(conn *websocket.Conn, sess *Session) {
 	_ = conn.SetReadDeadline(deadline)
 }
 
-// Shutdown closes every connection with 1001 and waits for them to end, or
-// for ctx. The HTTP listener must be stopped first (http.Server.Shutdown).
-func (s *Server) Shutdown(ctx context.Context) error {
-	s.mu.Lock()
-	s.closed = true
-	s.mu.Unlock()
-	s.hub.Close("server shutting down")
-	done := make(chan struct{})
-	go func() {
-		s.conns.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-// serveICE answers GET /ice?ugi=GAME&instance_id=ID with the ICE servers
-// of that live, INIT'd session, as INIT_OK carries them. Credentials are
-// short-lived and limited per user by the relay nodes.
-func (s *Server) serveICE(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodGet {
-		http.Error(w, "GET only", http.StatusMethodNotAllowed)
-		return
-	}
-	q := r.URL.Query()
-	ice, ok := s.hub.ICE(q.Get("ugi"), q.Get("instance_id"))
-	if !ok {
-		http.Error(w, "no such session", http.StatusNotFound)
-		return
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	if origin := r.Header.Get("Origin"); origin != "" && s.origins.allows(origin) {
-		w.Header().Set("Access-Control-Allow-Origin", origin)
-		w.Header().Set("Vary", "Origin")
-	}
-	_ = json.NewEncoder(w).Encode(ice)
-}
-
-// clientIP is the peer address of the request, without port.
+// clientIP is what a request counts against in per-client rate limits:
+// like the connection caps (addrKey), its IPv4 address or its IPv6 /64, so
+// a host cannot dodge them by rotating addresses within its prefix.
 func clientIP(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
 	if err != nil {
 		return r.RemoteAddr
 	}
-	return host
+	return addrKey(net.TCPAddrFromAddrPort(ap)).String()
 }

@@ -5,6 +5,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/cl5-relay/cl5-relay/migration"
 	"github.com/cl5-relay/cl5-relay/signaling/wire"
 )
@@ -41,6 +43,7 @@ type player struct {
 	reported   bool
 	grace      *time.Timer // running while held
 	overflowed bool        // pending filled up while held
+	iceKey     string      // GET /ice's secret, set at INIT when there is an ICE provider
 }
 
 // held reports whether p has lost its connection and waits for a resume.
@@ -95,8 +98,8 @@ type Session struct {
 	detached  atomic.Bool
 	lastSeen  atomic.Int64 // unix nanos of the last frame or pong
 
-	limiter tokenBucket // reader goroutine only
-	cookie  string      // auth cookie from the upgrade request
+	limiter *rate.Limiter // messages (and control frames) from the client
+	cookie  string        // auth cookie from the upgrade request
 }
 
 func (h *Hub) newSession(g *game, p *player, cookie string) *Session {
@@ -107,7 +110,7 @@ func (h *Hub) newSession(g *game, p *player, cookie string) *Session {
 		p:       p,
 		out:     make(chan []byte, h.cfg.SendQueue),
 		done:    make(chan struct{}),
-		limiter: newTokenBucket(h.cfg.MessagesPerSecond, float64(h.cfg.MessageBurst), now),
+		limiter: newLimiter(h.cfg.MessagesPerSecond, h.cfg.MessageBurst),
 		cookie:  cookie,
 	}
 	s.lastSeen.Store(now.UnixNano())
@@ -171,4 +174,4 @@ func (s *Session) violate(kind, reason string) {
 	s.shutdown(CloseGoingAway, reason)
 }
 
-func (s *Session) allowMessage(now time.Time) bool { return s.limiter.allow(now) }
+func (s *Session) allowMessage(now time.Time) bool { return s.limiter.AllowN(now, 1) }

@@ -76,7 +76,13 @@ func serve(c *cli.Context) error {
 	})
 
 	var ready atomic.Bool
-	servers := []*namedServer{{name: "signaling", addr: cfg.Listen, handler: sig}}
+	// The signaling Server runs its own hardened HTTP server (timeouts,
+	// connection caps): it only needs the listener.
+	sigLn, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("signaling: %w", err)
+	}
+	var servers []*namedServer
 	if cfg.MetricsListen != "" {
 		ops := opsHandler(reg, ready.Load)
 		ops.Handle("GET /fleet", relays.fleetHandler())
@@ -84,11 +90,19 @@ func serve(c *cli.Context) error {
 	}
 	for _, s := range servers {
 		if err := s.listen(); err != nil {
+			_ = sigLn.Close()
 			return err
 		}
 	}
 
 	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		if err := sig.Serve(sigLn); err != nil {
+			return fmt.Errorf("signaling: %w", err)
+		}
+		return nil
+	})
+	log.Info("listening", "server", "signaling", "addr", sigLn.Addr().String())
 	for _, s := range servers {
 		g.Go(func() error { return s.serve() })
 		log.Info("listening", "server", s.name, "addr", s.ln.Addr().String())
@@ -103,9 +117,12 @@ func serve(c *cli.Context) error {
 		log.Info("shutting down")
 		sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 		defer cancel()
+		// The signaling Server closes its WebSockets (1001) at once and cuts
+		// plain requests that hang; it fails only if a WebSocket outlives
+		// sctx.
 		var errs []error
-		errs = append(errs, servers[0].srv.Shutdown(sctx), sig.Shutdown(sctx))
-		for _, s := range servers[1:] {
+		errs = append(errs, sig.Shutdown(sctx))
+		for _, s := range servers {
 			errs = append(errs, s.srv.Shutdown(sctx))
 		}
 		errs = append(errs, relays.shutdown(sctx))

@@ -58,7 +58,9 @@ func startCommand(t *testing.T, bin, sub, started string, args ...string) *runni
 		t.Fatal(err)
 	}
 	rs := &runningServer{cmd: cmd, addrs: map[string]string{}, logs: make(chan map[string]any, 256), done: make(chan struct{})}
+	logsRead := make(chan struct{})
 	go func() {
+		defer close(logsRead)
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
 			var m map[string]any
@@ -73,6 +75,9 @@ func startCommand(t *testing.T, bin, sub, started string, args ...string) *runni
 		close(rs.logs)
 	}()
 	go func() {
+		// Wait closes the pipe: only after the last line was read (else the
+		// final log lines, "stopped" among them, can be lost).
+		<-logsRead
 		rs.err = cmd.Wait()
 		close(rs.done)
 	}()

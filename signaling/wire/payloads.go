@@ -17,7 +17,8 @@ type InitRequest struct {
 	RelayCapable bool   `json:"relay_capable"`
 }
 
-// InitOK is INIT_OK's payload. ResumeToken, ICEServers and ICETTL are [ext].
+// InitOK is INIT_OK's payload. ResumeToken, ICEServers, ICETTL and ICEKey
+// are [ext].
 type InitOK struct {
 	InstanceID  string      `json:"instance_id"`
 	UserID      string      `json:"user_id"`
@@ -25,6 +26,9 @@ type InitOK struct {
 	ResumeToken string      `json:"resume_token,omitempty"`
 	ICEServers  []ICEServer `json:"ice_servers,omitempty"`
 	ICETTL      int         `json:"ice_ttl,omitempty"`
+	// ICEKey is the session's secret for GET /ice (fresh credentials
+	// before ICETTL runs out).
+	ICEKey string `json:"ice_key,omitempty"`
 }
 
 // ICEServer is a browser RTCIceServer: STUN/TURN URLs and, for TURN,
