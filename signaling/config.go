@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cl5-relay/cl5-relay/migration"
@@ -59,6 +60,10 @@ type Config struct {
 	// Registerer receives the hub's metrics. Default: a private registry
 	// (never the global one).
 	Registerer prometheus.Registerer
+	// Clock is the hub's time: grace windows and their timers, message rate
+	// limits, migration timings. Default the real clock; tests pass a
+	// clockwork.FakeClock. Socket deadlines stay on the wall clock.
+	Clock clockwork.Clock
 }
 
 func (c Config) withDefaults() Config {
@@ -101,6 +106,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Registerer == nil {
 		c.Registerer = prometheus.NewRegistry()
+	}
+	if c.Clock == nil {
+		c.Clock = clockwork.NewRealClock()
 	}
 	return c
 }

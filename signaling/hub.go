@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/oklog/ulid/v2"
 
 	"github.com/cl5-relay/cl5-relay/migration"
@@ -35,8 +36,7 @@ type Hub struct {
 	cfg     Config
 	log     *slog.Logger
 	metrics *metrics
-
-	now func() time.Time // the clock of grace windows; tests replace it
+	clock   clockwork.Clock
 
 	mu     sync.Mutex // guards games and closed; taken before any game.mu
 	games  map[string]*game
@@ -64,7 +64,7 @@ func NewHub(cfg Config) *Hub {
 		cfg:     cfg,
 		log:     cfg.Logger.With("component", "signaling"),
 		metrics: newMetrics(cfg.Registerer),
-		now:     time.Now,
+		clock:   cfg.Clock,
 		games:   make(map[string]*game),
 	}
 }
@@ -137,7 +137,7 @@ func (h *Hub) Resume(ugi, token, cookie string) (*Session, bool, error) {
 	g := h.gameLocked(ugi)
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	now := h.now()
+	now := h.clock.Now()
 	id, ok := g.resumes.Claim(token, now)
 	p := g.players[id]
 	if !ok || p == nil || p.overflowed {
@@ -191,7 +191,7 @@ func (s *Session) Disconnect(reason DisconnectReason) {
 	if !s.detached.CompareAndSwap(false, true) {
 		return
 	}
-	now := s.hub.now()
+	now := s.hub.clock.Now()
 	serverClosed := s.closing.Load()
 	s.shutdown(CloseGoingAway, "connection closed")
 	h, g, p := s.hub, s.game, s.p
@@ -230,14 +230,14 @@ func (h *Hub) holdLocked(g *game, p *player, now time.Time) bool {
 	}
 	p.pending = make([][]byte, 0, max(h.cfg.SendQueue-4, 1))
 	p.overflowed = false
-	p.grace = time.AfterFunc(grace, func() { h.expire(g, p) })
+	p.grace = h.clock.AfterFunc(grace, func() { h.expire(g, p) })
 	h.metrics.held.Inc()
 	return true
 }
 
 // expire ends p's grace if it is over (or its pending queue overflowed).
 func (h *Hub) expire(g *game, p *player) {
-	now := h.now()
+	now := h.clock.Now()
 	g.mu.Lock()
 	if p.held() && g.players[p.peer.InstanceID] == p {
 		if p.overflowed {
@@ -315,7 +315,7 @@ func (s *Session) Handle(frame []byte) {
 		return
 	}
 	h, g := s.hub, s.game
-	if !s.allowMessage(time.Now()) {
+	if !s.allowMessage(h.clock.Now()) {
 		g.mu.Lock()
 		s.violate("rate", "rate limit exceeded")
 		g.mu.Unlock()

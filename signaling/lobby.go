@@ -76,7 +76,7 @@ func (h *Hub) changeHostLocked(l *lobby, nh *player, cause string, start time.Ti
 		nh.sendOp(wire.OpTransition, "host")
 	}
 	broadcastLocked(wire.Encode(wire.OpNewHost, l.hostPeer()), l.members, []*player{nh})
-	h.metrics.migrationSeconds.WithLabelValues(cause).Observe(time.Since(start).Seconds())
+	h.metrics.migrationSeconds.WithLabelValues(cause).Observe(h.clock.Since(start).Seconds())
 }
 
 // setIdleLocked moves a player out of its lobby into the game's idle set.

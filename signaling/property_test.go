@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cl5-relay/cl5-relay/signaling/wire"
@@ -33,7 +34,7 @@ type propertyWorld struct {
 	t       *testing.T
 	rng     *rand.Rand
 	h       *Hub
-	clock   time.Time
+	clock   *clockwork.FakeClock
 	clients []*simClient
 	// (lobby, epoch) -> host: exactly one host per term.
 	termHost map[*lobby]map[uint64]string
@@ -43,7 +44,9 @@ type propertyWorld struct {
 const propertyGrace = time.Minute
 
 func newPropertyWorld(t *testing.T, seed uint64) *propertyWorld {
+	clock := clockwork.NewFakeClockAt(time.Unix(1_000_000, 0))
 	h := NewHub(Config{
+		Clock:             clock,
 		MessagesPerSecond: -1,
 		SendQueue:         1 << 12,
 		ResumeGrace:       propertyGrace,
@@ -51,11 +54,10 @@ func newPropertyWorld(t *testing.T, seed uint64) *propertyWorld {
 	})
 	w := &propertyWorld{
 		t: t, rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), h: h,
-		clock:    time.Unix(1_000_000, 0),
+		clock:    clock,
 		termHost: map[*lobby]map[uint64]string{},
 		epochs:   map[*lobby]uint64{},
 	}
-	h.now = func() time.Time { return w.clock }
 	return w
 }
 
@@ -299,7 +301,7 @@ func (w *propertyWorld) step() string {
 		return "resume"
 	case r < 74:
 		// Time passes beyond the grace: every held player leaves for good.
-		w.clock = w.clock.Add(propertyGrace + time.Second)
+		w.clock.Advance(propertyGrace + time.Second)
 		for _, c := range w.clients {
 			if c.held {
 				w.h.expire(c.s.game, c.s.p)

@@ -5,6 +5,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jonboulle/clockwork"
+
 	"github.com/cl5-relay/cl5-relay/migration"
 	"github.com/cl5-relay/cl5-relay/signaling/wire"
 )
@@ -39,8 +41,8 @@ type player struct {
 	resume     bool // opted in to resume at INIT
 	report     migration.Report
 	reported   bool
-	grace      *time.Timer // running while held
-	overflowed bool        // pending filled up while held
+	grace      clockwork.Timer // running while held
+	overflowed bool            // pending filled up while held
 }
 
 // held reports whether p has lost its connection and waits for a resume.
@@ -100,7 +102,7 @@ type Session struct {
 }
 
 func (h *Hub) newSession(g *game, p *player, cookie string) *Session {
-	now := time.Now()
+	now := h.clock.Now()
 	s := &Session{
 		hub:     h,
 		game:    g,
