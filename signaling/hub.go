@@ -235,20 +235,20 @@ func (h *Hub) holdLocked(g *game, p *player, now time.Time) bool {
 	return true
 }
 
-// expire ends p's grace if it is over (or its pending queue overflowed).
+// expire runs when p's grace timer fires: p leaves if its pending queue
+// overflowed, and so does every held player of the game whose window is
+// over. Resumes.Expire forgets all of those at once, so all of them are
+// removed here: a later timer of another player would find nothing left
+// to expire and leave it in its lobby for good.
 func (h *Hub) expire(g *game, p *player) {
 	now := h.clock.Now()
 	g.mu.Lock()
-	if p.held() && g.players[p.peer.InstanceID] == p {
-		if p.overflowed {
-			g.resumes.Forget(p.peer.InstanceID)
-		}
-		expired := p.overflowed
-		for _, id := range g.resumes.Expire(now) {
-			expired = expired || id == p.peer.InstanceID
-		}
-		if expired {
-			h.removePlayerLocked(g, p, causeGraceExpired, now)
+	if p.held() && p.overflowed && g.players[p.peer.InstanceID] == p {
+		h.removePlayerLocked(g, p, causeGraceExpired, now)
+	}
+	for _, id := range g.resumes.Expire(now) {
+		if q := g.players[id]; q != nil && q.held() {
+			h.removePlayerLocked(g, q, causeGraceExpired, now)
 		}
 	}
 	empty := len(g.players) == 0
