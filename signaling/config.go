@@ -44,6 +44,15 @@ type Config struct {
 	// frame. Players that never opt in get no grace, so v1.0 clients leave
 	// at once. Default 10 s; negative turns resume off.
 	ResumeGrace time.Duration
+	// LobbyListFrames is each game's budget, in frames per second, for
+	// telling its lobby-less players that lobbies opened or closed
+	// (NEW_LOBBY, LOBBY_CLOSED): one change costs one frame per such
+	// player. Within it they are told at once; beyond it the changes are
+	// coalesced and sent together when the budget allows, so a game where
+	// lobbies are created and closed in a loop cannot slow the others.
+	// Default 5000 (a game of 2,000 lobby-less players hears of 2.5
+	// changes a second at once, more in batches); negative: unlimited.
+	LobbyListFrames float64
 	// Relays picks relay peers for lobbies created with enable_relay.
 	// Default none: such lobbies fall back to relay-capable members.
 	Relays RelayPicker
@@ -81,6 +90,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MessageBurst <= 0 {
 		c.MessageBurst = 100
+	}
+	if c.LobbyListFrames == 0 {
+		c.LobbyListFrames = 5000
 	}
 	if c.SendQueue <= 0 {
 		c.SendQueue = 256

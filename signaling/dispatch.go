@@ -43,11 +43,7 @@ func (h *Hub) dispatchLocked(g *game, s *Session, env wire.Envelope) {
 	}
 	switch env.Opcode {
 	case wire.OpListLobbies:
-		names := make([]string, len(g.order))
-		for i, l := range g.order {
-			names[i] = l.name
-		}
-		p.sendOp(wire.OpListAck, names)
+		p.sendOp(wire.OpListAck, g.list.names())
 	case wire.OpFindLobby:
 		var name string
 		if err := json.Unmarshal(env.Payload, &name); err != nil {
@@ -165,14 +161,14 @@ func (h *Hub) createLocked(g *game, s *Session, payload json.RawMessage) {
 	g.lobbies[l.name] = l
 	g.order = append(g.order, l)
 	h.metrics.lobbies.Inc()
-	delete(g.idle, p)
+	g.leaveIdleLocked(p)
 	p.lobby, p.state = l, stateHost
 
 	p.sendOp(wire.OpTransition, "host")
 	p.sendOp(wire.OpCreateAck, "ok")
 	p.sendOp(wire.OpNewHost, l.hostPeer())
 	h.electRelayLocked(g, l, "")
-	broadcastLocked(wire.Encode(wire.OpNewLobby, l.name), g.idleList())
+	h.lobbyListChangedLocked(g)
 }
 
 func (h *Hub) joinLocked(g *game, s *Session, payload json.RawMessage) {
@@ -203,7 +199,7 @@ func (h *Hub) joinLocked(g *game, s *Session, payload json.RawMessage) {
 	}
 	others := l.members
 	l.members = append(l.members, p)
-	delete(g.idle, p)
+	g.leaveIdleLocked(p)
 	p.lobby, p.state = l, stateMember
 
 	p.sendOp(wire.OpTransition, "peer")

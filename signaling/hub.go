@@ -53,7 +53,8 @@ type game struct {
 	players map[string]*player // by instance id: connected and held
 	idle    map[*player]struct{}
 	lobbies map[string]*lobby
-	order   []*lobby // creation order, for LIST_ACK
+	order   []*lobby // creation order
+	list    lobbyList
 	resumes *migration.Resumes
 }
 
@@ -84,6 +85,7 @@ func (h *Hub) gameLocked(ugi string) *game {
 			players: make(map[string]*player),
 			idle:    make(map[*player]struct{}),
 			lobbies: make(map[string]*lobby),
+			list:    newLobbyList(h.cfg.LobbyListFrames),
 			resumes: migration.NewResumes(nil),
 		}
 		h.games[ugi] = g
@@ -264,7 +266,7 @@ func (h *Hub) removePlayerLocked(g *game, p *player, cause string, now time.Time
 	g.resumes.Forget(p.peer.InstanceID)
 	h.leaveLobbyLocked(g, p, cause, now)
 	delete(g.players, p.peer.InstanceID)
-	delete(g.idle, p)
+	g.leaveIdleLocked(p)
 }
 
 // stopGraceLocked ends p's grace window, if one runs.
@@ -283,6 +285,7 @@ func (h *Hub) dropGameIfEmpty(g *game) {
 	defer g.mu.Unlock()
 	if len(g.players) == 0 && h.games[g.ugi] == g {
 		delete(h.games, g.ugi)
+		g.stopLobbyListLocked()
 	}
 }
 
@@ -299,6 +302,7 @@ func (h *Hub) Close(reason string) {
 	h.mu.Unlock()
 	for _, g := range games {
 		g.mu.Lock()
+		g.stopLobbyListLocked()
 		for _, p := range g.players {
 			h.stopGraceLocked(p)
 			if p.conn != nil {

@@ -86,39 +86,38 @@ func (g *game) setIdleLocked(p *player) {
 	g.idle[p] = struct{}{}
 }
 
-func (g *game) idleList() []*player {
-	out := make([]*player, 0, len(g.idle))
-	for p := range g.idle {
-		out = append(out, p)
-	}
-	return out
+// leaveIdleLocked takes p out of the idle set (it enters a lobby or leaves).
+func (g *game) leaveIdleLocked(p *player) {
+	delete(g.idle, p)
+	delete(g.list.told, p)
 }
 
-// removeLobbyLocked forgets l and tells every idle player it is gone.
-func (h *Hub) removeLobbyLocked(g *game, l *lobby) {
+// closeLobbyLocked ends a lobby: every member, then the host (if still
+// there), gets TRANSITION "" and LOBBY_CLOSED; the other lobby-less players
+// get LOBBY_CLOSED within the game's lobby-list budget (lobbylist.go).
+func (h *Hub) closeLobbyLocked(g *game, l *lobby) {
+	back := wire.Encode(wire.OpTransition, "")
+	gone := wire.Encode(wire.OpLobbyClosed, l.name)
+	leave := func(p *player) {
+		p.send(back)
+		p.send(gone)
+		g.setIdleLocked(p)
+		g.list.told[p] = l.name
+	}
+	for _, m := range l.members {
+		leave(m)
+	}
+	l.members = nil
+	if l.host != nil {
+		leave(l.host)
+		l.host = nil
+	}
 	delete(g.lobbies, l.name)
 	if i := slices.Index(g.order, l); i >= 0 {
 		g.order = slices.Delete(g.order, i, i+1)
 	}
 	h.metrics.lobbies.Dec()
-	broadcastLocked(wire.Encode(wire.OpLobbyClosed, l.name), g.idleList())
-}
-
-// closeLobbyLocked ends a lobby: every member, then the host (if still
-// there), gets TRANSITION "", and idle players get LOBBY_CLOSED.
-func (h *Hub) closeLobbyLocked(g *game, l *lobby) {
-	back := wire.Encode(wire.OpTransition, "")
-	for _, m := range l.members {
-		m.send(back)
-		g.setIdleLocked(m)
-	}
-	l.members = nil
-	if l.host != nil {
-		l.host.send(back)
-		g.setIdleLocked(l.host)
-		l.host = nil
-	}
-	h.removeLobbyLocked(g, l)
+	h.lobbyListChangedLocked(g)
 }
 
 // leaveLobbyLocked takes p out of its lobby for good (its connection is
