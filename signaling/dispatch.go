@@ -3,6 +3,7 @@ package signaling
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"time"
 	"unicode/utf8"
 
@@ -19,7 +20,23 @@ const (
 	warnKicked        = "You have been kicked from the lobby."
 	warnFindType      = "type error: FIND_LOBBY payload should be a string"
 	warnResumeFailed  = "resume failed: unknown, used or expired token; send INIT"
+	warnReportRTT     = "NET_REPORT: rtt_ms must be a number of milliseconds, 0 or more"
 )
+
+// maxReportRTT caps NET_REPORT's rtt_ms: beyond a minute every value means
+// "unusable", and a huge one would only distort scores and metrics.
+const maxReportRTT = 60_000
+
+// reportedRTT checks a NET_REPORT rtt_ms: a negative value (which would
+// rank as no report at all, or, clamped to 0, as the best link there is),
+// NaN or an infinity is refused; a value over maxReportRTT counts as
+// maxReportRTT.
+func reportedRTT(ms float64) (float64, bool) {
+	if ms < 0 || math.IsNaN(ms) || math.IsInf(ms, 0) {
+		return 0, false
+	}
+	return min(ms, maxReportRTT), true
+}
 
 // dispatchLocked runs one decoded message. Called with g.mu held.
 func (h *Hub) dispatchLocked(g *game, s *Session, env wire.Envelope) {
@@ -67,7 +84,12 @@ func (h *Hub) dispatchLocked(g *game, s *Session, env wire.Envelope) {
 			p.warn(err.Error())
 			return
 		}
-		p.report = migration.Report{RTTMillis: r.RTTMillis, Relayed: r.Relayed}
+		rtt, ok := reportedRTT(r.RTTMillis)
+		if !ok {
+			p.warn(warnReportRTT)
+			return
+		}
+		p.report = migration.Report{RTTMillis: rtt, Relayed: r.Relayed}
 		p.reported = true
 	}
 }
