@@ -215,7 +215,7 @@ func (h *Hub) joinLocked(g *game, s *Session, payload json.RawMessage) {
 	case l.full():
 		p.sendOp(wire.OpJoinAck, "full")
 		return
-	case l.password != "" && req.Password != l.password:
+	case l.password != "" && !l.passwordMatches(req.Password):
 		p.sendOp(wire.OpJoinAck, "password")
 		return
 	}

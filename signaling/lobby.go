@@ -1,6 +1,8 @@
 package signaling
 
 import (
+	"crypto/sha256"
+	"crypto/subtle"
 	"slices"
 	"time"
 
@@ -50,6 +52,13 @@ func (l *lobby) hostPeer() wire.Peer {
 	p := l.host.peer
 	p.Epoch = l.term.Epoch
 	return p
+}
+
+// passwordMatches compares in constant time, over hashes so that the
+// length of the password does not show either.
+func (l *lobby) passwordMatches(given string) bool {
+	a, b := sha256.Sum256([]byte(given)), sha256.Sum256([]byte(l.password))
+	return subtle.ConstantTimeCompare(a[:], b[:]) == 1
 }
 
 func (l *lobby) full() bool { return l.maxPlayers >= 0 && len(l.members) >= l.maxPlayers }
