@@ -16,8 +16,10 @@ import (
 type Config struct {
 	// AllowedOrigins lists the Origin values allowed to connect: "*",
 	// exact origins ("https://turbowarp.org") or host patterns
-	// ("*.turbowarp.org"). Empty allows every origin; an empty or missing
-	// Origin header is refused either way (HTTP 418, as v1.0).
+	// ("*.turbowarp.org": https and http only; "https://*.turbowarp.org":
+	// that scheme only; "*" stands for one or more non-empty labels).
+	// Empty allows every origin; an empty or missing Origin header is
+	// refused either way (HTTP 418, as v1.0).
 	AllowedOrigins []string
 	// MaxFrameBytes is the largest WebSocket message accepted. Default 64 KiB.
 	MaxFrameBytes int
