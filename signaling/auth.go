@@ -17,17 +17,6 @@ import (
 	"github.com/cl5-relay/cl5-relay/signaling/wire"
 )
 
-// AuthMode selects how INIT is authenticated.
-type AuthMode string
-
-const (
-	// AuthOpen accepts any username; user ids are GUEST_<ULID>.
-	AuthOpen AuthMode = "open"
-	// AuthJWT requires an HS256/HS512 JWT with "username" and "ulid" claims,
-	// in INIT's token or in the clomega-authorization cookie.
-	AuthJWT AuthMode = "jwt"
-)
-
 // AuthCookie is the cookie the v1.0 client's cookie mode relies on.
 const AuthCookie = "clomega-authorization"
 

@@ -80,9 +80,9 @@ func (p *player) score() float64 {
 }
 
 // Session is one client connection, as the hub sees it. A transport feeds
-// it frames with Handle, writes what Outgoing yields, and calls Leave or
-// Detach when the connection is gone. Handle must be called from one
-// goroutine at a time.
+// it frames with Handle, writes what Outgoing yields, and calls Disconnect
+// when the connection is gone. Handle must be called from one goroutine at
+// a time.
 type Session struct {
 	hub  *Hub
 	game *game
@@ -121,7 +121,7 @@ func (s *Session) Outgoing() <-chan []byte { return s.out }
 
 // Done is closed when the hub wants the connection closed. The transport
 // then writes what is still queued, sends a close frame with CloseReason,
-// and calls Detach.
+// and calls Disconnect.
 func (s *Session) Done() <-chan struct{} { return s.done }
 
 // CloseReason is the close code and reason to send once Done is closed.
