@@ -124,8 +124,9 @@ func (a JWTAuth) Authenticate(req wire.InitRequest, cookie string) (Identity, er
 }
 
 // checkUsername refuses a name that other players' screens cannot show
-// safely. Control characters (C0, DEL, C1) and the bidi controls (U+200E/F,
-// U+202A-U+202E, U+2066-U+2069, U+061C) are refused rather than stripped:
+// safely. Control characters (C0, DEL, C1), the line and paragraph
+// separators U+2028/9, and the bidi controls (U+200E/F, U+202A-U+202E,
+// U+2066-U+2069, U+061C) are refused rather than stripped:
 // a stripped name is not the one the player or the token issuer chose, and
 // a refusal tells the client why. (Bidi controls would let a name reorder
 // the text around it in every list that shows it.)
@@ -146,6 +147,8 @@ func checkUsername(name string) error {
 func isControl(r rune) bool {
 	switch {
 	case unicode.IsControl(r): // C0, DEL, C1
+		return true
+	case r == 0x2028, r == 0x2029: // line breaks, as \n is
 		return true
 	case r == 0x061C, r == 0x200E, r == 0x200F, 0x202A <= r && r <= 0x202E, 0x2066 <= r && r <= 0x2069:
 		return true

@@ -87,6 +87,8 @@ func TestUsernameControlCharacters(t *testing.T) {
 		{"a\u2066b", false}, // LRI
 		{"a\u2069b", false}, // PDI
 		{"a\u061cb", false}, // ALM
+		{"a\u2028b", false}, // LINE SEPARATOR
+		{"a\u2029b", false}, // PARAGRAPH SEPARATOR
 	}
 	for _, tc := range cases {
 		_, openErr := OpenAuth{}.Authenticate(wire.InitRequest{Username: tc.name}, "")
