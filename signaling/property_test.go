@@ -446,6 +446,21 @@ func (w *propertyWorld) checkModel(step int, op string) {
 			g.mu.Unlock()
 			fail("game %s has %d lobbies, the model %d", ugi, len(g.lobbies), len(w.model[ugi]))
 		}
+		// Unless a lobby-list batch waits for the budget, LIST_ACK names
+		// exactly the model's lobbies.
+		if g.list.timer == nil {
+			listed := g.list.names()
+			var want []string
+			for name := range w.model[ugi] {
+				want = append(want, name)
+			}
+			slices.Sort(listed)
+			slices.Sort(want)
+			if !slices.Equal(listed, want) {
+				g.mu.Unlock()
+				fail("game %s: LIST_ACK would name %v, the model's lobbies are %v", ugi, listed, want)
+			}
+		}
 		for _, c := range w.clients {
 			if c.ugi != ugi {
 				continue
