@@ -51,6 +51,7 @@ type propertyWorld struct {
 	epochs   map[*lobby]uint64
 	model    map[string]map[string]*modelLobby // ugi -> name -> lobby
 	now      time.Time                         // the model's clock
+	listed   int                               // LIST_ACK checks made
 }
 
 // modelLobby is what a lobby should be, per PROTOCOL.md, computed by the
@@ -449,6 +450,7 @@ func (w *propertyWorld) checkModel(step int, op string) {
 		// Unless a lobby-list batch waits for the budget, LIST_ACK names
 		// exactly the model's lobbies.
 		if g.list.timer == nil {
+			w.listed++
 			listed := g.list.names()
 			var want []string
 			for name := range w.model[ugi] {
@@ -686,7 +688,10 @@ func TestMigrationInvariantsRandomized(t *testing.T) {
 		}
 	}
 	w.h.Close("test over")
-	t.Logf("operations: %v", counts)
+	t.Logf("operations: %v; LIST_ACK checked against the model %d times", counts, w.listed)
+	if w.listed == 0 {
+		t.Error("LIST_ACK never checked")
+	}
 	for _, op := range []string{"connect", "create", "join", "lost", "resume", "expire", "kick", "transfer", "close_lobby", "report"} {
 		if counts[op] == 0 {
 			t.Errorf("operation %s never ran", op)
