@@ -12,7 +12,10 @@ import (
 // token, which are inside their grace window after losing their connection,
 // and when that window ends. Tokens are 256-bit random, single-use, and
 // stored only as hashes. Resumes has no clock and no timers: callers pass
-// now, and ask NextDeadline when to call Expire. Not safe for concurrent use.
+// now, and call Expire when a window may have ended (the signaling hub runs
+// a timer per held session; NextDeadline gives the earliest end instead).
+// Expire reports every session whose window is over, and the caller must
+// treat all of them as gone. Not safe for concurrent use.
 type Resumes struct {
 	random  io.Reader
 	byToken map[[32]byte]string // token hash -> session id

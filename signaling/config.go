@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cl5-relay/cl5-relay/migration"
@@ -15,8 +16,10 @@ import (
 type Config struct {
 	// AllowedOrigins lists the Origin values allowed to connect: "*",
 	// exact origins ("https://turbowarp.org") or host patterns
-	// ("*.turbowarp.org"). Empty allows every origin; an empty or missing
-	// Origin header is refused either way (HTTP 418, as v1.0).
+	// ("*.turbowarp.org": https and http only; "https://*.turbowarp.org":
+	// that scheme only; "*" stands for one or more non-empty labels).
+	// Empty allows every origin; an empty or missing Origin header is
+	// refused either way (HTTP 418, as v1.0).
 	AllowedOrigins []string
 	// MaxFrameBytes is the largest WebSocket message accepted. Default 64 KiB.
 	MaxFrameBytes int
@@ -44,6 +47,15 @@ type Config struct {
 	// frame. Players that never opt in get no grace, so v1.0 clients leave
 	// at once. Default 10 s; negative turns resume off.
 	ResumeGrace time.Duration
+	// LobbyListFrames is each game's budget, in frames per second, for
+	// telling its lobby-less players that lobbies opened or closed
+	// (NEW_LOBBY, LOBBY_CLOSED): one change costs one frame per such
+	// player. Within it they are told at once; beyond it the changes are
+	// coalesced and sent together when the budget allows, so a game where
+	// lobbies are created and closed in a loop cannot slow the others.
+	// Default 5000 (a game of 2,000 lobby-less players hears of 2.5
+	// changes a second at once, more in batches); negative: unlimited.
+	LobbyListFrames float64
 	// Relays picks relay peers for lobbies created with enable_relay.
 	// Default none: such lobbies fall back to relay-capable members.
 	Relays RelayPicker
@@ -67,6 +79,10 @@ type Config struct {
 	Registerer prometheus.Registerer
 	// HTTP holds the timeouts and connection caps of Server.Serve.
 	HTTP HTTPLimits
+	// Clock is the hub's time: grace windows and their timers, message rate
+	// limits, migration timings. Default the real clock; tests pass a
+	// clockwork.FakeClock. Socket deadlines stay on the wall clock.
+	Clock clockwork.Clock
 }
 
 // HTTPLimits are the timeouts and connection caps of an HTTP listener: the
@@ -171,6 +187,9 @@ func (c Config) withDefaults() Config {
 	if c.MessageBurst <= 0 {
 		c.MessageBurst = 100
 	}
+	if c.LobbyListFrames == 0 {
+		c.LobbyListFrames = 5000
+	}
 	if c.SendQueue <= 0 {
 		c.SendQueue = 256
 	}
@@ -197,5 +216,8 @@ func (c Config) withDefaults() Config {
 		c.Registerer = prometheus.NewRegistry()
 	}
 	c.HTTP = c.HTTP.WithDefaults()
+	if c.Clock == nil {
+		c.Clock = clockwork.NewRealClock()
+	}
 	return c
 }

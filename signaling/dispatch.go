@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
+	"math"
 	"time"
 	"unicode/utf8"
 
@@ -20,7 +21,23 @@ const (
 	warnKicked        = "You have been kicked from the lobby."
 	warnFindType      = "type error: FIND_LOBBY payload should be a string"
 	warnResumeFailed  = "resume failed: unknown, used or expired token; send INIT"
+	warnReportRTT     = "NET_REPORT: rtt_ms must be a number of milliseconds, 0 or more"
 )
+
+// maxReportRTT caps NET_REPORT's rtt_ms: beyond a minute every value means
+// "unusable", and a huge one would only distort scores and metrics.
+const maxReportRTT = 60_000
+
+// reportedRTT checks a NET_REPORT rtt_ms: a negative value (which would
+// rank as no report at all, or, clamped to 0, as the best link there is),
+// NaN or an infinity is refused; a value over maxReportRTT counts as
+// maxReportRTT.
+func reportedRTT(ms float64) (float64, bool) {
+	if ms < 0 || math.IsNaN(ms) || math.IsInf(ms, 0) {
+		return 0, false
+	}
+	return min(ms, maxReportRTT), true
+}
 
 // dispatchLocked runs one decoded message. Called with g.mu held.
 func (h *Hub) dispatchLocked(g *game, s *Session, env wire.Envelope) {
@@ -44,11 +61,7 @@ func (h *Hub) dispatchLocked(g *game, s *Session, env wire.Envelope) {
 	}
 	switch env.Opcode {
 	case wire.OpListLobbies:
-		names := make([]string, len(g.order))
-		for i, l := range g.order {
-			names[i] = l.name
-		}
-		p.sendOp(wire.OpListAck, names)
+		p.sendOp(wire.OpListAck, g.list.names())
 	case wire.OpFindLobby:
 		var name string
 		if err := json.Unmarshal(env.Payload, &name); err != nil {
@@ -72,7 +85,12 @@ func (h *Hub) dispatchLocked(g *game, s *Session, env wire.Envelope) {
 			p.warn(err.Error())
 			return
 		}
-		p.report = migration.Report{RTTMillis: r.RTTMillis, Relayed: r.Relayed}
+		rtt, ok := reportedRTT(r.RTTMillis)
+		if !ok {
+			p.warn(warnReportRTT)
+			return
+		}
+		p.report = migration.Report{RTTMillis: rtt, Relayed: r.Relayed}
 		p.reported = true
 	}
 }
@@ -170,14 +188,14 @@ func (h *Hub) createLocked(g *game, s *Session, payload json.RawMessage) {
 	g.lobbies[l.name] = l
 	g.order = append(g.order, l)
 	h.metrics.lobbies.Inc()
-	delete(g.idle, p)
+	g.leaveIdleLocked(p)
 	p.lobby, p.state = l, stateHost
 
 	p.sendOp(wire.OpTransition, "host")
 	p.sendOp(wire.OpCreateAck, "ok")
 	p.sendOp(wire.OpNewHost, l.hostPeer())
 	h.electRelayLocked(g, l, "")
-	broadcastLocked(wire.Encode(wire.OpNewLobby, l.name), g.idleList())
+	h.lobbyListChangedLocked(g)
 }
 
 func (h *Hub) joinLocked(g *game, s *Session, payload json.RawMessage) {
@@ -202,13 +220,13 @@ func (h *Hub) joinLocked(g *game, s *Session, payload json.RawMessage) {
 	case l.full():
 		p.sendOp(wire.OpJoinAck, "full")
 		return
-	case l.password != "" && req.Password != l.password:
+	case l.password != "" && !l.passwordMatches(req.Password):
 		p.sendOp(wire.OpJoinAck, "password")
 		return
 	}
 	others := l.members
 	l.members = append(l.members, p)
-	delete(g.idle, p)
+	g.leaveIdleLocked(p)
 	p.lobby, p.state = l, stateMember
 
 	p.sendOp(wire.OpTransition, "peer")

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/oklog/ulid/v2"
 
 	"github.com/cl5-relay/cl5-relay/migration"
@@ -36,8 +37,7 @@ type Hub struct {
 	cfg     Config
 	log     *slog.Logger
 	metrics *metrics
-
-	now func() time.Time // the clock of grace windows; tests replace it
+	clock   clockwork.Clock
 
 	mu     sync.Mutex // guards games and closed; taken before any game.mu
 	games  map[string]*game
@@ -54,7 +54,8 @@ type game struct {
 	players map[string]*player // by instance id: connected and held
 	idle    map[*player]struct{}
 	lobbies map[string]*lobby
-	order   []*lobby // creation order, for LIST_ACK
+	order   []*lobby // creation order
+	list    lobbyList
 	resumes *migration.Resumes
 }
 
@@ -65,7 +66,7 @@ func NewHub(cfg Config) *Hub {
 		cfg:     cfg,
 		log:     cfg.Logger.With("component", "signaling"),
 		metrics: newMetrics(cfg.Registerer),
-		now:     time.Now,
+		clock:   cfg.Clock,
 		games:   make(map[string]*game),
 	}
 }
@@ -85,6 +86,7 @@ func (h *Hub) gameLocked(ugi string) *game {
 			players: make(map[string]*player),
 			idle:    make(map[*player]struct{}),
 			lobbies: make(map[string]*lobby),
+			list:    newLobbyList(h.cfg.LobbyListFrames),
 			resumes: migration.NewResumes(nil),
 		}
 		h.games[ugi] = g
@@ -138,7 +140,7 @@ func (h *Hub) Resume(ugi, token, cookie string) (*Session, bool, error) {
 	g := h.gameLocked(ugi)
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	now := h.now()
+	now := h.clock.Now()
 	id, ok := g.resumes.Claim(token, now)
 	p := g.players[id]
 	if !ok || p == nil || p.overflowed {
@@ -192,7 +194,7 @@ func (s *Session) Disconnect(reason DisconnectReason) {
 	if !s.detached.CompareAndSwap(false, true) {
 		return
 	}
-	now := s.hub.now()
+	now := s.hub.clock.Now()
 	serverClosed := s.closing.Load()
 	s.shutdown(CloseGoingAway, "connection closed")
 	h, g, p := s.hub, s.game, s.p
@@ -231,25 +233,25 @@ func (h *Hub) holdLocked(g *game, p *player, now time.Time) bool {
 	}
 	p.pending = make([][]byte, 0, max(h.cfg.SendQueue-4, 1))
 	p.overflowed = false
-	p.grace = time.AfterFunc(grace, func() { h.expire(g, p) })
+	p.grace = h.clock.AfterFunc(grace, func() { h.expire(g, p) })
 	h.metrics.held.Inc()
 	return true
 }
 
-// expire ends p's grace if it is over (or its pending queue overflowed).
+// expire runs when p's grace timer fires: p leaves if its pending queue
+// overflowed, and so does every held player of the game whose window is
+// over. Resumes.Expire forgets all of those at once, so all of them are
+// removed here: a later timer of another player would find nothing left
+// to expire and leave it in its lobby for good.
 func (h *Hub) expire(g *game, p *player) {
-	now := h.now()
+	now := h.clock.Now()
 	g.mu.Lock()
-	if p.held() && g.players[p.peer.InstanceID] == p {
-		if p.overflowed {
-			g.resumes.Forget(p.peer.InstanceID)
-		}
-		expired := p.overflowed
-		for _, id := range g.resumes.Expire(now) {
-			expired = expired || id == p.peer.InstanceID
-		}
-		if expired {
-			h.removePlayerLocked(g, p, causeGraceExpired, now)
+	if p.held() && p.overflowed && g.players[p.peer.InstanceID] == p {
+		h.removePlayerLocked(g, p, causeGraceExpired, now)
+	}
+	for _, id := range g.resumes.Expire(now) {
+		if q := g.players[id]; q != nil && q.held() {
+			h.removePlayerLocked(g, q, causeGraceExpired, now)
 		}
 	}
 	empty := len(g.players) == 0
@@ -265,7 +267,7 @@ func (h *Hub) removePlayerLocked(g *game, p *player, cause string, now time.Time
 	g.resumes.Forget(p.peer.InstanceID)
 	h.leaveLobbyLocked(g, p, cause, now)
 	delete(g.players, p.peer.InstanceID)
-	delete(g.idle, p)
+	g.leaveIdleLocked(p)
 }
 
 // stopGraceLocked ends p's grace window, if one runs.
@@ -284,6 +286,7 @@ func (h *Hub) dropGameIfEmpty(g *game) {
 	defer g.mu.Unlock()
 	if len(g.players) == 0 && h.games[g.ugi] == g {
 		delete(h.games, g.ugi)
+		g.stopLobbyListLocked()
 	}
 }
 
@@ -300,6 +303,7 @@ func (h *Hub) Close(reason string) {
 	h.mu.Unlock()
 	for _, g := range games {
 		g.mu.Lock()
+		g.stopLobbyListLocked()
 		for _, p := range g.players {
 			h.stopGraceLocked(p)
 			if p.conn != nil {
@@ -316,7 +320,7 @@ func (s *Session) Handle(frame []byte) {
 		return
 	}
 	h, g := s.hub, s.game
-	if !s.allowMessage(time.Now()) {
+	if !s.allowMessage(h.clock.Now()) {
 		g.mu.Lock()
 		s.violate("rate", "rate limit exceeded")
 		g.mu.Unlock()

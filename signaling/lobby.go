@@ -1,6 +1,8 @@
 package signaling
 
 import (
+	"crypto/sha256"
+	"crypto/subtle"
 	"slices"
 	"time"
 
@@ -52,6 +54,13 @@ func (l *lobby) hostPeer() wire.Peer {
 	return p
 }
 
+// passwordMatches compares in constant time, over hashes so that the
+// length of the password does not show either.
+func (l *lobby) passwordMatches(given string) bool {
+	a, b := sha256.Sum256([]byte(given)), sha256.Sum256([]byte(l.password))
+	return subtle.ConstantTimeCompare(a[:], b[:]) == 1
+}
+
 func (l *lobby) full() bool { return l.maxPlayers >= 0 && len(l.members) >= l.maxPlayers }
 
 func (l *lobby) member(instanceID string) int {
@@ -76,7 +85,7 @@ func (h *Hub) changeHostLocked(l *lobby, nh *player, cause string, start time.Ti
 		nh.sendOp(wire.OpTransition, "host")
 	}
 	broadcastLocked(wire.Encode(wire.OpNewHost, l.hostPeer()), l.members, []*player{nh})
-	h.metrics.migrationSeconds.WithLabelValues(cause).Observe(time.Since(start).Seconds())
+	h.metrics.migrationSeconds.WithLabelValues(cause).Observe(h.clock.Since(start).Seconds())
 }
 
 // setIdleLocked moves a player out of its lobby into the game's idle set.
@@ -86,39 +95,38 @@ func (g *game) setIdleLocked(p *player) {
 	g.idle[p] = struct{}{}
 }
 
-func (g *game) idleList() []*player {
-	out := make([]*player, 0, len(g.idle))
-	for p := range g.idle {
-		out = append(out, p)
-	}
-	return out
+// leaveIdleLocked takes p out of the idle set (it enters a lobby or leaves).
+func (g *game) leaveIdleLocked(p *player) {
+	delete(g.idle, p)
+	delete(g.list.told, p)
 }
 
-// removeLobbyLocked forgets l and tells every idle player it is gone.
-func (h *Hub) removeLobbyLocked(g *game, l *lobby) {
+// closeLobbyLocked ends a lobby: every member, then the host (if still
+// there), gets TRANSITION "" and LOBBY_CLOSED; the other lobby-less players
+// get LOBBY_CLOSED within the game's lobby-list budget (lobbylist.go).
+func (h *Hub) closeLobbyLocked(g *game, l *lobby) {
+	back := wire.Encode(wire.OpTransition, "")
+	gone := wire.Encode(wire.OpLobbyClosed, l.name)
+	leave := func(p *player) {
+		p.send(back)
+		p.send(gone)
+		g.setIdleLocked(p)
+		g.list.told[p] = l.name
+	}
+	for _, m := range l.members {
+		leave(m)
+	}
+	l.members = nil
+	if l.host != nil {
+		leave(l.host)
+		l.host = nil
+	}
 	delete(g.lobbies, l.name)
 	if i := slices.Index(g.order, l); i >= 0 {
 		g.order = slices.Delete(g.order, i, i+1)
 	}
 	h.metrics.lobbies.Dec()
-	broadcastLocked(wire.Encode(wire.OpLobbyClosed, l.name), g.idleList())
-}
-
-// closeLobbyLocked ends a lobby: every member, then the host (if still
-// there), gets TRANSITION "", and idle players get LOBBY_CLOSED.
-func (h *Hub) closeLobbyLocked(g *game, l *lobby) {
-	back := wire.Encode(wire.OpTransition, "")
-	for _, m := range l.members {
-		m.send(back)
-		g.setIdleLocked(m)
-	}
-	l.members = nil
-	if l.host != nil {
-		l.host.send(back)
-		g.setIdleLocked(l.host)
-		l.host = nil
-	}
-	h.removeLobbyLocked(g, l)
+	h.lobbyListChangedLocked(g)
 }
 
 // leaveLobbyLocked takes p out of its lobby for good (its connection is

@@ -3,7 +3,6 @@ package signaling
 import (
 	"encoding/json"
 	"slices"
-	"time"
 
 	"github.com/cl5-relay/cl5-relay/signaling/wire"
 )
@@ -69,7 +68,7 @@ func (h *Hub) manageLocked(g *game, s *Session, payload json.RawMessage) {
 		if target.conn != nil {
 			target.conn.shutdown(CloseNormal, "kicked")
 		}
-		h.removePlayerLocked(g, target, causeKick, time.Now())
+		h.removePlayerLocked(g, target, causeKick, h.clock.Now())
 		ack(ackOK)
 	case "close_lobby":
 		h.closeLobbyLocked(g, l)
@@ -80,7 +79,7 @@ func (h *Hub) manageLocked(g *game, s *Session, payload json.RawMessage) {
 			ack(text)
 			return
 		}
-		start := time.Now()
+		start := h.clock.Now()
 		nh := l.members[i]
 		p.sendOp(wire.OpTransition, "peer")
 		l.members = append(slices.Delete(l.members, i, i+1), p)

@@ -19,6 +19,9 @@ type metrics struct {
 	held             prometheus.Gauge
 	resumes          *prometheus.CounterVec
 	relayChanges     prometheus.Counter
+
+	lobbyListFrames   prometheus.Counter
+	lobbyListDeferred prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -63,9 +66,18 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		relayChanges: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "cl5_migration_relay_changes_total", Help: "Lobby relays assigned or re-elected.",
 		}),
+		lobbyListFrames: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cl5_signaling_lobby_list_frames_total",
+			Help: "NEW_LOBBY and LOBBY_CLOSED frames sent to lobby-less players in batches (not those to a closing lobby's own players).",
+		}),
+		lobbyListDeferred: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cl5_signaling_lobby_list_deferred_total",
+			Help: "Lobby-list changes held back because their game had spent its lobby-list budget.",
+		}),
 	}
 	reg.MustRegister(m.sessions, m.lobbies, m.messages, m.violations, m.drops, m.upgradesRejected,
-		m.hostChanges, m.migrationSeconds, m.detection, m.held, m.resumes, m.relayChanges)
+		m.hostChanges, m.migrationSeconds, m.detection, m.held, m.resumes, m.relayChanges,
+		m.lobbyListFrames, m.lobbyListDeferred)
 	return m
 }
 

@@ -68,23 +68,3 @@ func (h *Hub) electRelayLocked(g *game, l *lobby, exclude string) {
 		}
 	}
 }
-
-// RelayLost re-elects the relay of every lobby whose relay was id (a relay
-// peer that died or whose node drains).
-func (h *Hub) RelayLost(id string) {
-	h.mu.Lock()
-	games := make([]*game, 0, len(h.games))
-	for _, g := range h.games {
-		games = append(games, g)
-	}
-	h.mu.Unlock()
-	for _, g := range games {
-		g.mu.Lock()
-		for _, l := range g.order {
-			if l.relayID == id {
-				h.electRelayLocked(g, l, id)
-			}
-		}
-		g.mu.Unlock()
-	}
-}

@@ -80,7 +80,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case !websocket.IsWebSocketUpgrade(r):
 		status, text = http.StatusUpgradeRequired, "cl5-relay: this endpoint speaks WebSocket only"
-	case !s.upgrades.allow(clientIP(r), time.Now()):
+	case !s.upgrades.allow(clientIP(r), s.hub.clock.Now()):
 		status, text = http.StatusTooManyRequests, "too many connections from your address, try again later"
 	case ugi == "":
 		status, text = http.StatusBadRequest, "missing ugi query parameter"

@@ -5,6 +5,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"golang.org/x/time/rate"
 
 	"github.com/cl5-relay/cl5-relay/migration"
@@ -41,9 +42,9 @@ type player struct {
 	resume     bool // opted in to resume at INIT
 	report     migration.Report
 	reported   bool
-	grace      *time.Timer // running while held
-	overflowed bool        // pending filled up while held
-	iceKey     string      // GET /ice's secret, set at INIT when there is an ICE provider
+	grace      clockwork.Timer // running while held
+	overflowed bool            // pending filled up while held
+	iceKey     string          // GET /ice's secret, set at INIT when there is an ICE provider
 }
 
 // held reports whether p has lost its connection and waits for a resume.
@@ -81,9 +82,9 @@ func (p *player) score() float64 {
 }
 
 // Session is one client connection, as the hub sees it. A transport feeds
-// it frames with Handle, writes what Outgoing yields, and calls Leave or
-// Detach when the connection is gone. Handle must be called from one
-// goroutine at a time.
+// it frames with Handle, writes what Outgoing yields, and calls Disconnect
+// when the connection is gone. Handle must be called from one goroutine at
+// a time.
 type Session struct {
 	hub  *Hub
 	game *game
@@ -103,7 +104,7 @@ type Session struct {
 }
 
 func (h *Hub) newSession(g *game, p *player, cookie string) *Session {
-	now := time.Now()
+	now := h.clock.Now()
 	s := &Session{
 		hub:     h,
 		game:    g,
@@ -122,7 +123,7 @@ func (s *Session) Outgoing() <-chan []byte { return s.out }
 
 // Done is closed when the hub wants the connection closed. The transport
 // then writes what is still queued, sends a close frame with CloseReason,
-// and calls Detach.
+// and calls Disconnect.
 func (s *Session) Done() <-chan struct{} { return s.done }
 
 // CloseReason is the close code and reason to send once Done is closed.
