@@ -51,8 +51,10 @@ func (s *namedServer) serve() error {
 func listenError(key, addr string, err error) error {
 	var op *net.OpError
 	if !errors.As(err, &op) {
-		if strings.Contains(err.Error(), "advertise") {
-			return fmt.Errorf("%s %s: %v (set turn.public_ip, --public-ip)", setting(key), addr, err)
+		if strings.Contains(err.Error(), "no IPv4 address to advertise") {
+			// A host with no IPv4 address but loopback: relaynode cannot
+			// guess what players should be told.
+			return fmt.Errorf("%s %s: this host has no IPv4 address to advertise to players: set %s", setting(key), addr, setting("turn.public_ip"))
 		}
 		return fmt.Errorf("%s %s: %w", setting(key), addr, err)
 	}

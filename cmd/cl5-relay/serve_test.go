@@ -83,7 +83,7 @@ func startCommand(t *testing.T, bin, sub, started string, args ...string) *runni
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	rs := &runningServer{cmd: cmd, addrs: map[string]string{}, logs: make(chan map[string]any, 256), done: make(chan struct{})}
+	rs := &runningServer{cmd: cmd, addrs: map[string]string{}, logs: make(chan map[string]any, 1024), done: make(chan struct{})}
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
@@ -97,8 +97,8 @@ func startCommand(t *testing.T, bin, sub, started string, args ...string) *runni
 			}
 		}
 		close(rs.logs)
-	}()
-	go func() {
+		// Wait closes the pipe: only after every line was read, or the
+		// last ones ("stopped") could be lost.
 		rs.err = cmd.Wait()
 		close(rs.done)
 	}()
@@ -122,7 +122,11 @@ func (rs *runningServer) waitLog(t *testing.T, msg string, each func(map[string]
 		select {
 		case m, ok := <-rs.logs:
 			if !ok {
-				t.Fatalf("server exited before logging %q; logs: %v", msg, rs.seen)
+				select {
+				case <-rs.done:
+				case <-time.After(5 * time.Second):
+				}
+				t.Fatalf("server exited (%v) before logging %q; logs: %v", rs.err, msg, rs.seen)
 			}
 			rs.seen = append(rs.seen, m)
 			if each != nil {
