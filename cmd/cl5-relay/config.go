@@ -470,7 +470,41 @@ func resolveConfig(c *cli.Context) (Config, error) {
 	set("turn-secret-file", func() { cfg.TURN.SecretFile = c.String("turn-secret-file") })
 	set("drain-timeout", func() { cfg.TURN.DrainTimeout = c.Duration("drain-timeout") })
 	set("allow-loopback-peers", func() { cfg.TURN.AllowLoopbackPeers = c.Bool("allow-loopback-peers") })
-	return cfg, cfg.validate(c.Command.Name)
+	return cfg, errors.Join(cfg.validate(c.Command.Name), cfg.checkFiles(c.Command.Name))
+}
+
+// checkFiles reports, all at once, every file the command will read that
+// cannot be opened (the pieces read them again when they are built).
+func (c Config) checkFiles(command string) error {
+	var p problems
+	readable := func(key, path string) {
+		if path == "" {
+			return
+		}
+		f, err := os.Open(path)
+		if err != nil {
+			p.add(key, "%v", err)
+			return
+		}
+		f.Close()
+	}
+	relay := command == "node" || c.TURN.Listen != ""
+	if command == "serve" && c.Auth == "jwt" {
+		readable("jwt_secret_file", c.JWTSecretFile)
+	}
+	readable("turn.secret_file", c.TURN.SecretFile)
+	if relay {
+		readable("turn.static_users_file", c.TURN.StaticUsersFile)
+		readable("turn.tls_cert_file", c.TURN.TLSCertFile)
+		readable("turn.tls_key_file", c.TURN.TLSKeyFile)
+	}
+	if command == "node" { // the core creates a missing one
+		readable("fleet.cluster_key_file", c.Fleet.ClusterKeyFile)
+	}
+	readable("fleet.cert_file", c.Fleet.CertFile)
+	readable("fleet.key_file", c.Fleet.KeyFile)
+	readable("fleet.ca_file", c.Fleet.CAFile)
+	return p.err()
 }
 
 // splitList accepts both repeated flags and comma-separated values.

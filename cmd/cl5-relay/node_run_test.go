@@ -17,7 +17,7 @@ func TestNodeArgumentErrors(t *testing.T) {
 		{[]string{"--turn-listen", ""}, "turn.listen (--turn-listen): must not be empty"},
 		{[]string{"--turn-listen", "127.0.0.1:0", "--core", "nohost"}, `fleet.core (--core): "nohost" is not host:port`},
 		{[]string{"--turn-listen", "127.0.0.1:0", "--core", "127.0.0.1:7000"}, "fleet.cluster_key_file (--cluster-key-file): the fleet needs"},
-		{[]string{"--turn-listen", "127.0.0.1:0", "--cluster-key-file", filepath.Join(t.TempDir(), "missing")}, "fleet: cluster key: open"},
+		{[]string{"--turn-listen", "127.0.0.1:0", "--cluster-key-file", filepath.Join(t.TempDir(), "missing")}, "fleet.cluster_key_file (--cluster-key-file): open"},
 		{[]string{"--turn-listen", "127.0.0.1:0", "--turn-secret-file", writeFile(t, "empty", "# none\n")}, "no secret in the file"},
 		{[]string{"--turn-listen", "127.0.0.1:0", "--cluster-key-file", key, "--public-ip", "0.0.0.0"}, "turn.public_ip (--public-ip)"},
 		{[]string{"--turn-listen", "127.0.0.1:0", "--cluster-key-file", key, "--metrics-listen", takeTCP(t)}, "metrics_listen (--metrics-listen)"},
