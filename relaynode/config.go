@@ -33,6 +33,10 @@ const (
 	maxUDPSockets                = 256
 )
 
+// DefaultDrainTimeout is how long a stopping node's owner should let Drain
+// wait for live allocations to end (cmd/cl5-relay's turn.drain_timeout).
+const DefaultDrainTimeout = 30 * time.Second
+
 // Config configures a Node. It is a plain struct: every zero value means
 // the default documented on its field.
 type Config struct {

@@ -11,8 +11,26 @@ import (
 	"github.com/cl5-relay/cl5-relay/signaling/wire"
 )
 
+// Defaults of Config: what a zero field means. cmd/cl5-relay reads them
+// rather than repeating them.
+const (
+	DefaultMaxFrameBytes     = wire.DefaultMaxFrame
+	DefaultUpgradesPerMinute = 60
+	DefaultUpgradeBurst      = 30
+	DefaultMessagesPerSecond = 50
+	DefaultMessageBurst      = 100
+	DefaultSendQueue         = 256
+	DefaultWriteTimeout      = 10 * time.Second
+	DefaultPeerTimeout       = 5 * time.Second
+	// MinPeerTimeout is the shortest PeerTimeout used; shorter ones are
+	// raised to it.
+	MinPeerTimeout     = time.Second
+	DefaultResumeGrace = 10 * time.Second
+)
+
 // Config configures the hub and its WebSocket transport. Zero values mean
-// the defaults documented on each field.
+// the defaults documented on each field (the Default* constants); a
+// negative rate or ResumeGrace turns that feature off.
 type Config struct {
 	// AllowedOrigins lists the Origin values allowed to connect: "*",
 	// exact origins ("https://turbowarp.org") or host patterns
@@ -167,13 +185,13 @@ func (l HTTPLimits) WithDefaults() HTTPLimits {
 
 func (c Config) withDefaults() Config {
 	if c.MaxFrameBytes <= 0 {
-		c.MaxFrameBytes = wire.DefaultMaxFrame
+		c.MaxFrameBytes = DefaultMaxFrameBytes
 	}
 	if c.UpgradesPerMinute == 0 {
-		c.UpgradesPerMinute = 60
+		c.UpgradesPerMinute = DefaultUpgradesPerMinute
 	}
 	if c.UpgradeBurst <= 0 {
-		c.UpgradeBurst = 30
+		c.UpgradeBurst = DefaultUpgradeBurst
 	}
 	if c.ICERequestsPerMinute == 0 {
 		c.ICERequestsPerMinute = 30
@@ -182,26 +200,26 @@ func (c Config) withDefaults() Config {
 		c.ICEBurst = 10
 	}
 	if c.MessagesPerSecond == 0 {
-		c.MessagesPerSecond = 50
+		c.MessagesPerSecond = DefaultMessagesPerSecond
 	}
 	if c.MessageBurst <= 0 {
-		c.MessageBurst = 100
+		c.MessageBurst = DefaultMessageBurst
 	}
 	if c.LobbyListFrames == 0 {
 		c.LobbyListFrames = 5000
 	}
 	if c.SendQueue <= 0 {
-		c.SendQueue = 256
+		c.SendQueue = DefaultSendQueue
 	}
 	if c.WriteTimeout <= 0 {
-		c.WriteTimeout = 10 * time.Second
+		c.WriteTimeout = DefaultWriteTimeout
 	}
 	if c.PeerTimeout <= 0 {
-		c.PeerTimeout = 5 * time.Second
+		c.PeerTimeout = DefaultPeerTimeout
 	}
-	c.PeerTimeout = max(c.PeerTimeout, time.Second)
+	c.PeerTimeout = max(c.PeerTimeout, MinPeerTimeout)
 	if c.ResumeGrace == 0 {
-		c.ResumeGrace = 10 * time.Second
+		c.ResumeGrace = DefaultResumeGrace
 	}
 	if c.Auth == nil {
 		c.Auth = OpenAuth{}

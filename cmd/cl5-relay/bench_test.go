@@ -308,3 +308,28 @@ func TestBenchMeaninglessRunsFail(t *testing.T) {
 		})
 	}
 }
+
+func TestBenchArgumentErrors(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"bench", "--compare", "a.json"}, "want exactly one more file"},
+		{[]string{"bench", "--compare", "/nonexistent/a.json", "/nonexistent/b.json"}, "no such file"},
+		{[]string{"bench", "turn"}, `Required flag "server" not set`},
+		{[]string{"bench", "signaling"}, `Required flag "url" not set`},
+		{[]string{"bench", "turn", "--server", "127.0.0.1:9", "--secret", "s-0123456789abcdef", "--user", "u"}, "not both"},
+		{[]string{"bench", "turn", "--server", "127.0.0.1:9", "--secret", "x", "--secret-file", "/nonexistent/f"}, "give --secret or --secret-file, not both"},
+		{[]string{"bench", "turn", "--server", "127.0.0.1:9", "--secret-file", writeFile(t, "empty", "\n")}, "is empty"},
+	} {
+		_, _, err := runBenchCLI(t, tc.args...)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: err = %v, want it to mention %q", tc.args, err, tc.want)
+		}
+	}
+	// `bench` alone explains itself.
+	out, _, err := runBenchCLI(t, "bench")
+	if err != nil || !strings.Contains(out, "compare") || !strings.Contains(out, "turn") {
+		t.Fatalf("bench alone: %v\n%s", err, out)
+	}
+}

@@ -1,26 +1,35 @@
 package main
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
+	"log/slog"
+	"net"
 	"net/netip"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/urfave/cli/v2"
-	"gopkg.in/yaml.v3"
 
 	"github.com/cl5-relay/cl5-relay/migration"
 	"github.com/cl5-relay/cl5-relay/relaynode"
+	"github.com/cl5-relay/cl5-relay/relaynode/fleet"
+	"github.com/cl5-relay/cl5-relay/relaynode/turncred"
+	"github.com/cl5-relay/cl5-relay/signaling"
 )
 
 // Config is everything `cl5-relay serve` and `cl5-relay node` can be told.
-// Precedence: flag, then env (CL5_<NAME>), then the YAML file (--config),
-// then these defaults. `node` uses the log, metrics, region, turn and fleet
-// settings and ignores the signaling ones.
+// Precedence: flag, then env (CL5_<FLAG>), then the YAML file (--config),
+// then the defaults, which come from the packages (defaultConfig). `node`
+// uses the log, metrics, region, turn and fleet settings and ignores the
+// signaling ones.
+//
+// Every field holds its effective value. Where a package reads 0 as "its
+// default", the config refuses 0 rather than guess: a negative value turns
+// such a limit off (see Validate).
 type Config struct {
 	Listen         string   `yaml:"listen"`
 	MetricsListen  string   `yaml:"metrics_listen"`
@@ -65,14 +74,17 @@ type TURNConfig struct {
 	DenyPeers       []string `yaml:"deny_peers"`
 	// AllowLoopbackPeers relays to every address, loopback and private
 	// ranges included: tests on one machine only.
-	AllowLoopbackPeers    bool          `yaml:"allow_loopback_peers"`
-	MaxAllocationsPerUser int           `yaml:"max_allocations_per_user"`
+	AllowLoopbackPeers bool `yaml:"allow_loopback_peers"`
+	// MaxAllocationsPerUser: negative is no limit.
+	MaxAllocationsPerUser int `yaml:"max_allocations_per_user"`
+	// MaxAllocations, AllocationBandwidth, NodeBandwidth and
+	// MaxAllocationLifetime: 0 is no limit.
 	MaxAllocations        int           `yaml:"max_allocations"`
 	AllocationBandwidth   int64         `yaml:"allocation_bandwidth"`
 	NodeBandwidth         int64         `yaml:"node_bandwidth"`
 	MaxAllocationLifetime time.Duration `yaml:"max_allocation_lifetime"`
 	// DrainTimeout bounds how long a stopping node waits for live
-	// allocations to end.
+	// allocations to end; 0 does not wait.
 	DrainTimeout time.Duration `yaml:"drain_timeout"`
 	// UDPSocketBuffer and RelaySocketBuffer size the kernel buffers of the
 	// TURN listener sockets and of each relay socket, in bytes.
@@ -111,7 +123,8 @@ type ICEConfig struct {
 
 // LimitsConfig bounds what one client can cost the server.
 type LimitsConfig struct {
-	MaxFrameBytes     int           `yaml:"max_frame_bytes"`
+	MaxFrameBytes int `yaml:"max_frame_bytes"`
+	// UpgradesPerMinute and MessagesPerSecond: negative is no limit.
 	UpgradesPerMinute int           `yaml:"upgrades_per_minute"`
 	UpgradeBurst      int           `yaml:"upgrade_burst"`
 	MessagesPerSecond float64       `yaml:"messages_per_second"`
@@ -123,115 +136,243 @@ type LimitsConfig struct {
 
 // MigrationConfig sets how lobbies pick a new host.
 type MigrationConfig struct {
-	Policy      string        `yaml:"policy"`
+	Policy string `yaml:"policy"`
+	// ResumeGrace: negative turns resume off.
 	ResumeGrace time.Duration `yaml:"resume_grace"`
 }
+
+// Defaults that belong to the binary itself; the others come from the
+// packages.
+const (
+	defaultListen        = ":3000"
+	defaultMetricsListen = "127.0.0.1:9090"
+	defaultAuth          = "open"
+	defaultLogLevel      = "info"
+	defaultLogFormat     = "text"
+)
 
 // defaultConfig is the embedded default: a working server on a fresh machine.
 func defaultConfig() Config {
 	return Config{
-		Listen:        ":3000",
-		MetricsListen: "127.0.0.1:9090",
-		Auth:          "open",
-		LogLevel:      "info",
-		LogFormat:     "text",
+		Listen:        defaultListen,
+		MetricsListen: defaultMetricsListen,
+		Auth:          defaultAuth,
+		LogLevel:      defaultLogLevel,
+		LogFormat:     defaultLogFormat,
 		Limits: LimitsConfig{
-			MaxFrameBytes:     64 << 10,
-			UpgradesPerMinute: 60,
-			UpgradeBurst:      30,
-			MessagesPerSecond: 50,
-			MessageBurst:      100,
-			SendQueue:         256,
-			WriteTimeout:      10 * time.Second,
-			PeerTimeout:       5 * time.Second,
+			MaxFrameBytes:     signaling.DefaultMaxFrameBytes,
+			UpgradesPerMinute: signaling.DefaultUpgradesPerMinute,
+			UpgradeBurst:      signaling.DefaultUpgradeBurst,
+			MessagesPerSecond: signaling.DefaultMessagesPerSecond,
+			MessageBurst:      signaling.DefaultMessageBurst,
+			SendQueue:         signaling.DefaultSendQueue,
+			WriteTimeout:      signaling.DefaultWriteTimeout,
+			PeerTimeout:       signaling.DefaultPeerTimeout,
 		},
-		Migration: MigrationConfig{Policy: string(migration.DefaultPolicy), ResumeGrace: 10 * time.Second},
+		Migration: MigrationConfig{Policy: string(migration.DefaultPolicy), ResumeGrace: signaling.DefaultResumeGrace},
 		TURN: TURNConfig{
-			Listen:            relaynode.DefaultUDPListen,
-			Realm:             relaynode.DefaultRealm,
-			DrainTimeout:      30 * time.Second,
-			UDPSocketBuffer:   relaynode.DefaultUDPSocketBuffer,
-			RelaySocketBuffer: relaynode.DefaultRelaySocketBuffer,
+			Listen:                relaynode.DefaultUDPListen,
+			Realm:                 relaynode.DefaultRealm,
+			MaxAllocationsPerUser: relaynode.DefaultMaxAllocationsPerUser,
+			DrainTimeout:          relaynode.DefaultDrainTimeout,
+			UDPSocketBuffer:       relaynode.DefaultUDPSocketBuffer,
+			RelaySocketBuffer:     relaynode.DefaultRelaySocketBuffer,
 		},
-		Fleet: FleetConfig{DeadAfter: 3 * time.Second},
-		ICE:   ICEConfig{TTL: 6 * time.Hour, NodesPerPlayer: 2},
+		Fleet: FleetConfig{DeadAfter: fleet.DefaultDeadAfter},
+		ICE:   ICEConfig{TTL: fleet.DefaultICETTL, NodesPerPlayer: fleet.DefaultICECount},
 	}
 }
 
-// decodeConfigFile overlays a YAML document on cfg. Unknown keys are errors.
-func decodeConfigFile(r io.Reader, cfg *Config) error {
-	dec := yaml.NewDecoder(r)
-	dec.KnownFields(true)
-	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
-		return err
-	}
-	return nil
+// keyFlags names the flag of each config key that has one, for messages.
+var keyFlags = map[string]string{
+	"listen": "listen", "metrics_listen": "metrics-listen", "allowed_origins": "allowed-origins",
+	"auth": "auth", "jwt_secret_file": "jwt-secret-file", "log_level": "log-level", "log_format": "log-format",
+	"region": "region", "migration.policy": "migration-policy", "migration.resume_grace": "resume-grace",
+	"limits.peer_timeout": "peer-timeout", "limits.max_frame_bytes": "max-frame-bytes",
+	"fleet.listen": "fleet-listen", "fleet.core": "core", "fleet.node_id": "node-id",
+	"fleet.cluster_key_file": "cluster-key-file", "turn.listen": "turn-listen", "turn.relay_ports": "relay-ports",
+	"turn.public_ip": "public-ip", "turn.realm": "realm", "turn.secret_file": "turn-secret-file",
+	"turn.drain_timeout": "drain-timeout", "turn.allow_loopback_peers": "allow-loopback-peers",
 }
 
-func loadConfigFile(path string, cfg *Config) error {
-	b, err := os.ReadFile(path)
+// setting names a config key as the user may have written it: the YAML
+// key, and its flag if it has one.
+func setting(key string) string {
+	if f, ok := keyFlags[key]; ok {
+		return key + " (--" + f + ")"
+	}
+	return key
+}
+
+// problems collects every problem of a config, each naming its setting.
+type problems []error
+
+func (p *problems) add(key, format string, args ...any) {
+	*p = append(*p, fmt.Errorf("%s: %s", setting(key), fmt.Sprintf(format, args...)))
+}
+
+// addr checks a host:port; "" is allowed unless required.
+func (p *problems) addr(key, addr string, required bool) {
+	if addr == "" {
+		if required {
+			p.add(key, "must not be empty")
+		}
+		return
+	}
+	_, port, err := net.SplitHostPort(addr)
 	if err != nil {
-		return fmt.Errorf("config: %w", err)
+		p.add(key, "%q is not host:port (for example :3000 or 127.0.0.1:3000)", addr)
+		return
 	}
-	if err := decodeConfigFile(bytes.NewReader(b), cfg); err != nil {
-		return fmt.Errorf("config %s: %w", path, err)
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		p.add(key, "%q: port %q is not a number from 0 to 65535", addr, port)
 	}
-	return nil
 }
 
-// Validate reports every problem at once.
-func (c Config) Validate() error {
-	var errs []error
-	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
-	if c.Listen == "" {
-		bad("listen: must not be empty")
+// notZero refuses a 0 that the package would read as its default.
+func (p *problems) notZero(key string, zero bool, off string) {
+	if zero {
+		p.add(key, "0 is not a value here: give one, or %s", off)
 	}
+}
+
+func (p problems) err() error { return errors.Join(p...) }
+
+// Validate reports every problem of the settings both commands share.
+func (c Config) Validate() error { return c.validate("") }
+
+// validate reports every problem at once; command ("serve", "node" or "")
+// adds that command's own requirements.
+func (c Config) validate(command string) error {
+	var p problems
+	switch command {
+	case "serve":
+		p.addr("listen", c.Listen, true)
+	case "node":
+		p.addr("turn.listen", c.TURN.Listen, true)
+	default:
+		p.addr("listen", c.Listen, false)
+	}
+	p.addr("metrics_listen", c.MetricsListen, false)
 	switch c.Auth {
 	case "open":
 	case "jwt":
 		if c.JWTSecretFile == "" {
-			bad("auth jwt needs jwt_secret_file (--jwt-secret-file)")
+			p.add("jwt_secret_file", "auth jwt needs the secret's file")
 		}
 	default:
-		bad("auth: %q is not open or jwt", c.Auth)
+		p.add("auth", "%q is not open or jwt", c.Auth)
 	}
 	if _, err := parseLevel(c.LogLevel); err != nil {
-		bad("log_level: %v", err)
+		p.add("log_level", "%v", err)
 	}
 	if c.LogFormat != "text" && c.LogFormat != "json" {
-		bad("log_format: %q is not text or json", c.LogFormat)
+		p.add("log_format", "%q is not text or json", c.LogFormat)
 	}
 	if _, err := migration.ParsePolicy(c.Migration.Policy); err != nil {
-		bad("migration.policy: %v", err)
+		p.add("migration.policy", "%v", err)
 	}
-	if c.Migration.ResumeGrace < 0 || c.Migration.ResumeGrace > 10*time.Minute {
-		bad("migration.resume_grace: %v is not between 0 and 10m", c.Migration.ResumeGrace)
+	p.notZero("migration.resume_grace", c.Migration.ResumeGrace == 0, "-1s to turn resume off")
+	if c.Migration.ResumeGrace > 10*time.Minute {
+		p.add("migration.resume_grace", "%v is over 10m", c.Migration.ResumeGrace)
 	}
 	l := c.Limits
 	if l.MaxFrameBytes < 1024 {
-		bad("limits.max_frame_bytes: %d is below 1024", l.MaxFrameBytes)
+		p.add("limits.max_frame_bytes", "%d is below 1024", l.MaxFrameBytes)
 	}
 	if l.SendQueue < 16 {
-		bad("limits.send_queue: %d is below 16", l.SendQueue)
+		p.add("limits.send_queue", "%d is below 16", l.SendQueue)
 	}
-	if l.PeerTimeout < time.Second {
-		bad("limits.peer_timeout: %v is below 1s", l.PeerTimeout)
+	if l.PeerTimeout < signaling.MinPeerTimeout {
+		p.add("limits.peer_timeout", "%v is below %v", l.PeerTimeout, signaling.MinPeerTimeout)
 	}
 	if l.WriteTimeout < 100*time.Millisecond {
-		bad("limits.write_timeout: %v is below 100ms", l.WriteTimeout)
+		p.add("limits.write_timeout", "%v is below 100ms", l.WriteTimeout)
 	}
-	if l.MessageBurst < 1 || l.UpgradeBurst < 1 {
-		bad("limits: bursts must be at least 1")
+	p.notZero("limits.upgrades_per_minute", l.UpgradesPerMinute == 0, "-1 for no limit")
+	p.notZero("limits.messages_per_second", l.MessagesPerSecond == 0, "-1 for no limit")
+	if l.UpgradeBurst < 1 {
+		p.add("limits.upgrade_burst", "%d is below 1", l.UpgradeBurst)
 	}
-	errs = append(errs, c.TURN.validate()...)
-	errs = append(errs, c.Fleet.validate()...)
+	if l.MessageBurst < 1 {
+		p.add("limits.message_burst", "%d is below 1", l.MessageBurst)
+	}
+	c.TURN.validate(&p)
+	c.Fleet.validate(&p)
 	if c.ICE.TTL < time.Minute || c.ICE.TTL > 7*24*time.Hour {
-		bad("ice.ttl: %v is not between 1m and 168h", c.ICE.TTL)
+		p.add("ice.ttl", "%v is not between 1m and 168h", c.ICE.TTL)
 	}
 	if c.ICE.NodesPerPlayer < 1 || c.ICE.NodesPerPlayer > 8 {
-		bad("ice.nodes_per_player: %d is not between 1 and 8", c.ICE.NodesPerPlayer)
+		p.add("ice.nodes_per_player", "%d is not between 1 and 8", c.ICE.NodesPerPlayer)
 	}
-	return errors.Join(errs...)
+	return p.err()
+}
+
+func (t TURNConfig) validate(p *problems) {
+	p.addr("turn.listen", t.Listen, false)
+	p.addr("turn.tls_listen", t.TLSListen, false)
+	if _, _, err := relaynode.ParsePortRange(t.RelayPorts); err != nil {
+		p.add("turn.relay_ports", "%v", err)
+	}
+	if t.PublicIP != "" {
+		if ip, err := netip.ParseAddr(t.PublicIP); err != nil || !ip.Is4() || ip.IsUnspecified() {
+			p.add("turn.public_ip", "%q is not an IPv4 address", t.PublicIP)
+		}
+	}
+	if _, err := relaynode.ParsePrefixes(t.AllowPeers); err != nil {
+		p.add("turn.allow_peers", "%v", err)
+	}
+	if _, err := relaynode.ParsePrefixes(t.DenyPeers); err != nil {
+		p.add("turn.deny_peers", "%v", err)
+	}
+	if (t.TLSListen != "") != (t.TLSCertFile != "" && t.TLSKeyFile != "") {
+		p.add("turn.tls_listen", "tls_listen, tls_cert_file and tls_key_file go together")
+	}
+	p.notZero("turn.max_allocations_per_user", t.MaxAllocationsPerUser == 0, "-1 for no limit")
+	for _, f := range []struct {
+		key string
+		neg bool
+	}{
+		{"turn.max_allocations", t.MaxAllocations < 0}, {"turn.allocation_bandwidth", t.AllocationBandwidth < 0},
+		{"turn.node_bandwidth", t.NodeBandwidth < 0}, {"turn.max_allocation_lifetime", t.MaxAllocationLifetime < 0},
+		{"turn.drain_timeout", t.DrainTimeout < 0},
+	} {
+		if f.neg {
+			p.add(f.key, "must not be negative (0: no limit)")
+		}
+	}
+	for _, b := range []struct {
+		key string
+		v   int
+	}{{"turn.udp_socket_buffer", t.UDPSocketBuffer}, {"turn.relay_socket_buffer", t.RelaySocketBuffer}} {
+		if b.v < 1 || b.v > 1<<30 {
+			p.add(b.key, "%d is not a size from 1 byte to 1 GiB", b.v)
+		}
+	}
+}
+
+func (f FleetConfig) validate(p *problems) {
+	p.addr("fleet.listen", f.Listen, false)
+	if f.Core != "" {
+		if _, port, err := net.SplitHostPort(f.Core); err != nil || port == "0" || port == "" {
+			p.add("fleet.core", "%q is not host:port of the core's fleet listener", f.Core)
+		}
+	}
+	if f.Listen != "" && f.Core != "" {
+		p.add("fleet.core", "fleet.listen (a core) and fleet.core (a node) are exclusive")
+	}
+	certs := f.CertFile != "" || f.KeyFile != "" || f.CAFile != ""
+	switch {
+	case certs && (f.CertFile == "" || f.KeyFile == "" || f.CAFile == ""):
+		p.add("fleet.cert_file", "cert_file, key_file and ca_file go together")
+	case certs && f.ClusterKeyFile != "":
+		p.add("fleet.cluster_key_file", "cluster_key_file and cert_file/key_file/ca_file are exclusive")
+	case (f.Listen != "" || f.Core != "") && !certs && f.ClusterKeyFile == "":
+		p.add("fleet.cluster_key_file", "the fleet needs a cluster key file, or fleet.cert_file, key_file and ca_file")
+	}
+	if f.DeadAfter < time.Second || f.DeadAfter > time.Minute {
+		p.add("fleet.dead_after", "%v is not between 1s and 1m", f.DeadAfter)
+	}
 }
 
 // envVars names the env var of a flag: CL5_<NAME>.
@@ -273,12 +414,12 @@ func serveFlags() []cli.Flag {
 		&cli.StringFlag{Name: "auth", Usage: "INIT authentication: open or jwt", Value: d.Auth, EnvVars: envVars("auth")},
 		&cli.StringFlag{Name: "jwt-secret-file", Usage: "file holding the HS256/HS512 secret for --auth jwt", EnvVars: envVars("jwt-secret-file")},
 		&cli.StringFlag{Name: "migration-policy", Usage: "default host election: oldest, best or none", Value: d.Migration.Policy, EnvVars: envVars("migration-policy")},
-		&cli.DurationFlag{Name: "resume-grace", Usage: "how long a client that opted in to resume is held after its connection drops (0: off)", Value: d.Migration.ResumeGrace, EnvVars: envVars("resume-grace")},
+		&cli.DurationFlag{Name: "resume-grace", Usage: "how long a client that opted in to resume is held after its connection drops (-1s: off)", Value: d.Migration.ResumeGrace, EnvVars: envVars("resume-grace")},
 		&cli.DurationFlag{Name: "peer-timeout", Usage: "declare a silent connection dead after this (min 1s)", Value: d.Limits.PeerTimeout, EnvVars: envVars("peer-timeout")},
 		&cli.IntFlag{Name: "max-frame-bytes", Usage: "largest WebSocket message accepted", Value: d.Limits.MaxFrameBytes, EnvVars: envVars("max-frame-bytes")},
 		&cli.StringFlag{Name: "fleet-listen", Usage: "UDP address where relay nodes register over QUIC (empty: off)", EnvVars: envVars("fleet-listen")},
 	)
-	return append(flags, turnFlags(d, "TURN/STUN address (UDP and TCP) of the in-process relay node (empty: off)")...)
+	return append(flags, turnFlags(d, `TURN/STUN address (UDP and TCP) of the in-process relay node ("": no relay node)`)...)
 }
 
 // nodeFlags are node's flags.
@@ -291,7 +432,8 @@ func nodeFlags() []cli.Flag {
 	return append(flags, turnFlags(d, "TURN/STUN address (UDP and TCP)")...)
 }
 
-// resolveConfig applies default < file < env < flag.
+// resolveConfig applies default < file < env < flag, then validates for
+// the command being run.
 func resolveConfig(c *cli.Context) (Config, error) {
 	cfg := defaultConfig()
 	if path := c.String("config"); path != "" {
@@ -328,7 +470,41 @@ func resolveConfig(c *cli.Context) (Config, error) {
 	set("turn-secret-file", func() { cfg.TURN.SecretFile = c.String("turn-secret-file") })
 	set("drain-timeout", func() { cfg.TURN.DrainTimeout = c.Duration("drain-timeout") })
 	set("allow-loopback-peers", func() { cfg.TURN.AllowLoopbackPeers = c.Bool("allow-loopback-peers") })
-	return cfg, cfg.Validate()
+	return cfg, errors.Join(cfg.validate(c.Command.Name), cfg.checkFiles(c.Command.Name))
+}
+
+// checkFiles reports, all at once, every file the command will read that
+// cannot be opened (the pieces read them again when they are built).
+func (c Config) checkFiles(command string) error {
+	var p problems
+	readable := func(key, path string) {
+		if path == "" {
+			return
+		}
+		f, err := os.Open(path)
+		if err != nil {
+			p.add(key, "%v", err)
+			return
+		}
+		f.Close()
+	}
+	relay := command == "node" || c.TURN.Listen != ""
+	if command == "serve" && c.Auth == "jwt" {
+		readable("jwt_secret_file", c.JWTSecretFile)
+	}
+	readable("turn.secret_file", c.TURN.SecretFile)
+	if relay {
+		readable("turn.static_users_file", c.TURN.StaticUsersFile)
+		readable("turn.tls_cert_file", c.TURN.TLSCertFile)
+		readable("turn.tls_key_file", c.TURN.TLSKeyFile)
+	}
+	if command == "node" { // the core creates a missing one
+		readable("fleet.cluster_key_file", c.Fleet.ClusterKeyFile)
+	}
+	readable("fleet.cert_file", c.Fleet.CertFile)
+	readable("fleet.key_file", c.Fleet.KeyFile)
+	readable("fleet.ca_file", c.Fleet.CAFile)
+	return p.err()
 }
 
 // splitList accepts both repeated flags and comma-separated values.
@@ -344,55 +520,102 @@ func splitList(in []string) []string {
 	return out
 }
 
-func (t TURNConfig) validate() []error {
-	var errs []error
-	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf("turn."+format, args...)) }
-	if _, _, err := parsePortRange(t.RelayPorts); err != nil {
-		bad("relay_ports: %v", err)
+// signalingConfig is the hub's config. cfg is validated.
+func (c Config) signalingConfig(auth signaling.Authenticator, ice signaling.ICEProvider, log *slog.Logger, reg prometheus.Registerer) signaling.Config {
+	policy, _ := migration.ParsePolicy(c.Migration.Policy) // validated
+	return signaling.Config{
+		AllowedOrigins:    c.AllowedOrigins,
+		MaxFrameBytes:     c.Limits.MaxFrameBytes,
+		UpgradesPerMinute: c.Limits.UpgradesPerMinute,
+		UpgradeBurst:      c.Limits.UpgradeBurst,
+		MessagesPerSecond: c.Limits.MessagesPerSecond,
+		MessageBurst:      c.Limits.MessageBurst,
+		SendQueue:         c.Limits.SendQueue,
+		WriteTimeout:      c.Limits.WriteTimeout,
+		PeerTimeout:       c.Limits.PeerTimeout,
+		Auth:              auth,
+		MigrationPolicy:   policy,
+		ResumeGrace:       c.Migration.ResumeGrace,
+		ICE:               ice,
+		Logger:            log,
+		Registerer:        reg,
 	}
-	if t.PublicIP != "" {
-		if ip, err := netip.ParseAddr(t.PublicIP); err != nil || !ip.Is4() {
-			bad("public_ip: %q is not an IPv4 address", t.PublicIP)
-		}
-	}
-	if _, err := parsePrefixes(t.AllowPeers); err != nil {
-		bad("allow_peers: %v", err)
-	}
-	if _, err := parsePrefixes(t.DenyPeers); err != nil {
-		bad("deny_peers: %v", err)
-	}
-	if (t.TLSListen != "") != (t.TLSCertFile != "" && t.TLSKeyFile != "") {
-		bad("tls_listen, tls_cert_file and tls_key_file go together")
-	}
-	if t.MaxAllocations < 0 || t.AllocationBandwidth < 0 || t.NodeBandwidth < 0 || t.MaxAllocationLifetime < 0 {
-		bad("max_allocations, allocation_bandwidth, node_bandwidth and max_allocation_lifetime must not be negative (0: no limit)")
-	}
-	if t.UDPSocketBuffer < 0 || t.RelaySocketBuffer < 0 {
-		bad("udp_socket_buffer and relay_socket_buffer must not be negative")
-	}
-	if t.DrainTimeout < 0 {
-		bad("drain_timeout: %v is negative", t.DrainTimeout)
-	}
-	return errs
 }
 
-func (f FleetConfig) validate() []error {
-	var errs []error
-	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf("fleet."+format, args...)) }
-	if f.Listen != "" && f.Core != "" {
-		bad("listen (core) and core (node) are exclusive")
+// credentials names the fleet's credential files.
+func (c Config) credentials() fleet.CredentialsConfig {
+	f := c.Fleet
+	return fleet.CredentialsConfig{
+		ClusterKeyFile: f.ClusterKeyFile,
+		CertFile:       f.CertFile, KeyFile: f.KeyFile, CAFile: f.CAFile,
+		TURNSecretFile: c.TURN.SecretFile,
 	}
-	certs := f.CertFile != "" || f.KeyFile != "" || f.CAFile != ""
-	switch {
-	case certs && (f.CertFile == "" || f.KeyFile == "" || f.CAFile == ""):
-		bad("cert_file, key_file and ca_file go together")
-	case certs && f.ClusterKeyFile != "":
-		bad("cluster_key_file and cert_file/key_file/ca_file are exclusive")
-	case (f.Listen != "" || f.Core != "") && !certs && f.ClusterKeyFile == "":
-		bad("the fleet needs cluster_key_file (--cluster-key-file) or cert_file, key_file and ca_file")
+}
+
+// coreConfig is serve's relay side: fleet server, registry, ICE provider.
+func (c Config) coreConfig(log *slog.Logger, reg prometheus.Registerer) fleet.CoreConfig {
+	return fleet.CoreConfig{
+		Listen:         c.Fleet.Listen,
+		Credentials:    c.credentials(),
+		DeadAfter:      c.Fleet.DeadAfter,
+		Region:         c.Region,
+		NodesPerPlayer: c.ICE.NodesPerPlayer,
+		ICETTL:         c.ICE.TTL,
+		Logger:         log,
+		Registerer:     reg,
 	}
-	if f.DeadAfter < time.Second || f.DeadAfter > time.Minute {
-		bad("dead_after: %v is not between 1s and 1m", f.DeadAfter)
+}
+
+// nodeConfig is the relay node t describes, verifying secrets. t is
+// validated; it reads the static users file.
+func (t TURNConfig) nodeConfig(secrets []string, log *slog.Logger, reg prometheus.Registerer) (relaynode.Config, error) {
+	lo, hi, _ := relaynode.ParsePortRange(t.RelayPorts) // validated
+	allow, _ := relaynode.ParsePrefixes(t.AllowPeers)
+	deny, _ := relaynode.ParsePrefixes(t.DenyPeers)
+	rc := relaynode.Config{
+		UDPListen:             t.Listen,
+		TLSListen:             t.TLSListen,
+		TLSCertFile:           t.TLSCertFile,
+		TLSKeyFile:            t.TLSKeyFile,
+		RelayPortMin:          lo,
+		RelayPortMax:          hi,
+		Realm:                 t.Realm,
+		Secrets:               secrets,
+		AllowPeers:            allow,
+		DenyPeers:             deny,
+		AllowLoopbackPeers:    t.AllowLoopbackPeers,
+		MaxAllocationsPerUser: t.MaxAllocationsPerUser,
+		MaxAllocations:        t.MaxAllocations,
+		AllocationBandwidth:   t.AllocationBandwidth,
+		NodeBandwidth:         t.NodeBandwidth,
+		MaxAllocationLifetime: t.MaxAllocationLifetime,
+		UDPSocketBuffer:       t.UDPSocketBuffer,
+		RelaySocketBuffer:     t.RelaySocketBuffer,
+		Logger:                log,
+		Registerer:            reg,
 	}
-	return errs
+	if t.PublicIP != "" {
+		rc.PublicIP, _ = netip.ParseAddr(t.PublicIP) // validated
+	}
+	if t.StaticUsersFile != "" {
+		users, err := turncred.ReadStaticUsersFile(t.StaticUsersFile)
+		if err != nil {
+			return rc, fmt.Errorf("turn.static_users_file: %w", err)
+		}
+		rc.StaticUsers = users
+	}
+	return rc, nil
+}
+
+// readJWTSecret reads auth jwt's secret.
+func readJWTSecret(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", setting("jwt_secret_file"), err)
+	}
+	secret := []byte(strings.TrimSpace(string(b)))
+	if len(secret) < 16 {
+		return nil, fmt.Errorf("%s: the secret in %s is shorter than 16 bytes", setting("jwt_secret_file"), path)
+	}
+	return secret, nil
 }

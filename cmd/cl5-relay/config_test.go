@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -30,42 +31,166 @@ func TestExampleConfigsLoadStrictly(t *testing.T) {
 
 func TestConfigFileErrors(t *testing.T) {
 	tests := []struct {
-		name, yaml, want string
+		name, yaml string
+		want       []string
 	}{
-		{"unknown key", "listen: ':1'\nlisten_addr: x\n", "field listen_addr not found"},
-		{"unknown nested key", "limits:\n  max_frame: 5\n", "field max_frame not found"},
-		{"wrong type", "limits:\n  peer_timeout: soon\n", "cannot unmarshal"},
+		{"unknown key", "listen: ':1'\nlisten_addr: x\n", []string{"line 2: unknown key listen_addr (known here: allowed_origins, auth,"}},
+		{"unknown nested key", "limits:\n  max_frame: 5\n", []string{"line 2: unknown key limits.max_frame (known here: max_frame_bytes,"}},
+		{"wrong duration", "limits:\n  peer_timeout: soon\n", []string{`line 2: limits.peer_timeout: "soon" is not a duration`}},
+		{"wrong number", "turn:\n  max_allocations: many\n", []string{`turn.max_allocations: "many" is not a whole number`}},
+		{"wrong float", "limits:\n  messages_per_second: lots\n", []string{`limits.messages_per_second: "lots" is not a number`}},
+		{"wrong bool", "turn:\n  allow_loopback_peers: maybe\n", []string{`turn.allow_loopback_peers: "maybe" is not true or false`}},
+		{"wrong list", "allowed_origins: {a: b}\n", []string{"allowed_origins: a mapping is not a list of strings"}},
+		{"wrong string", "listen: [a, b]\n", []string{"listen: a list is not a string"}},
+		{"section not a mapping", "limits: 5\n", []string{`line 1: limits: want keys and values (key: value), not "5"`}},
+		{"file not a mapping", "- listen\n", []string{"the file: want keys and values"}},
+		{"syntax", "listen: [\n", []string{"line 1: did not find expected node content"}},
+		{"every problem at once", "listne: x\nlimits:\n  peer_timeout: soon\nturn:\n  relm: x\n",
+			[]string{"unknown key listne", "limits.peer_timeout", "unknown key turn.relm"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := defaultConfig()
 			err := decodeConfigFile(strings.NewReader(tt.yaml), &cfg)
-			if err == nil || !strings.Contains(err.Error(), tt.want) {
-				t.Fatalf("got %v, want an error containing %q", err, tt.want)
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+			if strings.Contains(err.Error(), "main.") || strings.Contains(err.Error(), "yaml:") {
+				t.Errorf("error %q names Go types or the parser", err)
 			}
 		})
 	}
 }
 
+func TestConfigFileOverlaysOnlyWhatItNames(t *testing.T) {
+	cfg := defaultConfig()
+	doc := "# nothing but a comment and an empty section\nlimits:\nturn:\n  listen: \"\"\n  relay_ports: 40000-40100\nmetrics_listen:\n"
+	if err := decodeConfigFile(strings.NewReader(doc), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	want := defaultConfig()
+	want.TURN.Listen, want.TURN.RelayPorts, want.MetricsListen = "", "40000-40100", ""
+	if !reflect.DeepEqual(cfg, want) {
+		t.Fatalf("got %+v\nwant %+v", cfg, want)
+	}
+	if err := decodeConfigFile(strings.NewReader(""), &cfg); err != nil || !reflect.DeepEqual(cfg, want) {
+		t.Fatalf("an empty file changed the config or failed: %v", err)
+	}
+}
+
+// TestExampleConfigShowsTheDefaults: configs/cl5-relay.yaml says every
+// value it shows is the built-in default; its origins are the exception
+// (the default is empty, with a warning).
+func TestExampleConfigShowsTheDefaults(t *testing.T) {
+	var cfg Config
+	if err := loadConfigFile("../../configs/cl5-relay.yaml", &cfg); err != nil {
+		t.Fatal(err)
+	}
+	cfg.AllowedOrigins = nil
+	if len(cfg.TURN.AllowPeers)+len(cfg.TURN.DenyPeers) == 0 {
+		cfg.TURN.AllowPeers, cfg.TURN.DenyPeers = nil, nil // [] in the file
+	}
+	if want := defaultConfig(); !reflect.DeepEqual(cfg, want) {
+		t.Fatalf("configs/cl5-relay.yaml shows\n%+v\nbut the defaults are\n%+v", cfg, want)
+	}
+}
+
 func TestValidateReportsEveryProblem(t *testing.T) {
 	cfg := defaultConfig()
+	cfg.Listen = ":abc"
 	cfg.Auth = "magic"
 	cfg.LogFormat = "xml"
 	cfg.Limits.PeerTimeout = 10 * time.Millisecond
+	cfg.Limits.UpgradesPerMinute = 0
 	cfg.Migration.Policy = "random"
+	cfg.Migration.ResumeGrace = 0
 	cfg.TURN.RelayPorts = "60000-50000"
 	cfg.TURN.PublicIP = "::1"
 	cfg.TURN.DenyPeers = []string{"10.0.0.0/33"}
+	cfg.TURN.Listen = "nohost"
 	cfg.Fleet.Core = "core:7000" // without a cluster key or certificates
 	cfg.ICE.NodesPerPlayer = 0
-	err := cfg.Validate()
+	err := cfg.validate("serve")
 	if err == nil {
 		t.Fatal("invalid config accepted")
 	}
-	for _, want := range []string{"auth", "log_format", "peer_timeout", "migration.policy",
-		"turn.relay_ports", "turn.public_ip", "turn.deny_peers", "fleet needs cluster_key_file", "ice.nodes_per_player"} {
+	for _, want := range []string{
+		`listen (--listen): ":abc": port "abc" is not a number`,
+		`auth (--auth): "magic" is not open or jwt`,
+		"log_format (--log-format)",
+		"limits.peer_timeout (--peer-timeout): 10ms is below 1s",
+		"limits.upgrades_per_minute: 0 is not a value here: give one, or -1 for no limit",
+		"migration.policy (--migration-policy)",
+		"migration.resume_grace (--resume-grace): 0 is not a value here: give one, or -1s to turn resume off",
+		"turn.relay_ports (--relay-ports)",
+		"turn.public_ip (--public-ip)",
+		"turn.deny_peers",
+		`turn.listen (--turn-listen): "nohost" is not host:port`,
+		"fleet.cluster_key_file (--cluster-key-file): the fleet needs a cluster key file",
+		"ice.nodes_per_player",
+	} {
 		if !strings.Contains(err.Error(), want) {
-			t.Errorf("error %q does not mention %s", err, want)
+			t.Errorf("error does not mention %q:\n%v", want, err)
+		}
+	}
+	if n := strings.Count(err.Error(), "\n") + 1; n != 13 {
+		t.Errorf("%d problems reported, want 13:\n%v", n, err)
+	}
+}
+
+func TestValidatePerCommand(t *testing.T) {
+	cfg := defaultConfig()
+	cfg.Listen = ""
+	if err := cfg.validate("serve"); err == nil || !strings.Contains(err.Error(), "listen (--listen): must not be empty") {
+		t.Errorf("serve without listen: %v", err)
+	}
+	if err := cfg.validate("node"); err != nil {
+		t.Errorf("node does not need listen: %v", err)
+	}
+	cfg.TURN.Listen = ""
+	if err := cfg.validate("node"); err == nil || !strings.Contains(err.Error(), "turn.listen (--turn-listen): must not be empty") {
+		t.Errorf("node without turn.listen: %v", err)
+	}
+	cfg = defaultConfig()
+	cfg.Migration.ResumeGrace = -time.Second // off
+	cfg.Limits.MessagesPerSecond = -1        // no limit
+	cfg.TURN.MaxAllocationsPerUser = -1      // no limit
+	if err := cfg.Validate(); err != nil {
+		t.Errorf("negative means off: %v", err)
+	}
+	for _, tc := range []struct {
+		mod  func(*Config)
+		want string
+	}{
+		{func(c *Config) { c.Fleet.Listen = ":7000"; c.Fleet.Core = "h:7000"; c.Fleet.ClusterKeyFile = "k" }, "are exclusive"},
+		{func(c *Config) { c.Fleet.Core = "h"; c.Fleet.ClusterKeyFile = "k" }, `fleet.core (--core): "h" is not host:port`},
+		{func(c *Config) { c.Fleet.CertFile = "c" }, "cert_file, key_file and ca_file go together"},
+		{func(c *Config) {
+			c.Fleet.CertFile, c.Fleet.KeyFile, c.Fleet.CAFile, c.Fleet.ClusterKeyFile = "c", "k", "a", "x"
+		}, "are exclusive"},
+		{func(c *Config) { c.Fleet.DeadAfter = time.Hour }, "fleet.dead_after"},
+		{func(c *Config) { c.Auth = "jwt" }, "jwt_secret_file (--jwt-secret-file): auth jwt needs"},
+		{func(c *Config) { c.LogLevel = "loud" }, `log_level (--log-level): "loud" is not debug`},
+		{func(c *Config) { c.TURN.TLSListen = ":5349" }, "tls_listen, tls_cert_file and tls_key_file go together"},
+		{func(c *Config) { c.TURN.NodeBandwidth = -1 }, "turn.node_bandwidth: must not be negative"},
+		{func(c *Config) { c.TURN.UDPSocketBuffer = 0 }, "turn.udp_socket_buffer: 0 is not a size"},
+		{func(c *Config) { c.TURN.AllowPeers = []string{"x"} }, "turn.allow_peers"},
+		{func(c *Config) { c.Limits.MaxFrameBytes = 10 }, "limits.max_frame_bytes (--max-frame-bytes): 10 is below 1024"},
+		{func(c *Config) { c.Limits.SendQueue = 1 }, "limits.send_queue"},
+		{func(c *Config) { c.Limits.WriteTimeout = 1 }, "limits.write_timeout"},
+		{func(c *Config) { c.Limits.UpgradeBurst, c.Limits.MessageBurst = 0, 0 }, "limits.message_burst"},
+		{func(c *Config) { c.Migration.ResumeGrace = time.Hour }, "over 10m"},
+		{func(c *Config) { c.ICE.TTL = time.Second }, "ice.ttl"},
+	} {
+		cfg := defaultConfig()
+		tc.mod(&cfg)
+		if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("err = %v, want it to mention %q", err, tc.want)
 		}
 	}
 }
@@ -141,62 +266,23 @@ func TestJWTModeNeedsSecretFile(t *testing.T) {
 	}
 }
 
-func TestParsePortRangeAndPrefixes(t *testing.T) {
-	for _, tc := range []struct {
-		in     string
-		lo, hi int
-		ok     bool
-	}{{"", 0, 0, true}, {"49152-65535", 49152, 65535, true}, {"5000 - 5000", 5000, 5000, true},
-		{"0-10", 0, 0, false}, {"10-70000", 0, 0, false}, {"9-8", 0, 0, false}, {"abc", 0, 0, false}, {"1-", 0, 0, false}} {
-		lo, hi, err := parsePortRange(tc.in)
-		if (err == nil) != tc.ok || lo != tc.lo || hi != tc.hi {
-			t.Errorf("parsePortRange(%q) = %d, %d, %v", tc.in, lo, hi, err)
+// TestEveryFlagHasEnvAndKey: each serve and node flag reads CL5_<FLAG>,
+// and each (but --config) is named in errors by its config key.
+func TestEveryFlagHasEnvAndKey(t *testing.T) {
+	keyOf := map[string]string{}
+	for k, f := range keyFlags {
+		keyOf[f] = k
+	}
+	for _, flags := range [][]cli.Flag{serveFlags(), nodeFlags()} {
+		for _, f := range flags {
+			name := f.Names()[0]
+			env := f.(interface{ GetEnvVars() []string }).GetEnvVars()
+			if len(env) != 1 || env[0] != "CL5_"+strings.ToUpper(strings.ReplaceAll(name, "-", "_")) {
+				t.Errorf("--%s reads %v", name, env)
+			}
+			if name != "config" && keyOf[name] == "" {
+				t.Errorf("--%s has no config key in keyFlags", name)
+			}
 		}
-	}
-	got, err := parsePrefixes([]string{"10.1.2.3/8", "192.0.2.7", "2001:db8::/32"})
-	if err != nil || len(got) != 3 || got[0].String() != "10.0.0.0/8" || got[1].String() != "192.0.2.7/32" {
-		t.Fatalf("parsePrefixes = %v, %v", got, err)
-	}
-	if _, err := parsePrefixes([]string{"10.0.0.0/8", "nope"}); err == nil {
-		t.Fatal("a bad prefix was accepted")
-	}
-}
-
-func TestStaticUsersAndSecretFiles(t *testing.T) {
-	dir := t.TempDir()
-	users := filepath.Join(dir, "users")
-	if err := os.WriteFile(users, []byte("# ops\nalice:pw1\n\nbob:pw:with:colons\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	m, err := readStaticUsers(users)
-	if err != nil || len(m) != 2 || m["alice"] != "pw1" || m["bob"] != "pw:with:colons" {
-		t.Fatalf("readStaticUsers = %v, %v", m, err)
-	}
-	bad := filepath.Join(dir, "bad")
-	if err := os.WriteFile(bad, []byte("alice\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := readStaticUsers(bad); err == nil || !strings.Contains(err.Error(), "entry 1") {
-		t.Fatalf("readStaticUsers(no colon) = %v", err)
-	}
-
-	cfg := defaultConfig()
-	cfg.TURN.SecretFile = filepath.Join(dir, "secrets")
-	if err := os.WriteFile(cfg.TURN.SecretFile, []byte("new-secret-0123456789\nold-secret-0123456789\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	s, err := turnSecrets(cfg, []byte("a cluster key that is ignored here......"))
-	if err != nil || len(s) != 2 || s[0] != "new-secret-0123456789" {
-		t.Fatalf("turnSecrets(file) = %v, %v", s, err)
-	}
-	cfg.TURN.SecretFile = ""
-	key := []byte("0123456789abcdef0123456789abcdef")
-	a, err1 := turnSecrets(cfg, key)
-	b, err2 := turnSecrets(cfg, key)
-	if err1 != nil || err2 != nil || len(a) != 1 || a[0] != b[0] || strings.Contains(a[0], string(key)) {
-		t.Fatalf("turnSecrets(cluster key) = %v %v, %v %v", a, err1, b, err2)
-	}
-	if s, err := turnSecrets(cfg, nil); err != nil || s != nil {
-		t.Fatalf("turnSecrets(nothing) = %v, %v", s, err)
 	}
 }

@@ -82,16 +82,13 @@ func TestFleetBinary(t *testing.T) {
 		checkWithUclient(t, s)
 	}
 
-	// A node that vanishes (SIGKILL: no goodbye) is noticed within
-	// dead_after (3 s) and no longer handed out.
-	killed := time.Now()
+	// A node that vanishes (SIGKILL: no goodbye) is noticed (after
+	// dead_after, 3 s: the fleet's own tests time that; here only that it
+	// happens) and no longer handed out.
 	if err := us.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	core.waitLog(t, "node down", nil)
-	if d := time.Since(killed); d > 5*time.Second {
-		t.Errorf("dead node noticed after %v, want within 3 s (+ scheduling slack)", d)
-	}
 	if servers := initICE(t, core.addrs["signaling"]); len(servers) != 2 || !strings.Contains(servers[1].URLs[0], eu.addrs["turn-udp"]) {
 		t.Fatalf("after edge-us died, ice_servers = %+v", servers)
 	}

@@ -11,64 +11,67 @@ import (
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/cl5-relay/cl5-relay/relaynode"
 	"github.com/cl5-relay/cl5-relay/relaynode/fleet"
 )
 
 // node runs a relay node alone, as on an edge VPS: TURN, its metrics, and
-// (with --core) its registration with the core's fleet.
+// (with --core) its registration with the core's fleet. As in serve,
+// everything is checked and opened before anything serves.
 func node(c *cli.Context) error {
 	cfg, err := resolveConfig(c)
 	if err != nil {
 		return err
 	}
-	if cfg.TURN.Listen == "" {
-		return errors.New("node: --turn-listen must not be empty")
-	}
-	log, err := newLogger(cfg, c.App.ErrWriter)
-	if err != nil {
-		return err
-	}
+	log := newLogger(cfg, c.App.ErrWriter)
 	reg := newRegistry()
 
-	var clusterKey []byte
-	if cfg.Fleet.ClusterKeyFile != "" {
-		if clusterKey, err = fleet.ReadClusterKey(cfg.Fleet.ClusterKeyFile); err != nil {
-			return err
-		}
-	}
-	secrets, err := turnSecrets(cfg, clusterKey)
+	creds, err := fleet.LoadCredentials(cfg.credentials())
 	if err != nil {
 		return err
 	}
-	if len(secrets) == 0 && cfg.TURN.StaticUsersFile == "" {
-		return errors.New("node: no credentials: give --turn-secret-file, --cluster-key-file or turn.static_users_file")
+	rc, err := cfg.TURN.nodeConfig(creds.TURNSecrets, log, reg)
+	if err != nil {
+		return err
 	}
-	n, err := newRelayNode(cfg, secrets, log, reg)
+	if len(rc.Secrets) == 0 && len(rc.StaticUsers) == 0 {
+		return errors.New("node: no TURN credentials: give turn.secret_file (--turn-secret-file), " +
+			"fleet.cluster_key_file (--cluster-key-file) or turn.static_users_file")
+	}
+	n, err := relaynode.New(rc)
 	if err != nil {
 		return err
 	}
 	defer n.Close()
 
+	var ops *namedServer
+	if cfg.MetricsListen != "" {
+		ops = &namedServer{name: "metrics", key: "metrics_listen", addr: cfg.MetricsListen, handler: opsHandler(reg, n.Ready)}
+		if err := ops.listen(); err != nil {
+			return err
+		}
+		defer ops.ln.Close()
+	}
+
 	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := n.Start(ctx); err != nil {
-		return err
+		return listenError("turn.listen", cfg.TURN.Listen, err)
 	}
-	logNodeAddrs(log, n)
-	member, err := joinFleet(cfg, clusterKey, n, log)
-	if err != nil {
-		return err
-	}
-
-	var ops *namedServer
-	if cfg.MetricsListen != "" {
-		ops = &namedServer{name: "metrics", addr: cfg.MetricsListen, handler: opsHandler(reg, n.Ready)}
-		if err := ops.listen(); err != nil {
+	var member *fleet.Client
+	if cfg.Fleet.Core != "" {
+		h, err := n.FleetHello(cfg.Fleet.NodeID, cfg.Region, versionString())
+		if err != nil {
+			return err
+		}
+		member, err = fleet.NewClient(fleet.ClientConfig{Core: cfg.Fleet.Core, TLS: creds.TLS, Hello: h, Load: n.FleetLoad, Logger: log})
+		if err != nil {
 			return err
 		}
 	}
 
 	g, gctx := errgroup.WithContext(ctx)
+	logNodeAddrs(log, n)
 	if ops != nil {
 		g.Go(ops.serve)
 		log.Info("listening", "server", ops.name, "addr", ops.ln.Addr().String())
@@ -78,7 +81,7 @@ func node(c *cli.Context) error {
 	memberCtx, leave := context.WithCancel(context.Background())
 	defer leave()
 	if member != nil {
-		g.Go(func() error { return member.run(memberCtx) })
+		g.Go(func() error { return member.Run(memberCtx) })
 	}
 	log.Info("cl5-relay node started", "version", versionString(), "region", cfg.Region, "core", cfg.Fleet.Core)
 
@@ -87,7 +90,7 @@ func node(c *cli.Context) error {
 		stop() // a second signal now kills the process
 		log.Info("draining: no new allocations", "timeout", cfg.TURN.DrainTimeout)
 		if member != nil {
-			member.drain()
+			member.Drain()
 		}
 		dctx, cancel := context.WithTimeout(context.Background(), cfg.TURN.DrainTimeout)
 		defer cancel()
@@ -98,7 +101,10 @@ func node(c *cli.Context) error {
 		errs = append(errs, n.Close())
 		leave()
 		if ops != nil {
-			errs = append(errs, ops.srv.Shutdown(dctx))
+			// Its own deadline: a drain that used all of dctx is no error.
+			sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+			defer cancel()
+			errs = append(errs, ops.srv.Shutdown(sctx))
 		}
 		return errors.Join(errs...)
 	})

@@ -4,12 +4,15 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -17,15 +20,38 @@ import (
 	"github.com/gorilla/websocket"
 )
 
+var (
+	buildOnce sync.Once
+	builtBin  string
+	buildErr  error
+	buildDir  string
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if buildDir != "" {
+		_ = os.RemoveAll(buildDir)
+	}
+	os.Exit(code)
+}
+
 // buildBinary compiles cl5-relay once per test run.
 func buildBinary(t *testing.T) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "cl5-relay")
-	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	buildOnce.Do(func() {
+		if buildDir, buildErr = os.MkdirTemp("", "cl5-relay-test-"); buildErr != nil {
+			return
+		}
+		builtBin = filepath.Join(buildDir, "cl5-relay")
+		out, err := exec.Command("go", "build", "-o", builtBin, ".").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
 	}
-	return bin
+	return builtBin
 }
 
 // runningServer is a cl5-relay process whose JSON logs are followed.
@@ -57,7 +83,7 @@ func startCommand(t *testing.T, bin, sub, started string, args ...string) *runni
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	rs := &runningServer{cmd: cmd, addrs: map[string]string{}, logs: make(chan map[string]any, 256), done: make(chan struct{})}
+	rs := &runningServer{cmd: cmd, addrs: map[string]string{}, logs: make(chan map[string]any, 1024), done: make(chan struct{})}
 	logsRead := make(chan struct{})
 	go func() {
 		defer close(logsRead)
@@ -101,7 +127,11 @@ func (rs *runningServer) waitLog(t *testing.T, msg string, each func(map[string]
 		select {
 		case m, ok := <-rs.logs:
 			if !ok {
-				t.Fatalf("server exited before logging %q; logs: %v", msg, rs.seen)
+				select {
+				case <-rs.done:
+				case <-time.After(5 * time.Second):
+				}
+				t.Fatalf("server exited (%v) before logging %q; logs: %v", rs.err, msg, rs.seen)
 			}
 			rs.seen = append(rs.seen, m)
 			if each != nil {
@@ -214,16 +244,85 @@ func TestServeRejectsBadConfig(t *testing.T) {
 	if err == nil {
 		t.Fatalf("bad config accepted:\n%s", out)
 	}
-	for _, want := range []string{"auth", "log_format"} {
+	for _, want := range []string{"auth (--auth)", "log_format (--log-format)"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("output does not mention %s:\n%s", want, out)
 		}
 	}
-	// A part that fails to start after others did: a clear error, no panic,
-	// and what had started is closed again.
-	out, err = exec.Command(bin, "serve", "--listen", "127.0.0.1:0", "--metrics-listen", "", "--turn-listen", "127.0.0.1:0",
-		"--fleet-listen", "127.0.0.1:99999", "--cluster-key-file", filepath.Join(t.TempDir(), "k")).CombinedOutput()
-	if err == nil || !strings.Contains(string(out), "fleet: listen") || strings.Contains(string(out), "panic") {
-		t.Fatalf("bad fleet address: %v\n%s", err, out)
+}
+
+// TestBinaryFailsWithOneLine: a taken port is exit status 1 and one line
+// on stderr, in the user's words, and nothing else.
+func TestBinaryFailsWithOneLine(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	bin := buildBinary(t)
+	taken := takeTCP(t)
+	cmd := exec.Command(bin, "serve", "--listen", taken, "--metrics-listen", "", "--turn-listen", "")
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+		t.Fatalf("exit: %v", err)
+	}
+	if want := "cl5-relay: listen (--listen) " + taken + " (tcp): address already in use\n"; stderr.String() != want || stdout.Len() != 0 {
+		t.Fatalf("stderr %q stdout %q, want stderr %q", stderr.String(), stdout.String(), want)
+	}
+}
+
+// TestBinarySIGINT: Ctrl-C stops serve cleanly, like SIGTERM.
+func TestBinarySIGINT(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	rs := startServer(t, buildBinary(t), "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--turn-listen", "127.0.0.1:0")
+	if err := rs.cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	rs.waitLog(t, "stopped", nil)
+	select {
+	case <-rs.done:
+		if rs.err != nil {
+			t.Fatalf("exit after SIGINT: %v", rs.err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("no exit after SIGINT")
+	}
+}
+
+// TestBinarySecondSignalForcesExit: the first SIGTERM drains a node that
+// still has an allocation (it would wait --drain-timeout); a second one
+// ends the process at once.
+func TestBinarySecondSignalForcesExit(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	users := writeFile(t, "users", "ops:a-password\n")
+	rs := startCommand(t, buildBinary(t), "node", "cl5-relay node started", "--turn-listen", "127.0.0.1:0",
+		"--metrics-listen", "", "--drain-timeout", "5m", "--config", writeFile(t, "n.yaml", "turn:\n  static_users_file: "+users+"\n"))
+	allocate(t, rs.addrs["turn-udp"], "ops", "a-password")
+
+	if err := rs.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	rs.waitLog(t, "draining: no new allocations", nil)
+	select {
+	case <-rs.done:
+		t.Fatalf("the node did not wait for its allocation: %v", rs.err)
+	default:
+	}
+	if err := rs.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-rs.done:
+		var ee *exec.ExitError
+		if !errors.As(rs.err, &ee) || ee.ExitCode() != -1 || !strings.Contains(rs.err.Error(), "terminated") {
+			t.Fatalf("exit after the second SIGTERM: %v, want killed by the signal", rs.err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("the second SIGTERM did not end the process")
 	}
 }

@@ -20,7 +20,9 @@
 // by Registry.AddLocal, which pulls its load when the registry is read.
 //
 // This package imports neither signaling (which may import it) nor
-// relaynode: the cmd converts relaynode's Stats into a Load.
+// relaynode (which does import it: Node.FleetHello and Node.FleetLoad
+// describe a node in this package's terms). Core composes a signaling
+// core's relay side: server, registry, ICE provider and in-process nodes.
 //
 // # Protocol
 //
