@@ -111,11 +111,10 @@ func New(cfg Config) (*Node, error) {
 	}
 	cfg = cfg.withDefaults()
 	n := &Node{
-		cfg:    cfg,
-		log:    cfg.Logger.With("component", "relaynode"),
-		allocs: newAllocTracker(),
-		now:    time.Now,
-		epoch:  time.Now(),
+		cfg:   cfg,
+		log:   cfg.Logger.With("component", "relaynode"),
+		now:   time.Now,
+		epoch: time.Now(),
 
 		acceptWarn: rate.NewLimiter(rate.Every(10*time.Second), 1),
 		readWarn:   rate.NewLimiter(rate.Every(10*time.Second), 1),
@@ -132,6 +131,7 @@ func New(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n.m = m
+	n.allocs = newAllocTracker(func(total int) { m.allocations.Set(float64(total)) })
 	if cfg.NodeBandwidth > 0 {
 		n.nodeBW = newByteLimiter(cfg.NodeBandwidth)
 	}
@@ -375,18 +375,15 @@ func detectRelayIP() (netip.Addr, error) {
 }
 
 func (n *Node) onAllocationCreated(src, dst net.Addr, _, username, _ string, relay net.Addr, _ int) {
-	total := n.allocs.add(src, dst, n.auth.userOf(username))
-	n.m.allocations.Set(float64(total))
+	n.allocs.add(src, dst, n.auth.userOf(username))
 	n.m.allocationsTotal.Inc()
 	n.log.Debug("allocation created", "client", src.String(), "relay", relay.String(), "username", username)
 }
 
 func (n *Node) onAllocationDeleted(src, dst net.Addr, _, username, _ string) {
-	total, ok := n.allocs.remove(src, dst)
-	if !ok {
+	if _, ok := n.allocs.remove(src, dst); !ok {
 		return
 	}
-	n.m.allocations.Set(float64(total))
 	n.log.Debug("allocation deleted", "client", src.String(), "username", username)
 }
 
@@ -480,7 +477,6 @@ func (n *Node) close() error {
 		return errors.Join(err, fmt.Errorf("relaynode: close: %d relay sockets still open after 10s", relays.liveCount()))
 	}
 	n.allocs.reset()
-	n.m.allocations.Set(0)
 	n.log.Info("relay node closed")
 	return err
 }

@@ -112,6 +112,9 @@ func TestRelayRESTCredentials(t *testing.T) {
 		t.Errorf("Stats = %+v", s)
 	}
 	// The subtests' cleanups closed their allocations (Refresh lifetime 0).
+	// The gauge is set under the tracker's lock before Drain is woken, so
+	// it reads 0 as soon as Drain returns (it used to be set after, and
+	// two deletions could even leave it at 1: read once, it flaked).
 	tn.waitNoAllocations(t, 5*time.Second)
 	if got := tn.metric(t, "cl5_turn_allocations"); got != 0 {
 		t.Errorf("allocations gauge = %v after all closed", got)

