@@ -23,14 +23,17 @@ const (
 	DefaultRealm                 = "cl5-relay"
 	DefaultMaxAllocationsPerUser = 64
 	DefaultMaxStreamConns        = 10000
-	DefaultAuthFailureLimit      = 10
-	DefaultAuthFailureWindow     = time.Minute
-	DefaultAuthBlockDuration     = 5 * time.Minute
-	DefaultUDPSocketBuffer       = 8 << 20
-	DefaultRelaySocketBuffer     = 1 << 20
-	maxSocketBuffer              = 1 << 30
-	minSecretLen                 = 16
-	maxUDPSockets                = 256
+	DefaultMaxStreamConnsPerIP   = 32
+	// DefaultStreamUnallocatedIdleTimeout: see Config.StreamUnallocatedIdleTimeout.
+	DefaultStreamUnallocatedIdleTimeout = 10 * time.Second
+	DefaultAuthFailureLimit             = 10
+	DefaultAuthFailureWindow            = time.Minute
+	DefaultAuthBlockDuration            = 5 * time.Minute
+	DefaultUDPSocketBuffer              = 8 << 20
+	DefaultRelaySocketBuffer            = 1 << 20
+	maxSocketBuffer                     = 1 << 30
+	minSecretLen                        = 16
+	maxUDPSockets                       = 256
 )
 
 // Config configures a Node. It is a plain struct: every zero value means
@@ -71,6 +74,20 @@ type Config struct {
 	// MaxStreamConns bounds concurrent TCP plus TLS connections; more are
 	// closed on accept. Default 10000.
 	MaxStreamConns int
+	// MaxStreamConnsPerIP bounds concurrent TCP plus TLS connections from
+	// one client IP (IPv6: one /64), so that one host cannot take every
+	// slot of MaxStreamConns; more are closed on accept and counted
+	// (cl5_turn_drops_total{reason="stream_conn_ip_limit"}). Players
+	// behind one NAT share an IP: one TURN connection each, so the default
+	// leaves room for a LAN party. Default 32; negative means no limit.
+	MaxStreamConnsPerIP int
+	// StreamUnallocatedIdleTimeout closes a TCP/TLS connection that has
+	// been silent this long before its first successful Allocate (the
+	// TLS handshake and the first frame included), so connections that
+	// never allocate cannot sit on slots; once it has an allocation, it
+	// may stay silent for the longest lifetime pion grants (1 h) plus
+	// slack. Default 10 s.
+	StreamUnallocatedIdleTimeout time.Duration
 
 	// RelayPortMin and RelayPortMax bound, inclusively, the UDP ports relay
 	// sockets are bound to (open them in the firewall). Both zero (default):
@@ -168,6 +185,12 @@ func (c Config) withDefaults() Config {
 	if c.MaxStreamConns == 0 {
 		c.MaxStreamConns = DefaultMaxStreamConns
 	}
+	if c.MaxStreamConnsPerIP == 0 {
+		c.MaxStreamConnsPerIP = DefaultMaxStreamConnsPerIP
+	}
+	if c.StreamUnallocatedIdleTimeout == 0 {
+		c.StreamUnallocatedIdleTimeout = DefaultStreamUnallocatedIdleTimeout
+	}
 	if c.Realm == "" {
 		c.Realm = DefaultRealm
 	}
@@ -238,6 +261,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxStreamConns < 0 {
 		bad("MaxStreamConns %d is negative", c.MaxStreamConns)
+	}
+	if c.StreamUnallocatedIdleTimeout < 0 {
+		bad("StreamUnallocatedIdleTimeout %s is negative", c.StreamUnallocatedIdleTimeout)
 	}
 	for _, b := range []struct {
 		name string

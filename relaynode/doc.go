@@ -38,7 +38,8 @@
 // Limits: allocations per user and per node (486 Allocation Quota
 // Reached), bandwidth per allocation and per node (token buckets; excess
 // is dropped and counted), allocation lifetime, concurrent TCP/TLS
-// connections. Metrics are cl5_turn_* on the injected registry; logs go
+// connections per node and per client IP, and how long one may stay
+// silent before its first successful Allocate (10 s by default). Metrics are cl5_turn_* on the injected registry; logs go
 // to the injected slog.Logger, nothing per packet above debug.
 //
 // Not supported (pion/turn v4): TCP relaying (RFC 6062), IPv6 relayed

@@ -6,19 +6,18 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
-const (
-	// firstFrameTimeout bounds how long a TCP/TLS connection (handshake
-	// included) may take to send its first TURN frame.
-	firstFrameTimeout = 10 * time.Second
-	// streamIdleTimeout closes a TCP/TLS connection silent for longer than
-	// the longest allocation lifetime pion grants (1 h) plus slack.
-	streamIdleTimeout = 65 * time.Minute
-)
+// streamIdleTimeout closes a TCP/TLS connection with an allocation that
+// is silent for longer than the longest allocation lifetime pion grants
+// (1 h) plus slack. Before its first successful Allocate, a connection
+// gets Config.StreamUnallocatedIdleTimeout instead.
+const streamIdleTimeout = 65 * time.Minute
 
 // listenUDP binds count sockets to addr with SO_REUSEPORT, with bufSize
 // byte socket buffers (0: the kernel's default). With port 0 the first
@@ -158,7 +157,15 @@ func (l *streamListener) Accept() (net.Conn, error) {
 			l.n.m.drops.WithLabelValues(dropStreamConnLimit).Inc()
 			continue
 		}
-		sc := &streamConn{Conn: c, l: l}
+		ipKey, ok := l.n.streamIPs.acquire(c.RemoteAddr(), l.n.cfg.MaxStreamConnsPerIP)
+		if !ok {
+			l.n.streamConns.Add(-1)
+			l.mu.Unlock()
+			_ = c.Close()
+			l.n.m.drops.WithLabelValues(dropStreamConnIPLimit).Inc()
+			continue
+		}
+		sc := &streamConn{Conn: c, l: l, ipKey: ipKey}
 		l.conns[sc] = struct{}{}
 		// The accept loop still holds its own count, so this Add cannot
 		// race with Close's Wait reaching zero.
@@ -188,14 +195,16 @@ func (l *streamListener) Close() error {
 
 // streamConn is one TCP/TLS connection as pion sees it. Its reads return
 // whole TURN frames (precheck needs them whole), with read deadlines so a
-// silent connection cannot hold a goroutine forever.
+// silent connection cannot hold a goroutine forever: a short one until
+// pion has answered an Allocate on it with success, then a long one.
 type streamConn struct {
 	net.Conn
-	l        *streamListener
-	fr       frameReader
-	pending  []byte
-	started  bool
-	closeOne sync.Once
+	l         *streamListener
+	ipKey     netip.Prefix // its slot in the per-IP count
+	fr        frameReader
+	pending   []byte
+	allocated atomic.Bool // pion wrote an Allocate success response
+	closeOne  sync.Once
 }
 
 func (c *streamConn) Read(p []byte) (int, error) {
@@ -204,25 +213,40 @@ func (c *streamConn) Read(p []byte) (int, error) {
 		c.pending = c.pending[n:]
 		return n, nil
 	}
+	allocated := c.allocated.Load()
 	timeout := streamIdleTimeout
-	if !c.started {
-		timeout = firstFrameTimeout
+	if !allocated {
+		timeout = c.l.n.cfg.StreamUnallocatedIdleTimeout
 	}
 	if err := c.Conn.SetReadDeadline(time.Now().Add(timeout)); err != nil {
 		return 0, err
 	}
 	frame, err := c.fr.next(c.Conn)
 	if err != nil {
-		if errors.Is(err, errBadFrame) {
+		var ne net.Error
+		switch {
+		case errors.Is(err, errBadFrame):
 			c.l.n.m.drops.WithLabelValues(dropBadStreamFrame).Inc()
+		case !allocated && errors.As(err, &ne) && ne.Timeout():
+			c.l.n.m.drops.WithLabelValues(dropStreamUnallocatedIdle).Inc()
 		}
 		return 0, err
 	}
-	c.started = true
 	c.l.n.auth.precheck(frame, c.Conn.RemoteAddr())
 	n := copy(p, frame)
 	c.pending = frame[n:]
 	return n, nil
+}
+
+// Write sends what pion sends the client: one whole STUN message or
+// ChannelData frame per call (pion's STUNConn). An Allocate success
+// response (type 0x0103; ChannelData starts at 0x40) moves the connection
+// to the long idle timeout.
+func (c *streamConn) Write(p []byte) (int, error) {
+	if len(p) >= stunHeaderSize && p[0] == 0x01 && p[1] == 0x03 && !c.allocated.Load() {
+		c.allocated.Store(true)
+	}
+	return c.Conn.Write(p)
 }
 
 // Close is called by pion once its read loop for the connection is over.
@@ -233,6 +257,7 @@ func (c *streamConn) Close() error {
 		c.l.mu.Lock()
 		delete(c.l.conns, c)
 		c.l.mu.Unlock()
+		c.l.n.streamIPs.release(c.ipKey)
 		c.l.n.m.streamConns.Dec()
 		c.l.n.streamConns.Add(-1)
 		c.l.n.readers.Done()
@@ -249,4 +274,53 @@ func loadTLS(certFile, keyFile string) (*tls.Config, error) {
 		return nil, fmt.Errorf("relaynode: TLS certificate: %w", err)
 	}
 	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
+}
+
+// streamIPCounts counts open TCP/TLS connections per client IP (IPv6: per
+// /64, what one subscriber usually gets), for MaxStreamConnsPerIP.
+type streamIPCounts struct {
+	mu sync.Mutex
+	m  map[netip.Prefix]int
+}
+
+// streamIPKey is addr's bucket (an address that is not a TCP IP, which a
+// TCP listener never gives, lands in the zero bucket).
+func streamIPKey(addr net.Addr) netip.Prefix {
+	var ip netip.Addr
+	if ta, ok := addr.(*net.TCPAddr); ok {
+		ip, _ = netip.AddrFromSlice(ta.IP)
+	}
+	ip = ip.Unmap()
+	switch {
+	case ip.Is4():
+		return netip.PrefixFrom(ip, 32)
+	case ip.Is6():
+		p, _ := ip.Prefix(64)
+		return p
+	}
+	return netip.Prefix{}
+}
+
+// acquire takes a slot for addr's IP unless it already holds limit of
+// them (limit < 0: no limit), and returns the key to release it with.
+func (s *streamIPCounts) acquire(addr net.Addr, limit int) (netip.Prefix, bool) {
+	key := streamIPKey(addr)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if limit >= 0 && s.m[key] >= limit {
+		return key, false
+	}
+	if s.m == nil {
+		s.m = make(map[netip.Prefix]int)
+	}
+	s.m[key]++
+	return key, true
+}
+
+func (s *streamIPCounts) release(key netip.Prefix) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.m[key]--; s.m[key] <= 0 {
+		delete(s.m, key)
+	}
 }

@@ -17,8 +17,12 @@ const (
 	dropSelfRelayPort       = "self_relay_port"
 	dropRelayWriteError     = "relay_write_error"
 	dropStreamConnLimit     = "stream_conn_limit"
-	dropBadStreamFrame      = "bad_stream_frame"
-	dropPionQueueFull       = "pion_queue_full"
+	// Connections over MaxStreamConnsPerIP, and connections closed for
+	// StreamUnallocatedIdleTimeout.
+	dropStreamConnIPLimit     = "stream_conn_ip_limit"
+	dropStreamUnallocatedIdle = "stream_unallocated_idle"
+	dropBadStreamFrame        = "bad_stream_frame"
+	dropPionQueueFull         = "pion_queue_full"
 
 	authBadPassword = "bad_password"
 	authExpired     = "expired"
@@ -107,7 +111,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m.fastP2C = m.fastPackets.WithLabelValues(dirPeerToClient)
 	// Make every label value visible at zero so dashboards and alerts see
 	// the series before the first event.
-	for _, r := range []string{dropStreamConnLimit, dropBadStreamFrame} {
+	for _, r := range []string{dropStreamConnLimit, dropStreamConnIPLimit, dropStreamUnallocatedIdle, dropBadStreamFrame} {
 		m.drops.WithLabelValues(r)
 	}
 	for _, r := range []string{authBadPassword, authExpired, authMalformed, authUnknownUser, authRateLimited} {

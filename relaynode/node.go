@@ -54,6 +54,7 @@ type Node struct {
 	ready    atomic.Bool
 
 	streamConns    atomic.Int64 // open TCP and TLS connections
+	streamIPs      streamIPCounts
 	relayedPackets atomic.Uint64
 	relayedBytes   atomic.Uint64
 	dropped        atomic.Uint64
