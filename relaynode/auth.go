@@ -40,6 +40,8 @@ type authenticator struct {
 	now       func() time.Time
 	m         *metrics
 	log       *slog.Logger
+	// maxChannel is the highest channel number a ChannelBind may ask for.
+	maxChannel uint16
 }
 
 func newAuthenticator(cfg Config, m *metrics, log *slog.Logger, now func() time.Time) *authenticator {
@@ -51,7 +53,7 @@ func newAuthenticator(cfg Config, m *metrics, log *slog.Logger, now func() time.
 	for u, p := range cfg.StaticUsers {
 		static[u] = p
 	}
-	return &authenticator{
+	a := &authenticator{
 		static:    static,
 		rest:      turncred.NewVerifier(secrets...),
 		limiter:   newAuthLimiter(cfg.AuthFailureLimit, cfg.AuthFailureWindow, cfg.AuthBlockDuration),
@@ -61,6 +63,11 @@ func newAuthenticator(cfg Config, m *metrics, log *slog.Logger, now func() time.
 		m:         m,
 		log:       log,
 	}
+	a.maxChannel = maxChannel
+	if cfg.StrictChannelNumbers {
+		a.maxChannel = maxChannelStrict
+	}
+	return a
 }
 
 // hint is the precheck's verdict on one message: a key that verified it,
@@ -114,18 +121,68 @@ const stunHeaderSize = 20
 
 // precheck looks at one TURN frame read from a client. Only STUN requests
 // carrying MESSAGE-INTEGRITY and USERNAME are examined; anything else is
-// left to pion.
-func (a *authenticator) precheck(frame []byte, src net.Addr) {
+// left to pion. A non-nil reply is the node's own answer to a request it
+// refuses: send it and do not pass the frame to pion.
+func (a *authenticator) precheck(frame []byte, src net.Addr) (reply []byte) {
 	if len(frame) < stunHeaderSize || frame[0]&0xC0 != 0 || !stun.IsMessage(frame) {
-		return
+		return nil
 	}
 	msg, user, realm, ok := decodeAuthenticated(frame)
 	if !ok {
-		return
+		return nil
 	}
 	ap := addrPort(src)
 	h := a.judge(msg, user, realm, ap.Addr())
+	if h.key != nil && msg.Type == channelBindRequest {
+		// Authenticated (an unauthenticated one gets pion's 401 first,
+		// as RFC 8489 orders the checks, and binds nothing).
+		if reply := refuseChannelBind(msg, a.maxChannel); reply != nil {
+			a.m.drops.WithLabelValues(dropBadChannelBind).Inc()
+			a.log.Debug("ChannelBind refused: channel number out of range", "client", ap.String(), "username", user)
+			return reply
+		}
+	}
 	a.hints.put(hintKey{src: ap, user: user}, h)
+	return nil
+}
+
+var channelBindRequest = stun.NewType(stun.MethodChannelBind, stun.ClassRequest)
+
+// Channel numbers a ChannelBind may ask for. pion v4 checks none and
+// binds any, even numbers no ChannelData can carry (below 0x4000 the
+// first bits say STUN; above 0x7FFF they are neither), which then hold
+// the peer. RFC 8656 section 12 allows 0x4000-0x4FFF, but RFC 5766
+// allowed up to 0x7FFF and libwebrtc (Chrome), coturn's client and
+// others still pick any number in that range, so that is the default,
+// as coturn's server does; Config.StrictChannelNumbers narrows it.
+const (
+	minChannel       = 0x4000
+	maxChannel       = 0x7FFF
+	maxChannelStrict = 0x4FFF
+)
+
+// refuseChannelBind returns a 400 Bad Request answer to a ChannelBind
+// request whose CHANNEL-NUMBER is above max or below 0x4000, else nil (a
+// missing or malformed one pion answers 400 itself). pion reads the first
+// of repeated attributes, and so does this.
+func refuseChannelBind(req *stun.Message, max uint16) []byte {
+	v, err := req.Get(stun.AttrChannelNumber)
+	if err != nil || len(v) != 4 {
+		return nil
+	}
+	if ch := uint16(v[0])<<8 | uint16(v[1]); ch >= minChannel && ch <= max {
+		return nil
+	}
+	resp, err := stun.Build(
+		stun.NewTransactionIDSetter(req.TransactionID),
+		stun.NewType(stun.MethodChannelBind, stun.ClassErrorResponse),
+		stun.CodeBadRequest,
+		stun.Fingerprint,
+	)
+	if err != nil {
+		return nil // cannot happen with these fixed attributes; pion decides
+	}
+	return resp.Raw
 }
 
 // decodeAuthenticated decodes an authenticated STUN request. It copies the

@@ -116,6 +116,13 @@ type Config struct {
 	// before REST credentials. Default none.
 	StaticUsers map[string]string
 
+	// StrictChannelNumbers makes ChannelBind accept only RFC 8656's channel
+	// numbers, 0x4000-0x4FFF, and answer 400 Bad Request beyond. Default
+	// false: 0x4000-0x7FFF, RFC 5766's range, which libwebrtc (Chrome)
+	// and other clients still pick from; numbers outside it get 400
+	// either way.
+	StrictChannelNumbers bool
+
 	// AllowPeers lists peer prefixes to allow even inside the default deny
 	// list (for example a LAN deployment's own range). Default none.
 	AllowPeers []netip.Prefix

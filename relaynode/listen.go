@@ -65,23 +65,31 @@ type turnPacketConn struct {
 }
 
 func (c *turnPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
-	if c.fast == nil {
-		n, addr, err := c.PacketConn.ReadFrom(p)
+	for {
+		if c.fast == nil {
+			n, addr, err := c.PacketConn.ReadFrom(p)
+			if err != nil {
+				c.once.Do(c.done)
+				return n, addr, err
+			}
+			if reply := c.auth.precheck(p[:n], addr); reply != nil {
+				_, _ = c.PacketConn.WriteTo(reply, addr)
+				continue
+			}
+			return n, addr, nil
+		}
+		n, from, addr, err := c.fast.read(p)
 		if err != nil {
 			c.once.Do(c.done)
-			return n, addr, err
+			return 0, nil, err
 		}
-		c.auth.precheck(p[:n], addr)
+		if reply := c.auth.precheck(p[:n], addr); reply != nil {
+			_, _ = c.PacketConn.WriteTo(reply, addr)
+			continue
+		}
+		c.fast.snoopRequest(p[:n], from)
 		return n, addr, nil
 	}
-	n, from, addr, err := c.fast.read(p)
-	if err != nil {
-		c.once.Do(c.done)
-		return 0, nil, err
-	}
-	c.auth.precheck(p[:n], addr)
-	c.fast.snoopRequest(p[:n], from)
-	return n, addr, nil
 }
 
 // Close closes the socket (pion calls it from Server.Close).
@@ -213,13 +221,32 @@ func (c *streamConn) Read(p []byte) (int, error) {
 		c.pending = c.pending[n:]
 		return n, nil
 	}
+	for {
+		frame, err := c.readFrame()
+		if err != nil {
+			return 0, err
+		}
+		if reply := c.l.n.auth.precheck(frame, c.Conn.RemoteAddr()); reply != nil {
+			if _, err := c.Conn.Write(reply); err != nil {
+				return 0, err
+			}
+			continue
+		}
+		n := copy(p, frame)
+		c.pending = frame[n:]
+		return n, nil
+	}
+}
+
+// readFrame reads the next whole frame under the idle timeout.
+func (c *streamConn) readFrame() ([]byte, error) {
 	allocated := c.allocated.Load()
 	timeout := streamIdleTimeout
 	if !allocated {
 		timeout = c.l.n.cfg.StreamUnallocatedIdleTimeout
 	}
 	if err := c.Conn.SetReadDeadline(time.Now().Add(timeout)); err != nil {
-		return 0, err
+		return nil, err
 	}
 	frame, err := c.fr.next(c.Conn)
 	if err != nil {
@@ -230,12 +257,9 @@ func (c *streamConn) Read(p []byte) (int, error) {
 		case !allocated && errors.As(err, &ne) && ne.Timeout():
 			c.l.n.m.drops.WithLabelValues(dropStreamUnallocatedIdle).Inc()
 		}
-		return 0, err
+		return nil, err
 	}
-	c.l.n.auth.precheck(frame, c.Conn.RemoteAddr())
-	n := copy(p, frame)
-	c.pending = frame[n:]
-	return n, nil
+	return frame, nil
 }
 
 // Write sends what pion sends the client: one whole STUN message or

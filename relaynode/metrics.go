@@ -22,7 +22,10 @@ const (
 	dropStreamConnIPLimit     = "stream_conn_ip_limit"
 	dropStreamUnallocatedIdle = "stream_unallocated_idle"
 	dropBadStreamFrame        = "bad_stream_frame"
-	dropPionQueueFull         = "pion_queue_full"
+	// ChannelBind requests with a channel outside 0x4000-0x4FFF (answered
+	// 400 by the node, not passed to pion).
+	dropBadChannelBind = "bad_channel_bind"
+	dropPionQueueFull  = "pion_queue_full"
 
 	authBadPassword = "bad_password"
 	authExpired     = "expired"
@@ -111,7 +114,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m.fastP2C = m.fastPackets.WithLabelValues(dirPeerToClient)
 	// Make every label value visible at zero so dashboards and alerts see
 	// the series before the first event.
-	for _, r := range []string{dropStreamConnLimit, dropStreamConnIPLimit, dropStreamUnallocatedIdle, dropBadStreamFrame} {
+	for _, r := range []string{dropStreamConnLimit, dropStreamConnIPLimit, dropStreamUnallocatedIdle, dropBadStreamFrame, dropBadChannelBind} {
 		m.drops.WithLabelValues(r)
 	}
 	for _, r := range []string{authBadPassword, authExpired, authMalformed, authUnknownUser, authRateLimited} {

@@ -76,7 +76,8 @@ func isFollowedSuccess(b []byte) bool {
 // the message is not followed, pion alone handles it) on anything it could
 // read differently from pion: a ChannelBind with other than one
 // CHANNEL-NUMBER and one XOR-PEER-ADDRESS, an address that is not a
-// well-formed IPv4 one, a channel outside 0x4000-0x7FFF.
+// well-formed IPv4 one, a channel outside 0x4000-0x7FFF (the node answers
+// those itself, before pion sees them: auth.go).
 func parseControl(b []byte) (m controlMsg, ok bool) {
 	if len(b) < stunHeaderSize || binary.BigEndian.Uint32(b[4:8]) != stunMagicCookie {
 		return m, false
@@ -138,7 +139,7 @@ func parseControl(b []byte) (m controlMsg, ok bool) {
 	}
 	switch m.typ {
 	case typeChannelBindRequest:
-		ok = channels == 1 && m.npeers == 1 && m.channel >= 0x4000 && m.channel <= 0x7FFF
+		ok = channels == 1 && m.npeers == 1 && m.channel >= minChannel && m.channel <= maxChannel
 	case typeCreatePermissionRequest:
 		ok = m.npeers > 0
 	case typeAllocateSuccess:
