@@ -42,6 +42,7 @@ type authenticator struct {
 	log       *slog.Logger
 	// maxChannel is the highest channel number a ChannelBind may ask for.
 	maxChannel uint16
+	realm      string
 }
 
 func newAuthenticator(cfg Config, m *metrics, log *slog.Logger, now func() time.Time) *authenticator {
@@ -55,7 +56,7 @@ func newAuthenticator(cfg Config, m *metrics, log *slog.Logger, now func() time.
 	}
 	a := &authenticator{
 		static:    static,
-		rest:      turncred.NewVerifier(secrets...),
+		rest:      restVerifier(cfg, secrets),
 		limiter:   newAuthLimiter(cfg.AuthFailureLimit, cfg.AuthFailureWindow, cfg.AuthBlockDuration),
 		hints:     hintCache{m: make(map[hintKey]hint)},
 		warnLimit: rate.NewLimiter(rate.Every(10*time.Second), 5),
@@ -63,11 +64,20 @@ func newAuthenticator(cfg Config, m *metrics, log *slog.Logger, now func() time.
 		m:         m,
 		log:       log,
 	}
+	a.realm = cfg.Realm
 	a.maxChannel = maxChannel
 	if cfg.StrictChannelNumbers {
 		a.maxChannel = maxChannelStrict
 	}
 	return a
+}
+
+func restVerifier(cfg Config, secrets [][]byte) *turncred.Verifier {
+	v := turncred.NewVerifier(secrets...)
+	if cfg.MaxCredentialLifetime > 0 {
+		v.MaxLifetime = cfg.MaxCredentialLifetime
+	}
+	return v
 }
 
 // hint is the precheck's verdict on one message: a key that verified it,
@@ -133,7 +143,13 @@ func (a *authenticator) precheck(frame []byte, src net.Addr) (reply []byte) {
 	}
 	ap := addrPort(src)
 	h := a.judge(msg, user, realm, ap.Addr())
-	if h.key != nil && msg.Type == channelBindRequest {
+	if h.key == nil {
+		// pion would answer its AuthHandler's refusal with 400; RFC 8489
+		// section 9.2.4 says 401, with REALM and NONCE (the request's
+		// own: pion minted it, and checks it on the next try).
+		return unauthorized(msg, a.realm)
+	}
+	if msg.Type == channelBindRequest {
 		// Authenticated (an unauthenticated one gets pion's 401 first,
 		// as RFC 8489 orders the checks, and binds nothing).
 		if reply := refuseChannelBind(msg, a.maxChannel); reply != nil {
@@ -147,6 +163,27 @@ func (a *authenticator) precheck(frame []byte, src net.Addr) (reply []byte) {
 }
 
 var channelBindRequest = stun.NewType(stun.MethodChannelBind, stun.ClassRequest)
+
+// unauthorized returns a 401 answer to req, or nil (pion then answers) if
+// req has no NONCE to repeat.
+func unauthorized(req *stun.Message, realm string) []byte {
+	var nonce stun.Nonce
+	if nonce.GetFrom(req) != nil {
+		return nil
+	}
+	resp, err := stun.Build(
+		stun.NewTransactionIDSetter(req.TransactionID),
+		stun.NewType(req.Type.Method, stun.ClassErrorResponse),
+		stun.CodeUnauthorized,
+		stun.NewRealm(realm),
+		nonce,
+		stun.Fingerprint,
+	)
+	if err != nil {
+		return nil
+	}
+	return resp.Raw
+}
 
 // Channel numbers a ChannelBind may ask for. pion v4 checks none and
 // binds any, even numbers no ChannelData can carry (below 0x4000 the
@@ -236,6 +273,8 @@ func (a *authenticator) candidateKeys(user, realm string, now time.Time) ([][]by
 		return nil, authUnknownUser
 	case errors.Is(err, turncred.ErrExpired):
 		return nil, authExpired
+	case errors.Is(err, turncred.ErrTooLong):
+		return nil, authLifetimeTooLong
 	case err != nil:
 		// Not a REST username and not a static user.
 		if len(a.static) > 0 {

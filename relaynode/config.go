@@ -29,11 +29,16 @@ const (
 	DefaultAuthFailureLimit             = 10
 	DefaultAuthFailureWindow            = time.Minute
 	DefaultAuthBlockDuration            = 5 * time.Minute
-	DefaultUDPSocketBuffer              = 8 << 20
-	DefaultRelaySocketBuffer            = 1 << 20
-	maxSocketBuffer                     = 1 << 30
-	minSecretLen                        = 16
-	maxUDPSockets                       = 256
+	// DefaultMaxCredentialLifetime is twice the TTL the core mints TURN
+	// REST credentials with (relaynode/fleet.DefaultICETTL, 6 h; a test
+	// keeps them in step): the core's credentials always pass, with room
+	// for clock skew between core and node.
+	DefaultMaxCredentialLifetime = 12 * time.Hour
+	DefaultUDPSocketBuffer       = 8 << 20
+	DefaultRelaySocketBuffer     = 1 << 20
+	maxSocketBuffer              = 1 << 30
+	minSecretLen                 = 16
+	maxUDPSockets                = 256
 )
 
 // Config configures a Node. It is a plain struct: every zero value means
@@ -112,6 +117,13 @@ type Config struct {
 	// them is accepted, so a secret can be rotated without a flag day.
 	// Default none. Secrets or StaticUsers must give at least one way in.
 	Secrets []string
+	// MaxCredentialLifetime bounds how far ahead the expiry in a REST
+	// username may be: a credential minted with a longer TTL (a leaked
+	// one minted for years, say) gets 401 Unauthorized. A core minting
+	// with a longer ice.ttl than fleet.DefaultICETTL needs this raised
+	// to at least that TTL. Static users are not affected. Default 12 h
+	// (DefaultMaxCredentialLifetime); negative means no cap.
+	MaxCredentialLifetime time.Duration
 	// StaticUsers maps fixed usernames to passwords; they are checked
 	// before REST credentials. Default none.
 	StaticUsers map[string]string
@@ -212,6 +224,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.AuthBlockDuration == 0 {
 		c.AuthBlockDuration = DefaultAuthBlockDuration
+	}
+	if c.MaxCredentialLifetime == 0 {
+		c.MaxCredentialLifetime = DefaultMaxCredentialLifetime
 	}
 	if !c.RelayBindIP.IsValid() {
 		c.RelayBindIP = netip.IPv4Unspecified()

@@ -72,6 +72,11 @@ func runUclient(path string, args ...string) uclientResult {
 // whatever the loss, so a drop by the relay itself still fails the test.
 const uclientMaxLoss = 2
 
+// uclientCredentialLifetime lets in the REST credentials uclient mints
+// itself with -W: they expire 24 h ahead, past the node's default cap
+// (12 h, twice what the core mints).
+const uclientCredentialLifetime = 25 * time.Hour
+
 func TestCoturnClient(t *testing.T) {
 	path := uclient(t)
 	const staticUser, staticPass = "ops", "static-password"
@@ -126,6 +131,7 @@ func TestCoturnClient(t *testing.T) {
 		cfg := baseConfig()
 		cfg.AllowLoopbackPeers = tc.allowLoopback
 		cfg.StaticUsers = map[string]string{staticUser: staticPass}
+		cfg.MaxCredentialLifetime = uclientCredentialLifetime
 		cfg.TLSListen, cfg.TLSCertFile, cfg.TLSKeyFile = "127.0.0.1:0", certFile, keyFile
 		tn := startNode(t, cfg)
 		// uclient sends RTCP to the peer port + 1: echo there too.
@@ -179,6 +185,7 @@ func TestCoturnClientWrongCredentials(t *testing.T) {
 	cfg := baseConfig()
 	cfg.StaticUsers = map[string]string{"ops": "static-password"}
 	cfg.AuthFailureLimit = -1 // each run fails several times; count reasons, not blocks
+	cfg.MaxCredentialLifetime = uclientCredentialLifetime
 	tn := startNode(t, cfg)
 	user, pass := restCreds("player")
 	expUser, expPass := restCredsAt("player", time.Now().Add(-2*time.Hour))

@@ -161,16 +161,18 @@ func (l *streamListener) Accept() (net.Conn, error) {
 			// The bound is node-wide: TCP and TLS together.
 			l.n.streamConns.Add(-1)
 			l.mu.Unlock()
-			_ = c.Close()
+			// Counted before the close, which the client may see at
+			// once (tests read the counter when it does).
 			l.n.m.drops.WithLabelValues(dropStreamConnLimit).Inc()
+			_ = c.Close()
 			continue
 		}
 		ipKey, ok := l.n.streamIPs.acquire(c.RemoteAddr(), l.n.cfg.MaxStreamConnsPerIP)
 		if !ok {
 			l.n.streamConns.Add(-1)
 			l.mu.Unlock()
-			_ = c.Close()
 			l.n.m.drops.WithLabelValues(dropStreamConnIPLimit).Inc()
+			_ = c.Close()
 			continue
 		}
 		sc := &streamConn{Conn: c, l: l, ipKey: ipKey}

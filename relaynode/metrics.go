@@ -32,6 +32,8 @@ const (
 	authMalformed   = "malformed"
 	authUnknownUser = "unknown_user"
 	authRateLimited = "rate_limited"
+	// A REST username expiring further ahead than MaxCredentialLifetime.
+	authLifetimeTooLong = "lifetime_too_long"
 
 	refuseDraining  = "draining"
 	refuseUserQuota = "user_quota"
@@ -117,7 +119,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for _, r := range []string{dropStreamConnLimit, dropStreamConnIPLimit, dropStreamUnallocatedIdle, dropBadStreamFrame, dropBadChannelBind} {
 		m.drops.WithLabelValues(r)
 	}
-	for _, r := range []string{authBadPassword, authExpired, authMalformed, authUnknownUser, authRateLimited} {
+	for _, r := range []string{authBadPassword, authExpired, authMalformed, authUnknownUser, authRateLimited, authLifetimeTooLong} {
 		m.authFailures.WithLabelValues(r)
 	}
 	for _, r := range []string{refuseDraining, refuseUserQuota, refuseNodeQuota, refuseNoPort} {

@@ -187,9 +187,14 @@ func TestAuthFailures(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			before := tn.metric(t, "cl5_turn_auth_failures_total", "reason", tc.reason)
 			c := newClient(t, tn, tc.user, tc.pass, clientOpts{})
-			if relay, err := c.Allocate(); err == nil {
+			relay, err := c.Allocate()
+			if err == nil {
 				_ = relay.Close()
 				t.Fatal("Allocate succeeded")
+			}
+			// RFC 8489 section 9.2.4 (pion itself would answer 400).
+			if code := turnCode(err); code != 401 {
+				t.Errorf("Allocate: %v, want 401", err)
 			}
 			if got := tn.metric(t, "cl5_turn_auth_failures_total", "reason", tc.reason); got != before+1 {
 				t.Errorf("%s failures = %v, want %v", tc.reason, got, before+1)

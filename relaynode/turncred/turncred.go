@@ -33,6 +33,9 @@ var (
 	ErrBadPassword = errors.New("turncred: wrong password")
 	// ErrNoSecret: the verifier has no secret, so nothing verifies.
 	ErrNoSecret = errors.New("turncred: no secret configured")
+	// ErrTooLong: the expiry in the username is further ahead than the
+	// verifier's MaxLifetime.
+	ErrTooLong = errors.New("turncred: credentials live too long")
 )
 
 // Mint returns credentials for user that expire ttl after now. A ttl below
@@ -82,6 +85,13 @@ func ParseUsername(username string) (expiry time.Time, user string, err error) {
 // new one everywhere, switch minting to it, then remove the old one after
 // the longest credential lifetime. A Verifier is safe for concurrent use.
 type Verifier struct {
+	// MaxLifetime, if positive, refuses credentials whose expiry is more
+	// than this after the time they are checked at (ErrTooLong), so that
+	// one minted for years (by mistake, or through a leaked minting
+	// endpoint) does not work for years. Set it before the verifier is
+	// in use. Default 0: no cap.
+	MaxLifetime time.Duration
+
 	secrets [][]byte
 }
 
@@ -115,6 +125,9 @@ func (v *Verifier) Passwords(username string, now time.Time) ([]string, error) {
 	}
 	if !now.Before(expiry) {
 		return nil, fmt.Errorf("%w at %s", ErrExpired, expiry.UTC().Format(time.RFC3339))
+	}
+	if v.MaxLifetime > 0 && expiry.Sub(now) > v.MaxLifetime {
+		return nil, fmt.Errorf("%w: expiry %s is more than %s away", ErrTooLong, expiry.UTC().Format(time.RFC3339), v.MaxLifetime)
 	}
 	out := make([]string, len(v.secrets))
 	for i, s := range v.secrets {

@@ -152,3 +152,29 @@ func BenchmarkVerify(b *testing.B) {
 		}
 	}
 }
+
+func TestMaxLifetime(t *testing.T) {
+	now := time.Unix(1700000000, 0)
+	secret := []byte("secret-one-0123456789")
+	v := NewVerifier(secret)
+	v.MaxLifetime = 12 * time.Hour
+	for _, tc := range []struct {
+		ttl  time.Duration
+		want error
+	}{
+		{time.Hour, nil},
+		{12 * time.Hour, nil},
+		{12*time.Hour + time.Second, ErrTooLong},
+		{10 * 365 * 24 * time.Hour, ErrTooLong},
+	} {
+		user, _ := Mint(secret, "p", tc.ttl, now)
+		if _, err := v.Passwords(user, now); !errors.Is(err, tc.want) {
+			t.Errorf("TTL %v: %v, want %v", tc.ttl, err, tc.want)
+		}
+	}
+	// Zero: no cap.
+	user, _ := Mint(secret, "p", 10*365*24*time.Hour, now)
+	if _, err := NewVerifier(secret).Passwords(user, now); err != nil {
+		t.Errorf("no cap: %v", err)
+	}
+}
