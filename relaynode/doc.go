@@ -16,7 +16,8 @@
 // with too many authentication failures is refused for a while.
 //
 // Peers are safe by default: loopback, private, CGNAT, link-local,
-// multicast and reserved ranges and the node's own addresses are refused;
+// multicast, documentation (TEST-NET) and reserved ranges, the node's own
+// addresses and its subnets' broadcast addresses are refused;
 // the node's advertised relay address is allowed only towards its own
 // live relay ports, so two players on one node reach each other relay to
 // relay and nothing else on the machine. On a 1:1 NAT host (PublicIP set)

@@ -200,6 +200,7 @@ func TestFastPathNeverBindsDeniedPeers(t *testing.T) {
 	skipWithoutFastPath(t)
 	cfg := baseConfig()
 	cfg.AllowLoopbackPeers = false
+	cfg.AllowPeers = []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")} // an allowed peer below
 	tn := startNode(t, cfg)
 	user, pass := restCreds("ssrf")
 	c := newRawClient(t, tn.Addrs().UDP, user, pass)

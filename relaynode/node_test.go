@@ -407,13 +407,17 @@ func TestMaxAllocationLifetime(t *testing.T) {
 func TestPeerPolicyEndToEnd(t *testing.T) {
 	cfg := baseConfig()
 	cfg.AllowLoopbackPeers = false
+	// A "public" peer for the test that routes nowhere: half of TEST-NET-1,
+	// opened by the operator's allow list (the default denies it).
+	cfg.AllowPeers = []netip.Prefix{netip.MustParsePrefix("192.0.2.128/25")}
 	tn := startNode(t, cfg)
 	user, pass := restCreds("ivan")
 	c := newClient(t, tn, user, pass, clientOpts{})
 	allocate(t, c)
 
 	for _, peer := range []string{"127.0.0.2:9", "10.1.2.3:9", "192.168.1.1:9", "172.16.0.1:9",
-		"169.254.169.254:80", "100.64.0.1:9", "0.0.0.0:9", "224.0.0.1:9", "255.255.255.255:9"} {
+		"169.254.169.254:80", "100.64.0.1:9", "0.0.0.0:9", "224.0.0.1:9", "255.255.255.255:9",
+		"192.0.2.1:9", "198.51.100.1:9", "203.0.113.1:9"} {
 		err := c.CreatePermission(net.UDPAddrFromAddrPort(netip.MustParseAddrPort(peer)))
 		if err == nil {
 			t.Errorf("CreatePermission(%s) succeeded", peer)
@@ -423,11 +427,11 @@ func TestPeerPolicyEndToEnd(t *testing.T) {
 	if err := c.CreatePermission(&net.UDPAddr{IP: net.ParseIP("2001:4860:4860::8888"), Port: 9}); err == nil {
 		t.Error("CreatePermission(IPv6 peer) succeeded")
 	}
-	if got := tn.metric(t, "cl5_turn_permissions_refused_total"); got != 10 {
-		t.Errorf("permissions_refused = %v, want 10", got)
+	if got := tn.metric(t, "cl5_turn_permissions_refused_total"); got != 13 {
+		t.Errorf("permissions_refused = %v, want 13", got)
 	}
-	if err := c.CreatePermission(&net.UDPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 9}); err != nil {
-		t.Errorf("CreatePermission(public TEST-NET peer): %v", err)
+	if err := c.CreatePermission(&net.UDPAddr{IP: net.IPv4(192, 0, 2, 200), Port: 9}); err != nil {
+		t.Errorf("CreatePermission(allowed TEST-NET peer): %v", err)
 	}
 }
 
