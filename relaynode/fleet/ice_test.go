@@ -57,14 +57,14 @@ func TestICEServersShape(t *testing.T) {
 		if !reflect.DeepEqual(s.URLs, want) {
 			t.Errorf("TURN entry %d URLs = %q, want %q", i, s.URLs, want)
 		}
-		if err := verifier.Verify(s.Username, s.Credential, now); err != nil {
+		if pw, err := verifier.Passwords(s.Username, now); err != nil || len(pw) != 1 || pw[0] != s.Credential {
 			t.Errorf("TURN entry %d credentials do not verify: %v", i, err)
 		}
 		expiry, user, err := turncred.ParseUsername(s.Username)
 		if err != nil || user != "user-42" || !expiry.Equal(now.Add(time.Hour)) {
 			t.Errorf("username %q: expiry %v, user %q, %v; want user-42 expiring at now+1h", s.Username, expiry, user, err)
 		}
-		if err := verifier.Verify(s.Username, s.Credential, now.Add(time.Hour+time.Second)); err == nil {
+		if _, err := verifier.Passwords(s.Username, now.Add(time.Hour+time.Second)); err == nil {
 			t.Errorf("credentials still verify after their TTL")
 		}
 	}
@@ -151,7 +151,7 @@ func TestICELongUserIDHashed(t *testing.T) {
 	if err != nil || user != turnUser(long) || !strings.HasPrefix(user, "h-") {
 		t.Errorf("user = %q, %v", user, err)
 	}
-	if err := turncred.NewVerifier(iceSecret).Verify(s.Username, s.Credential, r.clock.now()); err != nil {
-		t.Error(err)
+	if pw, err := turncred.NewVerifier(iceSecret).Passwords(s.Username, r.clock.now()); err != nil || pw[0] != s.Credential {
+		t.Errorf("credentials do not verify: %v", err)
 	}
 }
