@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -177,6 +178,14 @@ type Config struct {
 	// AuthBlockDuration: default 5 minutes.
 	AuthBlockDuration time.Duration
 
+	// Clock is the node's clock for what it decides by time: credential
+	// expiry, the authentication failure windows, the fast path's
+	// permission and channel deadlines, MaxAllocationLifetime and the
+	// bandwidth buckets. Socket deadlines and Close's wait for goroutines
+	// are the runtime's real time whatever this says, and so is pion's
+	// own bookkeeping. Default (nil): the real clock.
+	Clock clockwork.Clock
+
 	// Logger receives the node's logs (component=relaynode). Default: none.
 	Logger *slog.Logger
 	// Registerer receives the cl5_turn_* metrics. Default: none exported.
@@ -244,6 +253,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Clock == nil {
+		c.Clock = clockwork.NewRealClock()
 	}
 	return c
 }

@@ -6,10 +6,10 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/pion/stun/v3"
 )
 
@@ -122,10 +122,10 @@ func TestFastPathLeavesPermissionsToPion(t *testing.T) {
 // client refreshes.
 func TestFastPathExpiry(t *testing.T) {
 	skipWithoutFastPath(t)
-	var skew atomic.Int64
-	tn := startNode(t, baseConfig(), func(n *Node) {
-		n.now = func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
-	})
+	clock := clockwork.NewFakeClockAt(time.Now()) // credentials are minted on the real one
+	cfg := baseConfig()
+	cfg.Clock = clock
+	tn := startNode(t, cfg)
 	peer := newEchoPeer(t)
 	user, pass := restCreds("expiry")
 	const ch = 0x4abc
@@ -139,14 +139,16 @@ func TestFastPathExpiry(t *testing.T) {
 	}
 	fastAfter("fresh binding", 5)
 
-	skew.Store(int64(permissionLifetime + time.Second))
+	clock.Advance(permissionLifetime + time.Second)
 	fastAfter("permission expired", 5)
 	if err := c.createPermission(peer.addr().AddrPort()); err != nil {
 		t.Fatal(err)
 	}
 	fastAfter("permission refreshed", 10)
 
-	skew.Store(int64(channelBindLifetime + time.Second))
+	// The binding is now older than its lifetime, and the refreshed
+	// permission older than its own.
+	clock.Advance(channelBindLifetime - permissionLifetime + time.Second)
 	fastAfter("binding expired", 10)
 	if err := c.channelBind(ch, peer.addr().AddrPort()); err != nil {
 		t.Fatal(err)

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/pion/turn/v4"
 	"golang.org/x/time/rate"
 )
@@ -37,8 +38,8 @@ type Node struct {
 	allocs  *allocTracker
 	nodeBW  *rate.Limiter // nil: no cap
 	tlsConf *tls.Config
-	now     func() time.Time
-	epoch   time.Time // Node.clock's zero
+	clk     clockwork.Clock // cfg.Clock
+	epoch   time.Time       // Node.clock's zero
 
 	acceptWarn *rate.Limiter // rate-limits accept failure warnings
 	readWarn   *rate.Limiter // and UDP read failure warnings
@@ -114,8 +115,8 @@ func New(cfg Config) (*Node, error) {
 	n := &Node{
 		cfg:   cfg,
 		log:   cfg.Logger.With("component", "relaynode"),
-		now:   time.Now,
-		epoch: time.Now(),
+		clk:   cfg.Clock,
+		epoch: cfg.Clock.Now(),
 
 		acceptWarn: rate.NewLimiter(rate.Every(10*time.Second), 1),
 		readWarn:   rate.NewLimiter(rate.Every(10*time.Second), 1),
@@ -136,7 +137,7 @@ func New(cfg Config) (*Node, error) {
 	if cfg.NodeBandwidth > 0 {
 		n.nodeBW = newByteLimiter(cfg.NodeBandwidth)
 	}
-	n.auth = newAuthenticator(cfg, m, n.log, func() time.Time { return n.now() })
+	n.auth = newAuthenticator(cfg, m, n.log, n.clk.Now)
 	return n, nil
 }
 
@@ -318,8 +319,8 @@ func (n *Node) Start(ctx context.Context) (err error) {
 func (n *Node) fastPath() bool { return batchIOSupported && !n.noFastPath && n.testNet == nil }
 
 // clock is the node's monotonic clock, in nanoseconds since New: the fast
-// path's binding deadlines use it (tests move n.now).
-func (n *Node) clock() int64 { return int64(n.now().Sub(n.epoch)) }
+// path's binding deadlines use it (tests move Config.Clock).
+func (n *Node) clock() int64 { return int64(n.clk.Since(n.epoch)) }
 
 func addrString(a netip.AddrPort) string {
 	if !a.IsValid() {

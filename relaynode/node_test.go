@@ -16,10 +16,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cl5-relay/cl5-relay/relaynode/turncred"
@@ -210,10 +210,9 @@ func TestAuthFailureRateLimit(t *testing.T) {
 	cfg := baseConfig()
 	cfg.AuthFailureLimit = 3
 	cfg.AuthBlockDuration = time.Minute
-	var skew atomic.Int64
-	tn := startNode(t, cfg, func(n *Node) {
-		n.now = func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
-	})
+	clock := clockwork.NewFakeClockAt(time.Now()) // credentials are minted on the real one
+	cfg.Clock = clock
+	tn := startNode(t, cfg)
 	user, pass := restCreds("bob")
 	for i := 0; i < 3; i++ {
 		c := newClient(t, tn, user, "wrong", clientOpts{})
@@ -235,7 +234,7 @@ func TestAuthFailureRateLimit(t *testing.T) {
 	allocate(t, other)
 
 	// And the block ends.
-	skew.Store(int64(2 * time.Minute))
+	clock.Advance(2 * time.Minute)
 	again := newClient(t, tn, user, pass, clientOpts{})
 	allocate(t, again)
 }
