@@ -10,8 +10,8 @@ import (
 
 	"github.com/pion/stun/v3"
 	"github.com/pion/turn/v4"
-	"golang.org/x/time/rate"
 
+	"github.com/cl5-relay/cl5-relay/relaynode/internal/ratelog"
 	"github.com/cl5-relay/cl5-relay/relaynode/turncred"
 )
 
@@ -34,12 +34,12 @@ type authenticator struct {
 	rest    *turncred.Verifier
 	limiter *authLimiter
 	hints   hintCache
-	// warnLimit rate-limits the "source blocked" warning: under a
+	// blockLog rate-limits the "source blocked" warning: under a
 	// credential-stuffing run from many IPs it would otherwise flood.
-	warnLimit *rate.Limiter
-	now       func() time.Time
-	m         *metrics
-	log       *slog.Logger
+	blockLog *ratelog.Logger
+	now      func() time.Time
+	m        *metrics
+	log      *slog.Logger
 	// maxChannel is the highest channel number a ChannelBind may ask for.
 	maxChannel uint16
 	realm      string
@@ -55,14 +55,14 @@ func newAuthenticator(cfg Config, m *metrics, log *slog.Logger, now func() time.
 		static[u] = p
 	}
 	a := &authenticator{
-		static:    static,
-		rest:      restVerifier(cfg, secrets),
-		limiter:   newAuthLimiter(cfg.AuthFailureLimit, cfg.AuthFailureWindow, cfg.AuthBlockDuration),
-		hints:     hintCache{m: make(map[hintKey]hint)},
-		warnLimit: rate.NewLimiter(rate.Every(10*time.Second), 5),
-		now:       now,
-		m:         m,
-		log:       log,
+		static:   static,
+		rest:     restVerifier(cfg, secrets),
+		limiter:  newAuthLimiter(cfg.AuthFailureLimit, cfg.AuthFailureWindow, cfg.AuthBlockDuration),
+		hints:    hintCache{m: make(map[hintKey]hint)},
+		blockLog: ratelog.New(log, 10*time.Second, 5),
+		now:      now,
+		m:        m,
+		log:      log,
 	}
 	a.realm = cfg.Realm
 	a.maxChannel = maxChannel
@@ -292,12 +292,8 @@ func (a *authenticator) candidateKeys(user, realm string, now time.Time) ([][]by
 func (a *authenticator) fail(ip netip.Addr, user, reason string, now time.Time) {
 	a.m.authFailures.WithLabelValues(reason).Inc()
 	if a.limiter.fail(ip, now) {
-		if a.warnLimit.Allow() {
-			a.log.Warn("too many TURN authentication failures; refusing source for a while",
-				"ip", ip.String(), "block", a.limiter.block.String())
-		} else {
-			a.log.Debug("refusing source after authentication failures", "ip", ip.String())
-		}
+		a.blockLog.Warn("too many TURN authentication failures; refusing source for a while",
+			"ip", ip.String(), "block", a.limiter.block.String())
 	}
 	a.log.Debug("TURN authentication failed", "ip", ip.String(), "username", user, "reason", reason)
 }

@@ -164,9 +164,7 @@ func (l *udpListener) run() {
 		}
 		// Nothing but a close is expected here; do not spin on whatever
 		// it is.
-		if l.n.readWarn.Allow() {
-			l.n.log.Warn("reading a UDP socket failed; retrying", "socket", l.conn.LocalAddr().String(), "err", err)
-		}
+		l.n.readLog.Warn("reading a UDP socket failed; retrying", "socket", l.conn.LocalAddr().String(), "err", err)
 		time.Sleep(10 * time.Millisecond)
 	}
 }

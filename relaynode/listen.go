@@ -143,9 +143,7 @@ func (l *streamListener) Accept() (net.Conn, error) {
 				return nil, err
 			}
 			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-			if l.n.acceptWarn.Allow() {
-				l.n.log.Warn("accept failed; retrying", "listener", l.Addr().String(), "err", err, "backoff", backoff.String())
-			}
+			l.n.acceptLog.Warn("accept failed; retrying", "listener", l.Addr().String(), "err", err, "backoff", backoff.String())
 			time.Sleep(backoff)
 			continue
 		}

@@ -15,6 +15,8 @@ import (
 	"github.com/jonboulle/clockwork"
 	"github.com/pion/turn/v4"
 	"golang.org/x/time/rate"
+
+	"github.com/cl5-relay/cl5-relay/relaynode/internal/ratelog"
 )
 
 var (
@@ -41,8 +43,8 @@ type Node struct {
 	clk     clockwork.Clock // cfg.Clock
 	epoch   time.Time       // Node.clock's zero
 
-	acceptWarn *rate.Limiter // rate-limits accept failure warnings
-	readWarn   *rate.Limiter // and UDP read failure warnings
+	acceptLog *ratelog.Logger // accept failure warnings
+	readLog   *ratelog.Logger // UDP read failure warnings
 
 	// noFastPath relays every packet through pion (tests and benchmarks
 	// compare the two paths).
@@ -117,9 +119,6 @@ func New(cfg Config) (*Node, error) {
 		log:   cfg.Logger.With("component", "relaynode"),
 		clk:   cfg.Clock,
 		epoch: cfg.Clock.Now(),
-
-		acceptWarn: rate.NewLimiter(rate.Every(10*time.Second), 1),
-		readWarn:   rate.NewLimiter(rate.Every(10*time.Second), 1),
 	}
 	if cfg.TLSListen != "" {
 		tc, err := loadTLS(cfg.TLSCertFile, cfg.TLSKeyFile)
@@ -133,6 +132,8 @@ func New(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n.m = m
+	n.acceptLog = ratelog.New(n.log, 10*time.Second, 1)
+	n.readLog = ratelog.New(n.log, 10*time.Second, 1)
 	n.allocs = newAllocTracker(func(total int) { m.allocations.Set(float64(total)) })
 	if cfg.NodeBandwidth > 0 {
 		n.nodeBW = newByteLimiter(cfg.NodeBandwidth)
