@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/pion/stun/v3"
+
+	"github.com/cl5-relay/cl5-relay/relaynode/internal/testkit"
 )
 
 // dialStream opens a bare TCP connection to the node from local IP ip.
@@ -76,7 +78,7 @@ func TestStreamConnsPerIPLimit(t *testing.T) {
 		held = append(held, dialStream(t, tn, "127.0.0.1"))
 	}
 	// Accepted in order: once the node counts them all, the next is over.
-	waitFor(t, 10*time.Second, "the held connections accepted", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "the held connections accepted", func() bool {
 		return tn.Stats().StreamConns == cfg.MaxStreamConnsPerIP
 	})
 	over := dialStream(t, tn, "127.0.0.1")
@@ -92,7 +94,7 @@ func TestStreamConnsPerIPLimit(t *testing.T) {
 
 	// A closed connection gives its slot back.
 	_ = held[0].Close()
-	waitFor(t, 10*time.Second, "the closed connection's slot freed", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "the closed connection's slot freed", func() bool {
 		return tn.Stats().StreamConns == cfg.MaxStreamConnsPerIP // 2 held + 127.0.0.2
 	})
 	user, pass = restCreds("same-ip")
