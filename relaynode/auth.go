@@ -132,14 +132,16 @@ const stunHeaderSize = 20
 // precheck looks at one TURN frame read from a client. Only STUN requests
 // carrying MESSAGE-INTEGRITY and USERNAME are examined; anything else is
 // left to pion. A non-nil reply is the node's own answer to a request it
-// refuses: send it and do not pass the frame to pion.
-func (a *authenticator) precheck(frame []byte, src net.Addr) (reply []byte) {
+// refuses: send it and do not pass the frame to pion. Otherwise req is the
+// decoded request if its credentials passed (the fast path follows it
+// from there rather than decode it again), else nil.
+func (a *authenticator) precheck(frame []byte, src net.Addr) (reply []byte, req *stun.Message) {
 	if len(frame) < stunHeaderSize || frame[0]&0xC0 != 0 || !stun.IsMessage(frame) {
-		return nil
+		return nil, nil
 	}
 	msg, user, realm, ok := decodeAuthenticated(frame)
 	if !ok {
-		return nil
+		return nil, nil
 	}
 	ap := addrPort(src)
 	h := a.judge(msg, user, realm, ap.Addr())
@@ -147,7 +149,7 @@ func (a *authenticator) precheck(frame []byte, src net.Addr) (reply []byte) {
 		// pion would answer its AuthHandler's refusal with 400; RFC 8489
 		// section 9.2.4 says 401, with REALM and NONCE (the request's
 		// own: pion minted it, and checks it on the next try).
-		return unauthorized(msg, a.realm)
+		return unauthorized(msg, a.realm), nil
 	}
 	if msg.Type == channelBindRequest {
 		// Authenticated (an unauthenticated one gets pion's 401 first,
@@ -155,11 +157,11 @@ func (a *authenticator) precheck(frame []byte, src net.Addr) (reply []byte) {
 		if reply := refuseChannelBind(msg, a.maxChannel); reply != nil {
 			a.m.drops.WithLabelValues(dropBadChannelBind).Inc()
 			a.log.Debug("ChannelBind refused: channel number out of range", "client", ap.String(), "username", user)
-			return reply
+			return reply, nil
 		}
 	}
 	a.hints.put(hintKey{src: ap, user: user}, h)
-	return nil
+	return nil, msg
 }
 
 var channelBindRequest = stun.NewType(stun.MethodChannelBind, stun.ClassRequest)

@@ -58,7 +58,7 @@ func TestPrecheckPicksTheRightSecret(t *testing.T) {
 			if user == "" {
 				user, pass = turncred.Mint([]byte(tc.pass), "p", time.Hour, time.Now())
 			}
-			reply := a.precheck(authRequest(t, user, "cl5-relay", pass), src)
+			reply, _ := a.precheck(authRequest(t, user, "cl5-relay", pass), src)
 			if !tc.ok {
 				// Refused before pion: the node answers 401 itself.
 				expectErrorReply(t, reply, 401)

@@ -277,13 +277,13 @@ func TestSnoopNeedsPionsAnswer(t *testing.T) {
 		{"other transaction", answer(otherTx, okType), client},
 		{"other client", answer(req.TransactionID, okType), other},
 	} {
-		l.snoopRequest(req.Raw, c.addr())
+		l.snoopRequest(req, c.addr())
 		l.snoopResponse(tc.resp, tc.to)
 		if rc.channel(0x4100, tn.clock()) != nil {
 			t.Fatalf("%s installed a binding", tc.name)
 		}
 	}
-	l.snoopRequest(req.Raw, c.addr())
+	l.snoopRequest(req, c.addr())
 	l.snoopResponse(answer(req.TransactionID, okType), client)
 	if b := rc.channel(0x4100, tn.clock()); b == nil || b.peer != peer {
 		t.Fatalf("pion's answer installed %+v, want a binding to %s", b, peer)
@@ -367,9 +367,11 @@ func TestChannelDataParse(t *testing.T) {
 	}
 }
 
-// FuzzSnoop checks the fast path's parsers on arbitrary input: no panic,
-// and whatever parseControl takes from a message is what pion's STUN
-// decoder reads from it (the first of each attribute, XOR-decoded).
+// FuzzSnoop checks the fast path's parsers on arbitrary input: no panic;
+// a ChannelData header read as pion reads it; and from any request pion's
+// STUN decoder accepts, controlOf takes exactly what pion reads (the one
+// CHANNEL-NUMBER and XOR-PEER-ADDRESS of a ChannelBind, every peer of a
+// CreatePermission), refusing repeats where pion would pick one.
 func FuzzSnoop(f *testing.F) {
 	var txID [stun.TransactionIDSize]byte
 	copy(txID[:], "fuzz-txid-01")
@@ -394,34 +396,49 @@ func FuzzSnoop(f *testing.F) {
 				t.Fatalf("channelData(%x) = %#x %x", b, ch, payload)
 			}
 		}
-		_ = isFollowedRequest(b)
 		_ = isFollowedSuccess(b)
-		m, ok := parseControl(b)
-		if !ok {
-			return
+		if relayed, ok := relayedOf(append([]byte{}, b...)); ok {
+			msg := &stun.Message{Raw: append([]byte{}, b...)}
+			var a stun.XORMappedAddress
+			if msg.Decode() != nil || a.GetFromAs(msg, stun.AttrXORRelayedAddress) != nil || !a.IP.Equal(relayed.Addr().AsSlice()) || a.Port != int(relayed.Port()) {
+				t.Fatalf("relayedOf(%x) = %s, pion reads %v", b, relayed, a)
+			}
 		}
 		msg := &stun.Message{Raw: append([]byte{}, b...)}
-		if err := msg.Decode(); err != nil {
-			t.Fatalf("parseControl took %x, which pion cannot decode: %v", b, err)
+		if msg.Decode() != nil {
+			return
+		}
+		m, ok := controlOf(msg)
+		if !ok {
+			return
 		}
 		if uint16(msg.Type.Value()) != m.typ || msg.TransactionID != m.txID {
 			t.Fatalf("type/transaction %v %x, parsed %#x %x", msg.Type, msg.TransactionID, m.typ, m.txID)
 		}
-		xorAddr := func(at stun.AttrType) netip.AddrPort {
-			var a stun.XORMappedAddress
-			if err := a.GetFromAs(msg, at); err != nil {
-				t.Fatalf("pion cannot read the %v parseControl read: %v", at, err)
+		count := func(at stun.AttrType) int {
+			n := 0
+			for _, a := range msg.Attributes {
+				if a.Type == at {
+					n++
+				}
 			}
-			ip, _ := netip.AddrFromSlice(a.IP)
-			return netip.AddrPortFrom(ip.Unmap(), uint16(a.Port))
+			return n
 		}
 		switch m.typ {
 		case typeChannelBindRequest:
+			if count(stun.AttrChannelNumber) != 1 || count(stun.AttrXORPeerAddress) != 1 {
+				t.Fatalf("followed a ChannelBind with repeated attributes: %x", b)
+			}
 			v, err := msg.Get(stun.AttrChannelNumber)
 			if err != nil || len(v) != 4 || binary.BigEndian.Uint16(v) != m.channel {
 				t.Fatalf("channel %#x, pion reads %x (%v)", m.channel, v, err)
 			}
-			if got := xorAddr(stun.AttrXORPeerAddress); got != m.peers[0] {
+			var a stun.XORMappedAddress
+			if err := a.GetFromAs(msg, stun.AttrXORPeerAddress); err != nil {
+				t.Fatalf("pion cannot read the peer controlOf read: %v", err)
+			}
+			ip, _ := netip.AddrFromSlice(a.IP)
+			if got := netip.AddrPortFrom(ip.Unmap(), uint16(a.Port)); got != m.peers[0] {
 				t.Fatalf("peer %s, pion reads %s", m.peers[0], got)
 			}
 		case typeCreatePermissionRequest:
@@ -440,10 +457,6 @@ func FuzzSnoop(f *testing.F) {
 			})
 			if i != m.npeers {
 				t.Fatalf("pion reads %d peers, parsed %d", i, m.npeers)
-			}
-		case typeAllocateSuccess:
-			if got := xorAddr(stun.AttrXORRelayedAddress); got != m.relayed {
-				t.Fatalf("relayed %s, pion reads %s", m.relayed, got)
 			}
 		}
 	})

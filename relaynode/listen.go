@@ -72,7 +72,7 @@ func (c *turnPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
 				c.once.Do(c.done)
 				return n, addr, err
 			}
-			if reply := c.auth.precheck(p[:n], addr); reply != nil {
+			if reply, _ := c.auth.precheck(p[:n], addr); reply != nil {
 				_, _ = c.PacketConn.WriteTo(reply, addr)
 				continue
 			}
@@ -83,11 +83,12 @@ func (c *turnPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
 			c.once.Do(c.done)
 			return 0, nil, err
 		}
-		if reply := c.auth.precheck(p[:n], addr); reply != nil {
+		reply, req := c.auth.precheck(p[:n], addr)
+		if reply != nil {
 			_, _ = c.PacketConn.WriteTo(reply, addr)
 			continue
 		}
-		c.fast.snoopRequest(p[:n], from)
+		c.fast.snoopRequest(req, from)
 		return n, addr, nil
 	}
 }
@@ -226,7 +227,7 @@ func (c *streamConn) Read(p []byte) (int, error) {
 		if err != nil {
 			return 0, err
 		}
-		if reply := c.l.n.auth.precheck(frame, c.Conn.RemoteAddr()); reply != nil {
+		if reply, _ := c.l.n.auth.precheck(frame, c.Conn.RemoteAddr()); reply != nil {
 			if _, err := c.Conn.Write(reply); err != nil {
 				return 0, err
 			}
