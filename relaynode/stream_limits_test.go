@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -129,4 +130,26 @@ func TestStreamWithoutAllocationTimesOut(t *testing.T) {
 		t.Errorf("%s drops = %v, want 1", dropStreamUnallocatedIdle, got)
 	}
 	roundTrip(t, relay, peer.addr(), 3)
+}
+
+// Per-IP stream slots are counted per IPv4 address and per IPv6 /64 (one
+// subscriber's usual share), an IPv4-mapped address as its IPv4 one.
+func TestStreamIPKey(t *testing.T) {
+	key := func(s string) netip.Prefix {
+		return streamIPKey(net.TCPAddrFromAddrPort(netip.MustParseAddrPort(s)))
+	}
+	for _, tc := range []struct {
+		a, b string
+		same bool
+	}{
+		{"192.0.2.1:1000", "192.0.2.1:2000", true},
+		{"192.0.2.1:1000", "192.0.2.2:1000", false},
+		{"[::ffff:192.0.2.1]:1000", "192.0.2.1:2000", true},
+		{"[2001:db8:1:2::1]:1000", "[2001:db8:1:2:ffff::9]:1000", true},
+		{"[2001:db8:1:2::1]:1000", "[2001:db8:1:3::1]:1000", false},
+	} {
+		if got := key(tc.a) == key(tc.b); got != tc.same {
+			t.Errorf("%s and %s: same bucket %v, want %v (%s, %s)", tc.a, tc.b, got, tc.same, key(tc.a), key(tc.b))
+		}
+	}
 }
