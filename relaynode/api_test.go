@@ -111,8 +111,8 @@ func exportedRecv(recv *ast.FieldList) bool {
 // TestImportLayering: relaynode and its subpackages never import the
 // signaling core, cmd, migration or bench; relaynode may use its fleet
 // subpackage but not the other way round; the fleet may use signaling/wire
-// (a leaf that only speaks the protocol), and turncred stays
-// standard-library only.
+// (a leaf that only speaks the protocol), both may use internal/ratelog (a
+// leaf), and turncred stays standard-library only.
 func TestImportLayering(t *testing.T) {
 	const module = "github.com/cl5-relay/cl5-relay/"
 	check := func(dir string, allowed map[string]bool, stdlibOnly bool) {
@@ -130,7 +130,8 @@ func TestImportLayering(t *testing.T) {
 	}
 	// Node composes its subpackages: it describes itself to a fleet
 	// (fleetlisting.go); the fleet never imports relaynode.
-	check(".", map[string]bool{"relaynode/turncred": true, "relaynode/fleet": true}, false)
-	check("fleet", map[string]bool{"relaynode/turncred": true, "signaling/wire": true}, false)
+	check(".", map[string]bool{"relaynode/turncred": true, "relaynode/fleet": true, "relaynode/internal/ratelog": true}, false)
+	check("fleet", map[string]bool{"relaynode/turncred": true, "signaling/wire": true, "relaynode/internal/ratelog": true}, false)
 	check("turncred", nil, true)
+	check("internal/ratelog", nil, false) // no module import: usable by relaynode and fleet alike
 }

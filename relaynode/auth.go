@@ -10,8 +10,8 @@ import (
 
 	"github.com/pion/stun/v3"
 	"github.com/pion/turn/v4"
-	"golang.org/x/time/rate"
 
+	"github.com/cl5-relay/cl5-relay/relaynode/internal/ratelog"
 	"github.com/cl5-relay/cl5-relay/relaynode/turncred"
 )
 
@@ -34,12 +34,15 @@ type authenticator struct {
 	rest    *turncred.Verifier
 	limiter *authLimiter
 	hints   hintCache
-	// warnLimit rate-limits the "source blocked" warning: under a
+	// blockLog rate-limits the "source blocked" warning: under a
 	// credential-stuffing run from many IPs it would otherwise flood.
-	warnLimit *rate.Limiter
-	now       func() time.Time
-	m         *metrics
-	log       *slog.Logger
+	blockLog *ratelog.Logger
+	now      func() time.Time
+	m        *metrics
+	log      *slog.Logger
+	// maxChannel is the highest channel number a ChannelBind may ask for.
+	maxChannel uint16
+	realm      string
 }
 
 func newAuthenticator(cfg Config, m *metrics, log *slog.Logger, now func() time.Time) *authenticator {
@@ -51,16 +54,30 @@ func newAuthenticator(cfg Config, m *metrics, log *slog.Logger, now func() time.
 	for u, p := range cfg.StaticUsers {
 		static[u] = p
 	}
-	return &authenticator{
-		static:    static,
-		rest:      turncred.NewVerifier(secrets...),
-		limiter:   newAuthLimiter(cfg.AuthFailureLimit, cfg.AuthFailureWindow, cfg.AuthBlockDuration),
-		hints:     hintCache{m: make(map[hintKey]hint)},
-		warnLimit: rate.NewLimiter(rate.Every(10*time.Second), 5),
-		now:       now,
-		m:         m,
-		log:       log,
+	a := &authenticator{
+		static:   static,
+		rest:     restVerifier(cfg, secrets),
+		limiter:  newAuthLimiter(cfg.AuthFailureLimit, cfg.AuthFailureWindow, cfg.AuthBlockDuration),
+		hints:    hintCache{m: make(map[hintKey]hint)},
+		blockLog: ratelog.New(log, 10*time.Second, 5),
+		now:      now,
+		m:        m,
+		log:      log,
 	}
+	a.realm = cfg.Realm
+	a.maxChannel = maxChannel
+	if cfg.StrictChannelNumbers {
+		a.maxChannel = maxChannelStrict
+	}
+	return a
+}
+
+func restVerifier(cfg Config, secrets [][]byte) *turncred.Verifier {
+	v := turncred.NewVerifier(secrets...)
+	if cfg.MaxCredentialLifetime > 0 {
+		v.MaxLifetime = cfg.MaxCredentialLifetime
+	}
+	return v
 }
 
 // hint is the precheck's verdict on one message: a key that verified it,
@@ -114,18 +131,97 @@ const stunHeaderSize = 20
 
 // precheck looks at one TURN frame read from a client. Only STUN requests
 // carrying MESSAGE-INTEGRITY and USERNAME are examined; anything else is
-// left to pion.
-func (a *authenticator) precheck(frame []byte, src net.Addr) {
+// left to pion. A non-nil reply is the node's own answer to a request it
+// refuses: send it and do not pass the frame to pion. Otherwise req is the
+// decoded request if its credentials passed (the fast path follows it
+// from there rather than decode it again), else nil.
+func (a *authenticator) precheck(frame []byte, src net.Addr) (reply []byte, req *stun.Message) {
 	if len(frame) < stunHeaderSize || frame[0]&0xC0 != 0 || !stun.IsMessage(frame) {
-		return
+		return nil, nil
 	}
 	msg, user, realm, ok := decodeAuthenticated(frame)
 	if !ok {
-		return
+		return nil, nil
 	}
 	ap := addrPort(src)
 	h := a.judge(msg, user, realm, ap.Addr())
+	if h.key == nil {
+		// pion would answer its AuthHandler's refusal with 400; RFC 8489
+		// section 9.2.4 says 401, with REALM and NONCE (the request's
+		// own: pion minted it, and checks it on the next try).
+		return unauthorized(msg, a.realm), nil
+	}
+	if msg.Type == channelBindRequest {
+		// Authenticated (an unauthenticated one gets pion's 401 first,
+		// as RFC 8489 orders the checks, and binds nothing).
+		if reply := refuseChannelBind(msg, a.maxChannel); reply != nil {
+			a.m.drops.WithLabelValues(dropBadChannelBind).Inc()
+			a.log.Debug("ChannelBind refused: channel number out of range", "client", ap.String(), "username", user)
+			return reply, nil
+		}
+	}
 	a.hints.put(hintKey{src: ap, user: user}, h)
+	return nil, msg
+}
+
+var channelBindRequest = stun.NewType(stun.MethodChannelBind, stun.ClassRequest)
+
+// unauthorized returns a 401 answer to req, or nil (pion then answers) if
+// req has no NONCE to repeat.
+func unauthorized(req *stun.Message, realm string) []byte {
+	var nonce stun.Nonce
+	if nonce.GetFrom(req) != nil {
+		return nil
+	}
+	resp, err := stun.Build(
+		stun.NewTransactionIDSetter(req.TransactionID),
+		stun.NewType(req.Type.Method, stun.ClassErrorResponse),
+		stun.CodeUnauthorized,
+		stun.NewRealm(realm),
+		nonce,
+		stun.Fingerprint,
+	)
+	if err != nil {
+		return nil
+	}
+	return resp.Raw
+}
+
+// Channel numbers a ChannelBind may ask for. pion v4 checks none and
+// binds any, even numbers no ChannelData can carry (below 0x4000 the
+// first bits say STUN; above 0x7FFF they are neither), which then hold
+// the peer. RFC 8656 section 12 allows 0x4000-0x4FFF, but RFC 5766
+// allowed up to 0x7FFF and libwebrtc (Chrome), coturn's client and
+// others still pick any number in that range, so that is the default,
+// as coturn's server does; Config.StrictChannelNumbers narrows it.
+const (
+	minChannel       = 0x4000
+	maxChannel       = 0x7FFF
+	maxChannelStrict = 0x4FFF
+)
+
+// refuseChannelBind returns a 400 Bad Request answer to a ChannelBind
+// request whose CHANNEL-NUMBER is above max or below 0x4000, else nil (a
+// missing or malformed one pion answers 400 itself). pion reads the first
+// of repeated attributes, and so does this.
+func refuseChannelBind(req *stun.Message, max uint16) []byte {
+	v, err := req.Get(stun.AttrChannelNumber)
+	if err != nil || len(v) != 4 {
+		return nil
+	}
+	if ch := uint16(v[0])<<8 | uint16(v[1]); ch >= minChannel && ch <= max {
+		return nil
+	}
+	resp, err := stun.Build(
+		stun.NewTransactionIDSetter(req.TransactionID),
+		stun.NewType(stun.MethodChannelBind, stun.ClassErrorResponse),
+		stun.CodeBadRequest,
+		stun.Fingerprint,
+	)
+	if err != nil {
+		return nil // cannot happen with these fixed attributes; pion decides
+	}
+	return resp.Raw
 }
 
 // decodeAuthenticated decodes an authenticated STUN request. It copies the
@@ -179,6 +275,8 @@ func (a *authenticator) candidateKeys(user, realm string, now time.Time) ([][]by
 		return nil, authUnknownUser
 	case errors.Is(err, turncred.ErrExpired):
 		return nil, authExpired
+	case errors.Is(err, turncred.ErrTooLong):
+		return nil, authLifetimeTooLong
 	case err != nil:
 		// Not a REST username and not a static user.
 		if len(a.static) > 0 {
@@ -196,12 +294,8 @@ func (a *authenticator) candidateKeys(user, realm string, now time.Time) ([][]by
 func (a *authenticator) fail(ip netip.Addr, user, reason string, now time.Time) {
 	a.m.authFailures.WithLabelValues(reason).Inc()
 	if a.limiter.fail(ip, now) {
-		if a.warnLimit.Allow() {
-			a.log.Warn("too many TURN authentication failures; refusing source for a while",
-				"ip", ip.String(), "block", a.limiter.block.String())
-		} else {
-			a.log.Debug("refusing source after authentication failures", "ip", ip.String())
-		}
+		a.blockLog.Warn("too many TURN authentication failures; refusing source for a while",
+			"ip", ip.String(), "block", a.limiter.block.String())
 	}
 	a.log.Debug("TURN authentication failed", "ip", ip.String(), "username", user, "reason", reason)
 }

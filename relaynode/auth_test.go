@@ -58,7 +58,15 @@ func TestPrecheckPicksTheRightSecret(t *testing.T) {
 			if user == "" {
 				user, pass = turncred.Mint([]byte(tc.pass), "p", time.Hour, time.Now())
 			}
-			a.precheck(authRequest(t, user, "cl5-relay", pass), src)
+			reply, _ := a.precheck(authRequest(t, user, "cl5-relay", pass), src)
+			if !tc.ok {
+				// Refused before pion: the node answers 401 itself.
+				expectErrorReply(t, reply, 401)
+				return
+			}
+			if reply != nil {
+				t.Fatal("precheck answered an authenticated request")
+			}
 			key, ok := a.authHandler(user, "cl5-relay", src)
 			if ok != tc.ok {
 				t.Fatalf("authHandler ok = %v, want %v", ok, tc.ok)
@@ -342,4 +350,20 @@ func BenchmarkPrecheck(b *testing.B) {
 			}
 		}
 	})
+}
+
+// expectErrorReply checks that reply is an error response with code.
+func expectErrorReply(t *testing.T, reply []byte, code int) {
+	t.Helper()
+	if reply == nil {
+		t.Fatal("no reply from precheck")
+	}
+	m := &stun.Message{Raw: reply}
+	if err := m.Decode(); err != nil {
+		t.Fatal(err)
+	}
+	var ec stun.ErrorCodeAttribute
+	if m.Type.Class != stun.ClassErrorResponse || ec.GetFrom(m) != nil || int(ec.Code) != code {
+		t.Fatalf("reply %s %v, want error %d", m.Type, ec, code)
+	}
 }

@@ -9,6 +9,7 @@ import (
 // pion/turn v4's lifetimes: a channel binding lasts 10 minutes
 // (ServerConfig.ChannelBindTimeout, which Start sets to this), a
 // permission 5 (fixed in pion); both restart when the client asks again.
+// pionpins_test.go checks both against the pion in go.mod.
 const (
 	channelBindLifetime = 10 * time.Minute
 	permissionLifetime  = 5 * time.Minute

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -23,9 +24,17 @@ const (
 	DefaultRealm                 = "cl5-relay"
 	DefaultMaxAllocationsPerUser = 64
 	DefaultMaxStreamConns        = 10000
-	DefaultAuthFailureLimit      = 10
-	DefaultAuthFailureWindow     = time.Minute
-	DefaultAuthBlockDuration     = 5 * time.Minute
+	DefaultMaxStreamConnsPerIP   = 32
+	// DefaultStreamUnallocatedIdleTimeout: see Config.StreamUnallocatedIdleTimeout.
+	DefaultStreamUnallocatedIdleTimeout = 10 * time.Second
+	DefaultAuthFailureLimit             = 10
+	DefaultAuthFailureWindow            = time.Minute
+	DefaultAuthBlockDuration            = 5 * time.Minute
+	// DefaultMaxCredentialLifetime is twice the TTL the core mints TURN
+	// REST credentials with (relaynode/fleet.DefaultICETTL, 6 h; a test
+	// keeps them in step): the core's credentials always pass, with room
+	// for clock skew between core and node.
+	DefaultMaxCredentialLifetime = 12 * time.Hour
 	DefaultUDPSocketBuffer       = 8 << 20
 	DefaultRelaySocketBuffer     = 1 << 20
 	maxSocketBuffer              = 1 << 30
@@ -75,6 +84,20 @@ type Config struct {
 	// MaxStreamConns bounds concurrent TCP plus TLS connections; more are
 	// closed on accept. Default 10000.
 	MaxStreamConns int
+	// MaxStreamConnsPerIP bounds concurrent TCP plus TLS connections from
+	// one client IP (IPv6: one /64), so that one host cannot take every
+	// slot of MaxStreamConns; more are closed on accept and counted
+	// (cl5_turn_drops_total{reason="stream_conn_ip_limit"}). Players
+	// behind one NAT share an IP: one TURN connection each, so the default
+	// leaves room for a LAN party. Default 32; negative means no limit.
+	MaxStreamConnsPerIP int
+	// StreamUnallocatedIdleTimeout closes a TCP/TLS connection that has
+	// been silent this long before its first successful Allocate (the
+	// TLS handshake and the first frame included), so connections that
+	// never allocate cannot sit on slots; once it has an allocation, it
+	// may stay silent for the longest lifetime pion grants (1 h) plus
+	// slack. Default 10 s.
+	StreamUnallocatedIdleTimeout time.Duration
 
 	// RelayPortMin and RelayPortMax bound, inclusively, the UDP ports relay
 	// sockets are bound to (open them in the firewall). Both zero (default):
@@ -99,9 +122,23 @@ type Config struct {
 	// them is accepted, so a secret can be rotated without a flag day.
 	// Default none. Secrets or StaticUsers must give at least one way in.
 	Secrets []string
+	// MaxCredentialLifetime bounds how far ahead the expiry in a REST
+	// username may be: a credential minted with a longer TTL (a leaked
+	// one minted for years, say) gets 401 Unauthorized. A core minting
+	// with a longer ice.ttl than fleet.DefaultICETTL needs this raised
+	// to at least that TTL. Static users are not affected. Default 12 h
+	// (DefaultMaxCredentialLifetime); negative means no cap.
+	MaxCredentialLifetime time.Duration
 	// StaticUsers maps fixed usernames to passwords; they are checked
 	// before REST credentials. Default none.
 	StaticUsers map[string]string
+
+	// StrictChannelNumbers makes ChannelBind accept only RFC 8656's channel
+	// numbers, 0x4000-0x4FFF, and answer 400 Bad Request beyond. Default
+	// false: 0x4000-0x7FFF, RFC 5766's range, which libwebrtc (Chrome)
+	// and other clients still pick from; numbers outside it get 400
+	// either way.
+	StrictChannelNumbers bool
 
 	// AllowPeers lists peer prefixes to allow even inside the default deny
 	// list (for example a LAN deployment's own range). Default none.
@@ -145,6 +182,14 @@ type Config struct {
 	// AuthBlockDuration: default 5 minutes.
 	AuthBlockDuration time.Duration
 
+	// Clock is the node's clock for what it decides by time: credential
+	// expiry, the authentication failure windows, the fast path's
+	// permission and channel deadlines, MaxAllocationLifetime and the
+	// bandwidth buckets. Socket deadlines and Close's wait for goroutines
+	// are the runtime's real time whatever this says, and so is pion's
+	// own bookkeeping. Default (nil): the real clock.
+	Clock clockwork.Clock
+
 	// Logger receives the node's logs (component=relaynode). Default: none.
 	Logger *slog.Logger
 	// Registerer receives the cl5_turn_* metrics. Default: none exported.
@@ -172,6 +217,12 @@ func (c Config) withDefaults() Config {
 	if c.MaxStreamConns == 0 {
 		c.MaxStreamConns = DefaultMaxStreamConns
 	}
+	if c.MaxStreamConnsPerIP == 0 {
+		c.MaxStreamConnsPerIP = DefaultMaxStreamConnsPerIP
+	}
+	if c.StreamUnallocatedIdleTimeout == 0 {
+		c.StreamUnallocatedIdleTimeout = DefaultStreamUnallocatedIdleTimeout
+	}
 	if c.Realm == "" {
 		c.Realm = DefaultRealm
 	}
@@ -186,6 +237,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.AuthBlockDuration == 0 {
 		c.AuthBlockDuration = DefaultAuthBlockDuration
+	}
+	if c.MaxCredentialLifetime == 0 {
+		c.MaxCredentialLifetime = DefaultMaxCredentialLifetime
 	}
 	if !c.RelayBindIP.IsValid() {
 		c.RelayBindIP = netip.IPv4Unspecified()
@@ -203,6 +257,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Clock == nil {
+		c.Clock = clockwork.NewRealClock()
 	}
 	return c
 }
@@ -242,6 +299,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxStreamConns < 0 {
 		bad("MaxStreamConns %d is negative", c.MaxStreamConns)
+	}
+	if c.StreamUnallocatedIdleTimeout < 0 {
+		bad("StreamUnallocatedIdleTimeout %s is negative", c.StreamUnallocatedIdleTimeout)
 	}
 	for _, b := range []struct {
 		name string

@@ -15,7 +15,8 @@ func TestConfigDefaults(t *testing.T) {
 		d.UDPSockets != runtime.NumCPU() || d.MaxAllocationsPerUser != 64 || d.MaxStreamConns != 10000 ||
 		d.AuthFailureLimit != 10 || d.AuthFailureWindow != time.Minute || d.AuthBlockDuration != 5*time.Minute ||
 		d.RelayBindIP != netip.IPv4Unspecified() || d.PublicIP.IsValid() || d.Logger == nil ||
-		d.UDPSocketBuffer != 8<<20 || d.RelaySocketBuffer != 1<<20 {
+		d.UDPSocketBuffer != 8<<20 || d.RelaySocketBuffer != 1<<20 ||
+		d.MaxStreamConnsPerIP != 32 || d.StreamUnallocatedIdleTimeout != 10*time.Second {
 		t.Fatalf("defaults: %+v", d)
 	}
 	d = Config{UDPListen: "192.0.2.1:3478"}.withDefaults()
@@ -33,24 +34,25 @@ func TestConfigDefaults(t *testing.T) {
 
 func TestConfigValidateReportsEverything(t *testing.T) {
 	cfg := Config{
-		UDPListen:             "nope",
-		TCPListen:             "127.0.0.1:99999",
-		TLSListen:             "127.0.0.1:5349",
-		UDPSockets:            -1,
-		RelayPortMin:          50000,
-		RelayPortMax:          40000,
-		RelayBindIP:           netip.MustParseAddr("::1"),
-		PublicIP:              netip.MustParseAddr("0.0.0.0"),
-		Secrets:               []string{"short"},
-		StaticUsers:           map[string]string{"ops": ""},
-		AllowPeers:            []netip.Prefix{{}},
-		MaxAllocations:        -1,
-		NodeBandwidth:         -5,
-		AuthBlockDuration:     -time.Second,
-		MaxStreamConns:        -1,
-		MaxAllocationLifetime: -time.Second,
-		UDPSocketBuffer:       -1,
-		RelaySocketBuffer:     maxSocketBuffer + 1,
+		UDPListen:                    "nope",
+		TCPListen:                    "127.0.0.1:99999",
+		TLSListen:                    "127.0.0.1:5349",
+		UDPSockets:                   -1,
+		RelayPortMin:                 50000,
+		RelayPortMax:                 40000,
+		RelayBindIP:                  netip.MustParseAddr("::1"),
+		PublicIP:                     netip.MustParseAddr("0.0.0.0"),
+		Secrets:                      []string{"short"},
+		StaticUsers:                  map[string]string{"ops": ""},
+		AllowPeers:                   []netip.Prefix{{}},
+		MaxAllocations:               -1,
+		NodeBandwidth:                -5,
+		AuthBlockDuration:            -time.Second,
+		MaxStreamConns:               -1,
+		StreamUnallocatedIdleTimeout: -time.Second,
+		MaxAllocationLifetime:        -time.Second,
+		UDPSocketBuffer:              -1,
+		RelaySocketBuffer:            maxSocketBuffer + 1,
 	}
 	err := cfg.Validate()
 	if !errors.Is(err, ErrInvalidConfig) {
@@ -60,6 +62,7 @@ func TestConfigValidateReportsEverything(t *testing.T) {
 		"UDPListen", "TCPListen", "TLSCertFile", "UDPSockets", "relay port range", "RelayBindIP",
 		"PublicIP", "Secrets[0]", "empty password", "AllowPeers", "MaxAllocations", "bandwidth",
 		"AuthBlockDuration", "MaxStreamConns", "MaxAllocationLifetime", "UDPSocketBuffer", "RelaySocketBuffer",
+		"StreamUnallocatedIdleTimeout",
 	} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("Validate does not mention %s:\n%v", want, err)

@@ -63,6 +63,20 @@ func runUclient(path string, args ...string) uclientResult {
 	return r
 }
 
+// uclientMaxLoss is how many of a run's 100 messages may be lost. uclient
+// measures rather than delivers: it never retransmits, and six runs of it
+// against six nodes at once, on a loaded 2-core machine, can overflow a
+// loopback socket buffer now and then (1 of 100 was seen). 2% lets that
+// through; a real fault (a binding lost, a relay path broken, a policy
+// drop) loses far more, and the node's own drop counter must stay at 0
+// whatever the loss, so a drop by the relay itself still fails the test.
+const uclientMaxLoss = 2
+
+// uclientCredentialLifetime lets in the REST credentials uclient mints
+// itself with -W: they expire 24 h ahead, past the node's default cap
+// (12 h, twice what the core mints).
+const uclientCredentialLifetime = 25 * time.Hour
+
 func TestCoturnClient(t *testing.T) {
 	path := uclient(t)
 	const staticUser, staticPass = "ops", "static-password"
@@ -117,6 +131,7 @@ func TestCoturnClient(t *testing.T) {
 		cfg := baseConfig()
 		cfg.AllowLoopbackPeers = tc.allowLoopback
 		cfg.StaticUsers = map[string]string{staticUser: staticPass}
+		cfg.MaxCredentialLifetime = uclientCredentialLifetime
 		cfg.TLSListen, cfg.TLSCertFile, cfg.TLSKeyFile = "127.0.0.1:0", certFile, keyFile
 		tn := startNode(t, cfg)
 		// uclient sends RTCP to the peer port + 1: echo there too.
@@ -138,14 +153,16 @@ func TestCoturnClient(t *testing.T) {
 	for i, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			tn, args, r := runs[i].tn, runs[i].args, runs[i].res
-			if r.timedOut || !r.exitOK || r.sent != tc.wantMsgs || r.received != tc.wantMsgs || r.lost != 0 {
-				t.Fatalf("turnutils_uclient %v: timed out %v, exit ok %v, sent %d, received %d, lost %d (want %d, %d, 0):\n%s",
-					args, r.timedOut, r.exitOK, r.sent, r.received, r.lost, tc.wantMsgs, tc.wantMsgs, r.out)
+			if r.timedOut || !r.exitOK || r.sent != tc.wantMsgs || r.lost < 0 || r.lost > uclientMaxLoss ||
+				r.received < tc.wantMsgs-uclientMaxLoss {
+				t.Fatalf("turnutils_uclient %v: timed out %v, exit ok %v, sent %d, received %d, lost %d (want %d sent, at most %d lost):\n%s",
+					args, r.timedOut, r.exitOK, r.sent, r.received, r.lost, tc.wantMsgs, uclientMaxLoss, r.out)
 			}
-			// Every message crossed the relay twice (to the peer and back,
-			// or out of one relay and into the other).
-			if s := tn.Stats(); s.RelayedPackets < uint64(2*tc.wantMsgs) || s.DroppedPackets != 0 {
-				t.Errorf("Stats = %+v, want >= %d relayed, 0 dropped", s, 2*tc.wantMsgs)
+			// Every message received crossed the relay twice (to the peer
+			// and back, or out of one relay and into the other), and the
+			// node dropped none: what was lost, the kernel lost.
+			if s := tn.Stats(); s.RelayedPackets < uint64(2*r.received) || s.DroppedPackets != 0 {
+				t.Errorf("Stats = %+v, want >= %d relayed, 0 dropped", s, 2*r.received)
 			}
 			if got := tn.metric(t, "cl5_turn_auth_failures_total"); got != 0 {
 				t.Errorf("auth failures = %v", got)
@@ -168,6 +185,7 @@ func TestCoturnClientWrongCredentials(t *testing.T) {
 	cfg := baseConfig()
 	cfg.StaticUsers = map[string]string{"ops": "static-password"}
 	cfg.AuthFailureLimit = -1 // each run fails several times; count reasons, not blocks
+	cfg.MaxCredentialLifetime = uclientCredentialLifetime
 	tn := startNode(t, cfg)
 	user, pass := restCreds("player")
 	expUser, expPass := restCredsAt("player", time.Now().Add(-2*time.Hour))

@@ -16,7 +16,8 @@
 // with too many authentication failures is refused for a while.
 //
 // Peers are safe by default: loopback, private, CGNAT, link-local,
-// multicast and reserved ranges and the node's own addresses are refused;
+// multicast, documentation (TEST-NET) and reserved ranges, the node's own
+// addresses and its subnets' broadcast addresses are refused;
 // the node's advertised relay address is allowed only towards its own
 // live relay ports, so two players on one node reach each other relay to
 // relay and nothing else on the machine. On a 1:1 NAT host (PublicIP set)
@@ -38,7 +39,8 @@
 // Limits: allocations per user and per node (486 Allocation Quota
 // Reached), bandwidth per allocation and per node (token buckets; excess
 // is dropped and counted), allocation lifetime, concurrent TCP/TLS
-// connections. Metrics are cl5_turn_* on the injected registry; logs go
+// connections per node and per client IP, and how long one may stay
+// silent before its first successful Allocate (10 s by default). Metrics are cl5_turn_* on the injected registry; logs go
 // to the injected slog.Logger, nothing per packet above debug.
 //
 // Not supported (pion/turn v4): TCP relaying (RFC 6062), IPv6 relayed

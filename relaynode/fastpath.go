@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/pion/stun/v3"
 )
 
 // The fast path relays ChannelData, the bulk of a TURN node's traffic,
@@ -164,9 +166,7 @@ func (l *udpListener) run() {
 		}
 		// Nothing but a close is expected here; do not spin on whatever
 		// it is.
-		if l.n.readWarn.Allow() {
-			l.n.log.Warn("reading a UDP socket failed; retrying", "socket", l.conn.LocalAddr().String(), "err", err)
-		}
+		l.n.readLog.Warn("reading a UDP socket failed; retrying", "socket", l.conn.LocalAddr().String(), "err", err)
 		time.Sleep(10 * time.Millisecond)
 	}
 }
@@ -289,11 +289,17 @@ func udpAddr(a netip.AddrPort, scope uint32) *net.UDPAddr {
 }
 
 // snoopRequest follows a request pion is about to handle.
-func (l *udpListener) snoopRequest(b []byte, from netip.AddrPort) {
-	if !from.IsValid() || !isFollowedRequest(b) {
+// req is the request as the precheck decoded it; nil for anything else
+// (pion answers a request that is not authenticated with an error, which
+// teaches nothing).
+func (l *udpListener) snoopRequest(req *stun.Message, from netip.AddrPort) {
+	if req == nil || !from.IsValid() {
 		return
 	}
-	m, ok := parseControl(b)
+	m, ok := controlOf(req)
+	if !ok && !isFollowedType(m.typ) {
+		return // Refresh, Binding...: the pending request stays
+	}
 	l.snoopMu.Lock()
 	defer l.snoopMu.Unlock()
 	l.created = nil
@@ -332,7 +338,7 @@ func (l *udpListener) snoopResponse(b []byte, to net.Addr) {
 	case typeAllocateRequest:
 		rc := l.created
 		l.created = nil
-		if m, ok := parseControl(b); ok && rc != nil && m.relayed.Port() == rc.port {
+		if relayed, ok := relayedOf(b); ok && rc != nil && relayed.Port() == rc.port {
 			l.attach(pr.from, rc)
 		}
 	case typeChannelBindRequest:

@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/pion/stun/v3"
+
+	"github.com/cl5-relay/cl5-relay/relaynode/internal/testkit"
 )
 
 func skipWithoutFastPath(t testing.TB) {
@@ -122,10 +124,10 @@ func TestFastPathLeavesPermissionsToPion(t *testing.T) {
 // client refreshes.
 func TestFastPathExpiry(t *testing.T) {
 	skipWithoutFastPath(t)
-	var skew atomic.Int64
-	tn := startNode(t, baseConfig(), func(n *Node) {
-		n.now = func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
-	})
+	clock := clockwork.NewFakeClockAt(time.Now()) // credentials are minted on the real one
+	cfg := baseConfig()
+	cfg.Clock = clock
+	tn := startNode(t, cfg)
 	peer := newEchoPeer(t)
 	user, pass := restCreds("expiry")
 	const ch = 0x4abc
@@ -139,14 +141,16 @@ func TestFastPathExpiry(t *testing.T) {
 	}
 	fastAfter("fresh binding", 5)
 
-	skew.Store(int64(permissionLifetime + time.Second))
+	clock.Advance(permissionLifetime + time.Second)
 	fastAfter("permission expired", 5)
 	if err := c.createPermission(peer.addr().AddrPort()); err != nil {
 		t.Fatal(err)
 	}
 	fastAfter("permission refreshed", 10)
 
-	skew.Store(int64(channelBindLifetime + time.Second))
+	// The binding is now older than its lifetime, and the refreshed
+	// permission older than its own.
+	clock.Advance(channelBindLifetime - permissionLifetime + time.Second)
 	fastAfter("binding expired", 10)
 	if err := c.channelBind(ch, peer.addr().AddrPort()); err != nil {
 		t.Fatal(err)
@@ -166,7 +170,7 @@ func TestFastPathForgetsDeletedAllocation(t *testing.T) {
 	user, pass := restCreds("gone")
 	c, relay := newBoundClient(t, tn.Addrs().UDP, user, pass, 0x4000, peer.addr().AddrPort())
 	c.sendChannel(0x4000, []byte("while alive"))
-	waitFor(t, 2*time.Second, "the packet to reach the peer", func() bool { got, _ := peer.received(); return got == 1 })
+	testkit.WaitFor(t, 2*time.Second, "the packet to reach the peer", func() bool { got, _ := peer.received(); return got == 1 })
 	if got := tn.fastPackets(t, dirClientToPeer); got != 1 {
 		t.Fatalf("fast path relayed %v packets, want 1", got)
 	}
@@ -200,6 +204,7 @@ func TestFastPathNeverBindsDeniedPeers(t *testing.T) {
 	skipWithoutFastPath(t)
 	cfg := baseConfig()
 	cfg.AllowLoopbackPeers = false
+	cfg.AllowPeers = []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")} // an allowed peer below
 	tn := startNode(t, cfg)
 	user, pass := restCreds("ssrf")
 	c := newRawClient(t, tn.Addrs().UDP, user, pass)
@@ -232,7 +237,7 @@ func TestFastPathNeverBindsDeniedPeers(t *testing.T) {
 		t.Fatalf("ChannelBind to the relay address: %v", err)
 	}
 	c.sendChannel(0x4002, []byte("sneaky"))
-	waitFor(t, 2*time.Second, "the self-relay drop", func() bool {
+	testkit.WaitFor(t, 2*time.Second, "the self-relay drop", func() bool {
 		return tn.metric(t, "cl5_turn_drops_total", "reason", dropSelfRelayPort) == 1
 	})
 	if got, _ := service.received(); got != 0 || tn.relayedPackets(t, dirClientToPeer) != 0 {
@@ -272,13 +277,13 @@ func TestSnoopNeedsPionsAnswer(t *testing.T) {
 		{"other transaction", answer(otherTx, okType), client},
 		{"other client", answer(req.TransactionID, okType), other},
 	} {
-		l.snoopRequest(req.Raw, c.addr())
+		l.snoopRequest(req, c.addr())
 		l.snoopResponse(tc.resp, tc.to)
 		if rc.channel(0x4100, tn.clock()) != nil {
 			t.Fatalf("%s installed a binding", tc.name)
 		}
 	}
-	l.snoopRequest(req.Raw, c.addr())
+	l.snoopRequest(req, c.addr())
 	l.snoopResponse(answer(req.TransactionID, okType), client)
 	if b := rc.channel(0x4100, tn.clock()); b == nil || b.peer != peer {
 		t.Fatalf("pion's answer installed %+v, want a binding to %s", b, peer)
@@ -308,7 +313,7 @@ func TestFastPathBandwidthCap(t *testing.T) {
 	handled := func() float64 {
 		return tn.relayedPackets(t, dirClientToPeer) + tn.metric(t, "cl5_turn_drops_total", "reason", dropAllocationBandwidth)
 	}
-	waitFor(t, 5*time.Second, "the node to handle every packet", func() bool { return handled() == count })
+	testkit.WaitFor(t, 5*time.Second, "the node to handle every packet", func() bool { return handled() == count })
 	elapsed := time.Since(start)
 	passed := tn.relayedPackets(t, dirClientToPeer)
 	if limit := (capBytes + capBytes*elapsed.Seconds()) / size; passed > limit+1 {
@@ -317,7 +322,7 @@ func TestFastPathBandwidthCap(t *testing.T) {
 	if fast := tn.fastPackets(t, dirClientToPeer); fast != passed {
 		t.Errorf("fast path relayed %v, node counted %v", fast, passed)
 	}
-	waitFor(t, 2*time.Second, "the sink to get what passed", func() bool { got, _ := peer.received(); return float64(got) >= passed })
+	testkit.WaitFor(t, 2*time.Second, "the sink to get what passed", func() bool { got, _ := peer.received(); return float64(got) >= passed })
 }
 
 // A burst well past what one batch holds arrives whole: the socket
@@ -333,7 +338,7 @@ func TestFastPathBurst(t *testing.T) {
 	s := newBenchSender(t, c.conn, tn.Addrs().UDP, channelFrame(0x4000, make([]byte, 200)))
 	r := newBenchReceiver(t, sink, benchLoads[0])
 	s.send(t, burst)
-	waitFor(t, 5*time.Second, "the burst", func() bool { return r.got.Load() == burst })
+	testkit.WaitFor(t, 5*time.Second, "the burst", func() bool { return r.got.Load() == burst })
 	if got := tn.fastPackets(t, dirClientToPeer); got != burst {
 		t.Errorf("fast path relayed %v of %d", got, burst)
 	}
@@ -362,9 +367,11 @@ func TestChannelDataParse(t *testing.T) {
 	}
 }
 
-// FuzzSnoop checks the fast path's parsers on arbitrary input: no panic,
-// and whatever parseControl takes from a message is what pion's STUN
-// decoder reads from it (the first of each attribute, XOR-decoded).
+// FuzzSnoop checks the fast path's parsers on arbitrary input: no panic;
+// a ChannelData header read as pion reads it; and from any request pion's
+// STUN decoder accepts, controlOf takes exactly what pion reads (the one
+// CHANNEL-NUMBER and XOR-PEER-ADDRESS of a ChannelBind, every peer of a
+// CreatePermission), refusing repeats where pion would pick one.
 func FuzzSnoop(f *testing.F) {
 	var txID [stun.TransactionIDSize]byte
 	copy(txID[:], "fuzz-txid-01")
@@ -389,34 +396,49 @@ func FuzzSnoop(f *testing.F) {
 				t.Fatalf("channelData(%x) = %#x %x", b, ch, payload)
 			}
 		}
-		_ = isFollowedRequest(b)
 		_ = isFollowedSuccess(b)
-		m, ok := parseControl(b)
-		if !ok {
-			return
+		if relayed, ok := relayedOf(append([]byte{}, b...)); ok {
+			msg := &stun.Message{Raw: append([]byte{}, b...)}
+			var a stun.XORMappedAddress
+			if msg.Decode() != nil || a.GetFromAs(msg, stun.AttrXORRelayedAddress) != nil || !a.IP.Equal(relayed.Addr().AsSlice()) || a.Port != int(relayed.Port()) {
+				t.Fatalf("relayedOf(%x) = %s, pion reads %v", b, relayed, a)
+			}
 		}
 		msg := &stun.Message{Raw: append([]byte{}, b...)}
-		if err := msg.Decode(); err != nil {
-			t.Fatalf("parseControl took %x, which pion cannot decode: %v", b, err)
+		if msg.Decode() != nil {
+			return
+		}
+		m, ok := controlOf(msg)
+		if !ok {
+			return
 		}
 		if uint16(msg.Type.Value()) != m.typ || msg.TransactionID != m.txID {
 			t.Fatalf("type/transaction %v %x, parsed %#x %x", msg.Type, msg.TransactionID, m.typ, m.txID)
 		}
-		xorAddr := func(at stun.AttrType) netip.AddrPort {
-			var a stun.XORMappedAddress
-			if err := a.GetFromAs(msg, at); err != nil {
-				t.Fatalf("pion cannot read the %v parseControl read: %v", at, err)
+		count := func(at stun.AttrType) int {
+			n := 0
+			for _, a := range msg.Attributes {
+				if a.Type == at {
+					n++
+				}
 			}
-			ip, _ := netip.AddrFromSlice(a.IP)
-			return netip.AddrPortFrom(ip.Unmap(), uint16(a.Port))
+			return n
 		}
 		switch m.typ {
 		case typeChannelBindRequest:
+			if count(stun.AttrChannelNumber) != 1 || count(stun.AttrXORPeerAddress) != 1 {
+				t.Fatalf("followed a ChannelBind with repeated attributes: %x", b)
+			}
 			v, err := msg.Get(stun.AttrChannelNumber)
 			if err != nil || len(v) != 4 || binary.BigEndian.Uint16(v) != m.channel {
 				t.Fatalf("channel %#x, pion reads %x (%v)", m.channel, v, err)
 			}
-			if got := xorAddr(stun.AttrXORPeerAddress); got != m.peers[0] {
+			var a stun.XORMappedAddress
+			if err := a.GetFromAs(msg, stun.AttrXORPeerAddress); err != nil {
+				t.Fatalf("pion cannot read the peer controlOf read: %v", err)
+			}
+			ip, _ := netip.AddrFromSlice(a.IP)
+			if got := netip.AddrPortFrom(ip.Unmap(), uint16(a.Port)); got != m.peers[0] {
 				t.Fatalf("peer %s, pion reads %s", m.peers[0], got)
 			}
 		case typeCreatePermissionRequest:
@@ -435,10 +457,6 @@ func FuzzSnoop(f *testing.F) {
 			})
 			if i != m.npeers {
 				t.Fatalf("pion reads %d peers, parsed %d", i, m.npeers)
-			}
-		case typeAllocateSuccess:
-			if got := xorAddr(stun.AttrXORRelayedAddress); got != m.relayed {
-				t.Fatalf("relayed %s, pion reads %s", m.relayed, got)
 			}
 		}
 	})
@@ -495,7 +513,7 @@ func TestFastPathCloseUnderFlood(t *testing.T) {
 			}
 		}()
 	}
-	waitFor(t, 5*time.Second, "the flood to flow both ways", func() bool {
+	testkit.WaitFor(t, 5*time.Second, "the flood to flow both ways", func() bool {
 		return tn.fastPackets(t, dirClientToPeer) > 1000 && tn.fastPackets(t, dirPeerToClient) > 1000
 	})
 	closed := make(chan error, 1)

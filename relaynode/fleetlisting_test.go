@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/cl5-relay/cl5-relay/relaynode/fleet"
+	"github.com/cl5-relay/cl5-relay/relaynode/internal/testkit"
 )
 
 // TestNodeListedByFleetCore composes a core's relay side as `serve` does:
@@ -53,7 +54,7 @@ func TestNodeListedByFleetCore(t *testing.T) {
 		t.Fatalf("allocation with the core's minted credentials: %v", err)
 	}
 	defer relay.Close()
-	waitFor(t, 5*time.Second, "the allocation in the load report", func() bool { return tn.FleetLoad().Allocations == 1 })
+	testkit.WaitFor(t, 5*time.Second, "the allocation in the load report", func() bool { return tn.FleetLoad().Allocations == 1 })
 	if l := tn.FleetLoad(); l.Users != 1 || l.Load != 0.1 || l.Draining {
 		t.Fatalf("FleetLoad = %+v", l)
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 
+	"github.com/cl5-relay/cl5-relay/relaynode/internal/testkit"
 	"github.com/cl5-relay/cl5-relay/relaynode/turncred"
 )
 
@@ -72,52 +73,7 @@ func startNode(t testing.TB, cfg Config, hooks ...func(*Node)) *testNode {
 // matching labels), 0 if absent.
 func (tn *testNode) metric(t testing.TB, name string, labels ...string) float64 {
 	t.Helper()
-	mfs, err := tn.reg.Gather()
-	if err != nil {
-		t.Fatalf("gather: %v", err)
-	}
-	want := map[string]string{}
-	for i := 0; i+1 < len(labels); i += 2 {
-		want[labels[i]] = labels[i+1]
-	}
-	var sum float64
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	next:
-		for _, m := range mf.GetMetric() {
-			have := map[string]string{}
-			for _, lp := range m.GetLabel() {
-				have[lp.GetName()] = lp.GetValue()
-			}
-			for k, v := range want {
-				if have[k] != v {
-					continue next
-				}
-			}
-			switch {
-			case m.Counter != nil:
-				sum += m.Counter.GetValue()
-			case m.Gauge != nil:
-				sum += m.Gauge.GetValue()
-			}
-		}
-	}
-	return sum
-}
-
-// waitFor polls cond (there is no event to wait on for counters) until it
-// holds or d passes.
-func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	return testkit.Metric(t, tn.reg, name, labels...)
 }
 
 // waitNoAllocations waits, through Drain's signal, until the node has no

@@ -6,19 +6,18 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
-const (
-	// firstFrameTimeout bounds how long a TCP/TLS connection (handshake
-	// included) may take to send its first TURN frame.
-	firstFrameTimeout = 10 * time.Second
-	// streamIdleTimeout closes a TCP/TLS connection silent for longer than
-	// the longest allocation lifetime pion grants (1 h) plus slack.
-	streamIdleTimeout = 65 * time.Minute
-)
+// streamIdleTimeout closes a TCP/TLS connection with an allocation that
+// is silent for longer than the longest allocation lifetime pion grants
+// (1 h) plus slack. Before its first successful Allocate, a connection
+// gets Config.StreamUnallocatedIdleTimeout instead.
+const streamIdleTimeout = 65 * time.Minute
 
 // listenUDP binds count sockets to addr with SO_REUSEPORT, with bufSize
 // byte socket buffers (0: the kernel's default). With port 0 the first
@@ -66,23 +65,32 @@ type turnPacketConn struct {
 }
 
 func (c *turnPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
-	if c.fast == nil {
-		n, addr, err := c.PacketConn.ReadFrom(p)
+	for {
+		if c.fast == nil {
+			n, addr, err := c.PacketConn.ReadFrom(p)
+			if err != nil {
+				c.once.Do(c.done)
+				return n, addr, err
+			}
+			if reply, _ := c.auth.precheck(p[:n], addr); reply != nil {
+				_, _ = c.PacketConn.WriteTo(reply, addr)
+				continue
+			}
+			return n, addr, nil
+		}
+		n, from, addr, err := c.fast.read(p)
 		if err != nil {
 			c.once.Do(c.done)
-			return n, addr, err
+			return 0, nil, err
 		}
-		c.auth.precheck(p[:n], addr)
+		reply, req := c.auth.precheck(p[:n], addr)
+		if reply != nil {
+			_, _ = c.PacketConn.WriteTo(reply, addr)
+			continue
+		}
+		c.fast.snoopRequest(req, from)
 		return n, addr, nil
 	}
-	n, from, addr, err := c.fast.read(p)
-	if err != nil {
-		c.once.Do(c.done)
-		return 0, nil, err
-	}
-	c.auth.precheck(p[:n], addr)
-	c.fast.snoopRequest(p[:n], from)
-	return n, addr, nil
 }
 
 // Close closes the socket (pion calls it from Server.Close).
@@ -136,9 +144,7 @@ func (l *streamListener) Accept() (net.Conn, error) {
 				return nil, err
 			}
 			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-			if l.n.acceptWarn.Allow() {
-				l.n.log.Warn("accept failed; retrying", "listener", l.Addr().String(), "err", err, "backoff", backoff.String())
-			}
+			l.n.acceptLog.Warn("accept failed; retrying", "listener", l.Addr().String(), "err", err, "backoff", backoff.String())
 			time.Sleep(backoff)
 			continue
 		}
@@ -154,11 +160,21 @@ func (l *streamListener) Accept() (net.Conn, error) {
 			// The bound is node-wide: TCP and TLS together.
 			l.n.streamConns.Add(-1)
 			l.mu.Unlock()
-			_ = c.Close()
+			// Counted before the close, which the client may see at
+			// once (tests read the counter when it does).
 			l.n.m.drops.WithLabelValues(dropStreamConnLimit).Inc()
+			_ = c.Close()
 			continue
 		}
-		sc := &streamConn{Conn: c, l: l}
+		ipKey, ok := l.n.streamIPs.acquire(c.RemoteAddr(), l.n.cfg.MaxStreamConnsPerIP)
+		if !ok {
+			l.n.streamConns.Add(-1)
+			l.mu.Unlock()
+			l.n.m.drops.WithLabelValues(dropStreamConnIPLimit).Inc()
+			_ = c.Close()
+			continue
+		}
+		sc := &streamConn{Conn: c, l: l, ipKey: ipKey}
 		l.conns[sc] = struct{}{}
 		// The accept loop still holds its own count, so this Add cannot
 		// race with Close's Wait reaching zero.
@@ -188,14 +204,16 @@ func (l *streamListener) Close() error {
 
 // streamConn is one TCP/TLS connection as pion sees it. Its reads return
 // whole TURN frames (precheck needs them whole), with read deadlines so a
-// silent connection cannot hold a goroutine forever.
+// silent connection cannot hold a goroutine forever: a short one until
+// pion has answered an Allocate on it with success, then a long one.
 type streamConn struct {
 	net.Conn
-	l        *streamListener
-	fr       frameReader
-	pending  []byte
-	started  bool
-	closeOne sync.Once
+	l         *streamListener
+	ipKey     netip.Prefix // its slot in the per-IP count
+	fr        frameReader
+	pending   []byte
+	allocated atomic.Bool // pion wrote an Allocate success response
+	closeOne  sync.Once
 }
 
 func (c *streamConn) Read(p []byte) (int, error) {
@@ -204,25 +222,56 @@ func (c *streamConn) Read(p []byte) (int, error) {
 		c.pending = c.pending[n:]
 		return n, nil
 	}
+	for {
+		frame, err := c.readFrame()
+		if err != nil {
+			return 0, err
+		}
+		if reply, _ := c.l.n.auth.precheck(frame, c.Conn.RemoteAddr()); reply != nil {
+			if _, err := c.Conn.Write(reply); err != nil {
+				return 0, err
+			}
+			continue
+		}
+		n := copy(p, frame)
+		c.pending = frame[n:]
+		return n, nil
+	}
+}
+
+// readFrame reads the next whole frame under the idle timeout.
+func (c *streamConn) readFrame() ([]byte, error) {
+	allocated := c.allocated.Load()
 	timeout := streamIdleTimeout
-	if !c.started {
-		timeout = firstFrameTimeout
+	if !allocated {
+		timeout = c.l.n.cfg.StreamUnallocatedIdleTimeout
 	}
 	if err := c.Conn.SetReadDeadline(time.Now().Add(timeout)); err != nil {
-		return 0, err
+		return nil, err
 	}
 	frame, err := c.fr.next(c.Conn)
 	if err != nil {
-		if errors.Is(err, errBadFrame) {
+		var ne net.Error
+		switch {
+		case errors.Is(err, errBadFrame):
 			c.l.n.m.drops.WithLabelValues(dropBadStreamFrame).Inc()
+		case !allocated && errors.As(err, &ne) && ne.Timeout():
+			c.l.n.m.drops.WithLabelValues(dropStreamUnallocatedIdle).Inc()
 		}
-		return 0, err
+		return nil, err
 	}
-	c.started = true
-	c.l.n.auth.precheck(frame, c.Conn.RemoteAddr())
-	n := copy(p, frame)
-	c.pending = frame[n:]
-	return n, nil
+	return frame, nil
+}
+
+// Write sends what pion sends the client: one whole STUN message or
+// ChannelData frame per call (pion's STUNConn). An Allocate success
+// response (type 0x0103; ChannelData starts at 0x40) moves the connection
+// to the long idle timeout.
+func (c *streamConn) Write(p []byte) (int, error) {
+	if len(p) >= stunHeaderSize && p[0] == 0x01 && p[1] == 0x03 && !c.allocated.Load() {
+		c.allocated.Store(true)
+	}
+	return c.Conn.Write(p)
 }
 
 // Close is called by pion once its read loop for the connection is over.
@@ -233,6 +282,7 @@ func (c *streamConn) Close() error {
 		c.l.mu.Lock()
 		delete(c.l.conns, c)
 		c.l.mu.Unlock()
+		c.l.n.streamIPs.release(c.ipKey)
 		c.l.n.m.streamConns.Dec()
 		c.l.n.streamConns.Add(-1)
 		c.l.n.readers.Done()
@@ -249,4 +299,53 @@ func loadTLS(certFile, keyFile string) (*tls.Config, error) {
 		return nil, fmt.Errorf("relaynode: TLS certificate: %w", err)
 	}
 	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
+}
+
+// streamIPCounts counts open TCP/TLS connections per client IP (IPv6: per
+// /64, what one subscriber usually gets), for MaxStreamConnsPerIP.
+type streamIPCounts struct {
+	mu sync.Mutex
+	m  map[netip.Prefix]int
+}
+
+// streamIPKey is addr's bucket (an address that is not a TCP IP, which a
+// TCP listener never gives, lands in the zero bucket).
+func streamIPKey(addr net.Addr) netip.Prefix {
+	var ip netip.Addr
+	if ta, ok := addr.(*net.TCPAddr); ok {
+		ip, _ = netip.AddrFromSlice(ta.IP)
+	}
+	ip = ip.Unmap()
+	switch {
+	case ip.Is4():
+		return netip.PrefixFrom(ip, 32)
+	case ip.Is6():
+		p, _ := ip.Prefix(64)
+		return p
+	}
+	return netip.Prefix{}
+}
+
+// acquire takes a slot for addr's IP unless it already holds limit of
+// them (limit < 0: no limit), and returns the key to release it with.
+func (s *streamIPCounts) acquire(addr net.Addr, limit int) (netip.Prefix, bool) {
+	key := streamIPKey(addr)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if limit >= 0 && s.m[key] >= limit {
+		return key, false
+	}
+	if s.m == nil {
+		s.m = make(map[netip.Prefix]int)
+	}
+	s.m[key]++
+	return key, true
+}
+
+func (s *streamIPCounts) release(key netip.Prefix) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.m[key]--; s.m[key] <= 0 {
+		delete(s.m, key)
+	}
 }

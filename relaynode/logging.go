@@ -4,34 +4,36 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"sync/atomic"
+	"time"
 
 	"github.com/pion/logging"
-	"golang.org/x/time/rate"
+
+	"github.com/cl5-relay/cl5-relay/relaynode/internal/ratelog"
 )
 
 // pionLogs adapts pion's leveled logger to slog. pion logs some per-packet
 // events at Info and Error ("No Permission or Channel exists", "Failed to
 // send ChannelData"), so its Trace/Debug/Info all become slog Debug, and its
-// Warn/Error become Warn, rate limited (a burst of 10, then 1 a second)
-// with a count of what was suppressed.
+// Warn/Error become Warn, rate limited (a burst of 10, then 1 a second,
+// shared by all of pion's scopes; the rest go to debug) with a count of
+// what was held back.
 type pionLogs struct {
-	log        *slog.Logger
-	limit      *rate.Limiter
-	suppressed atomic.Uint64
+	log  *slog.Logger
+	warn *ratelog.Logger
 }
 
 func newPionLogs(log *slog.Logger) *pionLogs {
-	return &pionLogs{log: log.With("lib", "pion/turn"), limit: rate.NewLimiter(1, 10)}
+	log = log.With("lib", "pion/turn")
+	return &pionLogs{log: log, warn: ratelog.New(log, time.Second, 10)}
 }
 
 func (p *pionLogs) NewLogger(scope string) logging.LeveledLogger {
-	return &pionLogger{p: p, log: p.log.With("scope", scope)}
+	return &pionLogger{log: p.log.With("scope", scope), warnLog: p.warn.With("scope", scope)}
 }
 
 type pionLogger struct {
-	p   *pionLogs
-	log *slog.Logger
+	log     *slog.Logger
+	warnLog *ratelog.Logger // shares pionLogs.warn's budget
 }
 
 func (l *pionLogger) debug(msg string) {
@@ -45,31 +47,11 @@ func (l *pionLogger) debugf(format string, args ...any) {
 }
 
 func (l *pionLogger) warn(msg string) {
-	if l.allowWarn() {
-		l.emitWarn(msg)
-	}
+	l.warnLog.Log(context.Background(), slog.LevelWarn, msg)
 }
 
 func (l *pionLogger) warnf(format string, args ...any) {
-	if l.log.Enabled(context.Background(), slog.LevelWarn) && l.allowWarn() {
-		l.emitWarn(fmt.Sprintf(format, args...))
-	}
-}
-
-func (l *pionLogger) allowWarn() bool {
-	if l.p.limit.Allow() {
-		return true
-	}
-	l.p.suppressed.Add(1)
-	return false
-}
-
-func (l *pionLogger) emitWarn(msg string) {
-	if n := l.p.suppressed.Swap(0); n > 0 {
-		l.log.Warn(msg, "suppressed_before", n)
-		return
-	}
-	l.log.Warn(msg)
+	l.warnLog.Logf(context.Background(), slog.LevelWarn, format, args...)
 }
 
 func (l *pionLogger) Trace(msg string)                  { l.debug(msg) }

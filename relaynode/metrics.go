@@ -17,14 +17,23 @@ const (
 	dropSelfRelayPort       = "self_relay_port"
 	dropRelayWriteError     = "relay_write_error"
 	dropStreamConnLimit     = "stream_conn_limit"
-	dropBadStreamFrame      = "bad_stream_frame"
-	dropPionQueueFull       = "pion_queue_full"
+	// Connections over MaxStreamConnsPerIP, and connections closed for
+	// StreamUnallocatedIdleTimeout.
+	dropStreamConnIPLimit     = "stream_conn_ip_limit"
+	dropStreamUnallocatedIdle = "stream_unallocated_idle"
+	dropBadStreamFrame        = "bad_stream_frame"
+	// ChannelBind requests with a channel outside 0x4000-0x4FFF (answered
+	// 400 by the node, not passed to pion).
+	dropBadChannelBind = "bad_channel_bind"
+	dropPionQueueFull  = "pion_queue_full"
 
 	authBadPassword = "bad_password"
 	authExpired     = "expired"
 	authMalformed   = "malformed"
 	authUnknownUser = "unknown_user"
 	authRateLimited = "rate_limited"
+	// A REST username expiring further ahead than MaxCredentialLifetime.
+	authLifetimeTooLong = "lifetime_too_long"
 
 	refuseDraining  = "draining"
 	refuseUserQuota = "user_quota"
@@ -107,10 +116,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m.fastP2C = m.fastPackets.WithLabelValues(dirPeerToClient)
 	// Make every label value visible at zero so dashboards and alerts see
 	// the series before the first event.
-	for _, r := range []string{dropStreamConnLimit, dropBadStreamFrame} {
+	for _, r := range []string{dropStreamConnLimit, dropStreamConnIPLimit, dropStreamUnallocatedIdle, dropBadStreamFrame, dropBadChannelBind} {
 		m.drops.WithLabelValues(r)
 	}
-	for _, r := range []string{authBadPassword, authExpired, authMalformed, authUnknownUser, authRateLimited} {
+	for _, r := range []string{authBadPassword, authExpired, authMalformed, authUnknownUser, authRateLimited, authLifetimeTooLong} {
 		m.authFailures.WithLabelValues(r)
 	}
 	for _, r := range []string{refuseDraining, refuseUserQuota, refuseNodeQuota, refuseNoPort} {

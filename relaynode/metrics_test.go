@@ -1,11 +1,11 @@
 package relaynode
 
 import (
-	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
+
+	"github.com/cl5-relay/cl5-relay/relaynode/internal/testkit"
 )
 
 func TestMetricsLintAndNames(t *testing.T) {
@@ -13,23 +13,7 @@ func TestMetricsLintAndNames(t *testing.T) {
 	if _, err := newMetrics(reg); err != nil {
 		t.Fatal(err)
 	}
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	problems, err := promlint.NewWithMetricFamilies(mfs).Lint()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range problems {
-		t.Errorf("promlint: %s: %s", p.Metric, p.Text)
-	}
-	for _, mf := range mfs {
-		if !strings.HasPrefix(mf.GetName(), "cl5_turn_") {
-			t.Errorf("metric %s outside cl5_turn_", mf.GetName())
-		}
-	}
-	if len(mfs) < 10 {
-		t.Errorf("%d metric families gathered, want 10", len(mfs))
+	if n := testkit.LintMetrics(t, reg, "cl5_turn_"); n < 10 {
+		t.Errorf("%d metric families gathered, want 10", n)
 	}
 }

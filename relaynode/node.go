@@ -12,8 +12,11 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/pion/turn/v4"
 	"golang.org/x/time/rate"
+
+	"github.com/cl5-relay/cl5-relay/relaynode/internal/ratelog"
 )
 
 var (
@@ -37,11 +40,11 @@ type Node struct {
 	allocs  *allocTracker
 	nodeBW  *rate.Limiter // nil: no cap
 	tlsConf *tls.Config
-	now     func() time.Time
-	epoch   time.Time // Node.clock's zero
+	clk     clockwork.Clock // cfg.Clock
+	epoch   time.Time       // Node.clock's zero
 
-	acceptWarn *rate.Limiter // rate-limits accept failure warnings
-	readWarn   *rate.Limiter // and UDP read failure warnings
+	acceptLog *ratelog.Logger // accept failure warnings
+	readLog   *ratelog.Logger // UDP read failure warnings
 
 	// noFastPath relays every packet through pion (tests and benchmarks
 	// compare the two paths).
@@ -54,6 +57,7 @@ type Node struct {
 	ready    atomic.Bool
 
 	streamConns    atomic.Int64 // open TCP and TLS connections
+	streamIPs      streamIPCounts
 	relayedPackets atomic.Uint64
 	relayedBytes   atomic.Uint64
 	dropped        atomic.Uint64
@@ -111,14 +115,10 @@ func New(cfg Config) (*Node, error) {
 	}
 	cfg = cfg.withDefaults()
 	n := &Node{
-		cfg:    cfg,
-		log:    cfg.Logger.With("component", "relaynode"),
-		allocs: newAllocTracker(),
-		now:    time.Now,
-		epoch:  time.Now(),
-
-		acceptWarn: rate.NewLimiter(rate.Every(10*time.Second), 1),
-		readWarn:   rate.NewLimiter(rate.Every(10*time.Second), 1),
+		cfg:   cfg,
+		log:   cfg.Logger.With("component", "relaynode"),
+		clk:   cfg.Clock,
+		epoch: cfg.Clock.Now(),
 	}
 	if cfg.TLSListen != "" {
 		tc, err := loadTLS(cfg.TLSCertFile, cfg.TLSKeyFile)
@@ -132,10 +132,13 @@ func New(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n.m = m
+	n.acceptLog = ratelog.New(n.log, 10*time.Second, 1)
+	n.readLog = ratelog.New(n.log, 10*time.Second, 1)
+	n.allocs = newAllocTracker(func(total int) { m.allocations.Set(float64(total)) })
 	if cfg.NodeBandwidth > 0 {
 		n.nodeBW = newByteLimiter(cfg.NodeBandwidth)
 	}
-	n.auth = newAuthenticator(cfg, m, n.log, func() time.Time { return n.now() })
+	n.auth = newAuthenticator(cfg, m, n.log, n.clk.Now)
 	return n, nil
 }
 
@@ -317,8 +320,8 @@ func (n *Node) Start(ctx context.Context) (err error) {
 func (n *Node) fastPath() bool { return batchIOSupported && !n.noFastPath && n.testNet == nil }
 
 // clock is the node's monotonic clock, in nanoseconds since New: the fast
-// path's binding deadlines use it (tests move n.now).
-func (n *Node) clock() int64 { return int64(n.now().Sub(n.epoch)) }
+// path's binding deadlines use it (tests move Config.Clock).
+func (n *Node) clock() int64 { return int64(n.clk.Since(n.epoch)) }
 
 func addrString(a netip.AddrPort) string {
 	if !a.IsValid() {
@@ -375,18 +378,15 @@ func detectRelayIP() (netip.Addr, error) {
 }
 
 func (n *Node) onAllocationCreated(src, dst net.Addr, _, username, _ string, relay net.Addr, _ int) {
-	total := n.allocs.add(src, dst, n.auth.userOf(username))
-	n.m.allocations.Set(float64(total))
+	n.allocs.add(src, dst, n.auth.userOf(username))
 	n.m.allocationsTotal.Inc()
 	n.log.Debug("allocation created", "client", src.String(), "relay", relay.String(), "username", username)
 }
 
 func (n *Node) onAllocationDeleted(src, dst net.Addr, _, username, _ string) {
-	total, ok := n.allocs.remove(src, dst)
-	if !ok {
+	if _, ok := n.allocs.remove(src, dst); !ok {
 		return
 	}
-	n.m.allocations.Set(float64(total))
 	n.log.Debug("allocation deleted", "client", src.String(), "username", username)
 }
 
@@ -480,7 +480,6 @@ func (n *Node) close() error {
 		return errors.Join(err, fmt.Errorf("relaynode: close: %d relay sockets still open after 10s", relays.liveCount()))
 	}
 	n.allocs.reset()
-	n.m.allocations.Set(0)
 	n.log.Info("relay node closed")
 	return err
 }

@@ -16,12 +16,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/cl5-relay/cl5-relay/relaynode/internal/testkit"
 	"github.com/cl5-relay/cl5-relay/relaynode/turncred"
 )
 
@@ -112,6 +113,9 @@ func TestRelayRESTCredentials(t *testing.T) {
 		t.Errorf("Stats = %+v", s)
 	}
 	// The subtests' cleanups closed their allocations (Refresh lifetime 0).
+	// The gauge is set under the tracker's lock before Drain is woken, so
+	// it reads 0 as soon as Drain returns (it used to be set after, and
+	// two deletions could even leave it at 1: read once, it flaked).
 	tn.waitNoAllocations(t, 5*time.Second)
 	if got := tn.metric(t, "cl5_turn_allocations"); got != 0 {
 		t.Errorf("allocations gauge = %v after all closed", got)
@@ -184,9 +188,14 @@ func TestAuthFailures(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			before := tn.metric(t, "cl5_turn_auth_failures_total", "reason", tc.reason)
 			c := newClient(t, tn, tc.user, tc.pass, clientOpts{})
-			if relay, err := c.Allocate(); err == nil {
+			relay, err := c.Allocate()
+			if err == nil {
 				_ = relay.Close()
 				t.Fatal("Allocate succeeded")
+			}
+			// RFC 8489 section 9.2.4 (pion itself would answer 400).
+			if code := turnCode(err); code != 401 {
+				t.Errorf("Allocate: %v, want 401", err)
 			}
 			if got := tn.metric(t, "cl5_turn_auth_failures_total", "reason", tc.reason); got != before+1 {
 				t.Errorf("%s failures = %v, want %v", tc.reason, got, before+1)
@@ -202,10 +211,9 @@ func TestAuthFailureRateLimit(t *testing.T) {
 	cfg := baseConfig()
 	cfg.AuthFailureLimit = 3
 	cfg.AuthBlockDuration = time.Minute
-	var skew atomic.Int64
-	tn := startNode(t, cfg, func(n *Node) {
-		n.now = func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
-	})
+	clock := clockwork.NewFakeClockAt(time.Now()) // credentials are minted on the real one
+	cfg.Clock = clock
+	tn := startNode(t, cfg)
 	user, pass := restCreds("bob")
 	for i := 0; i < 3; i++ {
 		c := newClient(t, tn, user, "wrong", clientOpts{})
@@ -227,7 +235,7 @@ func TestAuthFailureRateLimit(t *testing.T) {
 	allocate(t, other)
 
 	// And the block ends.
-	skew.Store(int64(2 * time.Minute))
+	clock.Advance(2 * time.Minute)
 	again := newClient(t, tn, user, pass, clientOpts{})
 	allocate(t, again)
 }
@@ -306,7 +314,7 @@ func TestBandwidthCaps(t *testing.T) {
 				return tn.metric(t, "cl5_turn_relay_packets_total", "direction", dirClientToPeer) +
 					tn.metric(t, "cl5_turn_drops_total", "reason", tc.reason)
 			}
-			waitFor(t, 5*time.Second, "the node to handle every packet", func() bool { return handled() == count })
+			testkit.WaitFor(t, 5*time.Second, "the node to handle every packet", func() bool { return handled() == count })
 			elapsed := time.Since(start)
 
 			passed := tn.metric(t, "cl5_turn_relay_packets_total", "direction", dirClientToPeer)
@@ -323,7 +331,7 @@ func TestBandwidthCaps(t *testing.T) {
 			if s := tn.Stats(); s.DroppedPackets < uint64(dropped) {
 				t.Errorf("Stats.DroppedPackets = %d, want >= %v", s.DroppedPackets, dropped)
 			}
-			waitFor(t, 2*time.Second, "the sink to get what passed", func() bool {
+			testkit.WaitFor(t, 2*time.Second, "the sink to get what passed", func() bool {
 				got, _ := peer.received()
 				return float64(got) >= passed
 			})
@@ -399,13 +407,17 @@ func TestMaxAllocationLifetime(t *testing.T) {
 func TestPeerPolicyEndToEnd(t *testing.T) {
 	cfg := baseConfig()
 	cfg.AllowLoopbackPeers = false
+	// A "public" peer for the test that routes nowhere: half of TEST-NET-1,
+	// opened by the operator's allow list (the default denies it).
+	cfg.AllowPeers = []netip.Prefix{netip.MustParsePrefix("192.0.2.128/25")}
 	tn := startNode(t, cfg)
 	user, pass := restCreds("ivan")
 	c := newClient(t, tn, user, pass, clientOpts{})
 	allocate(t, c)
 
 	for _, peer := range []string{"127.0.0.2:9", "10.1.2.3:9", "192.168.1.1:9", "172.16.0.1:9",
-		"169.254.169.254:80", "100.64.0.1:9", "0.0.0.0:9", "224.0.0.1:9", "255.255.255.255:9"} {
+		"169.254.169.254:80", "100.64.0.1:9", "0.0.0.0:9", "224.0.0.1:9", "255.255.255.255:9",
+		"192.0.2.1:9", "198.51.100.1:9", "203.0.113.1:9"} {
 		err := c.CreatePermission(net.UDPAddrFromAddrPort(netip.MustParseAddrPort(peer)))
 		if err == nil {
 			t.Errorf("CreatePermission(%s) succeeded", peer)
@@ -415,11 +427,11 @@ func TestPeerPolicyEndToEnd(t *testing.T) {
 	if err := c.CreatePermission(&net.UDPAddr{IP: net.ParseIP("2001:4860:4860::8888"), Port: 9}); err == nil {
 		t.Error("CreatePermission(IPv6 peer) succeeded")
 	}
-	if got := tn.metric(t, "cl5_turn_permissions_refused_total"); got != 10 {
-		t.Errorf("permissions_refused = %v, want 10", got)
+	if got := tn.metric(t, "cl5_turn_permissions_refused_total"); got != 13 {
+		t.Errorf("permissions_refused = %v, want 13", got)
 	}
-	if err := c.CreatePermission(&net.UDPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 9}); err != nil {
-		t.Errorf("CreatePermission(public TEST-NET peer): %v", err)
+	if err := c.CreatePermission(&net.UDPAddr{IP: net.IPv4(192, 0, 2, 200), Port: 9}); err != nil {
+		t.Errorf("CreatePermission(allowed TEST-NET peer): %v", err)
 	}
 }
 
@@ -475,7 +487,7 @@ func TestSelfRelay(t *testing.T) {
 				if _, err := a.WriteTo([]byte("sneaky"), peer.addr()); err != nil {
 					t.Fatalf("WriteTo: %v", err)
 				}
-				waitFor(t, 2*time.Second, "the self-relay drop", func() bool {
+				testkit.WaitFor(t, 2*time.Second, "the self-relay drop", func() bool {
 					return tn.metric(t, "cl5_turn_drops_total", "reason", dropSelfRelayPort) >= 1
 				})
 				if got, _ := peer.received(); got != 0 {

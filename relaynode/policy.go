@@ -41,14 +41,18 @@ var defaultDeniedPeers = mustPrefixes(
 	"169.254.0.0/16",     // link local (cloud metadata at 169.254.169.254)
 	"172.16.0.0/12",      // RFC 1918
 	"192.0.0.0/24",       // IETF protocol assignments
+	"192.0.2.0/24",       // TEST-NET-1, documentation (RFC 5737)
 	"192.168.0.0/16",     // RFC 1918
 	"198.18.0.0/15",      // benchmarking
+	"198.51.100.0/24",    // TEST-NET-2
+	"203.0.113.0/24",     // TEST-NET-3
 	"224.0.0.0/4",        // multicast
 	"240.0.0.0/4",        // reserved
 	"255.255.255.255/32", // limited broadcast (inside 240/4; listed for clarity)
 	"::/128",             // unspecified
 	"::1/128",            // loopback
 	"64:ff9b:1::/48",     // local-use NAT64, RFC 8215
+	"2001:db8::/32",      // documentation (RFC 3849)
 	"fc00::/7",           // unique local
 	"fe80::/10",          // link local
 	"ff00::/8",           // multicast
@@ -129,18 +133,43 @@ func (p *peerPolicy) checkNetIP(ip net.IP) peerVerdict {
 	return p.check(a)
 }
 
-// localAddrs lists the addresses on the machine's interfaces, for the
-// policy's "own addresses" rule.
+// localAddrs lists, for the policy's "own addresses" rule, the addresses
+// on the machine's interfaces and the broadcast address of each one's
+// IPv4 subnet (a peer there would reach every host on the node's LAN,
+// which may be a public range the default deny list does not cover).
+// It is read once, at Start.
 func localAddrs() []netip.Addr {
 	ifAddrs, err := net.InterfaceAddrs()
 	if err != nil {
 		return nil
 	}
-	out := make([]netip.Addr, 0, len(ifAddrs))
+	prefixes := make([]netip.Prefix, 0, len(ifAddrs))
 	for _, a := range ifAddrs {
 		if pre, err := netip.ParsePrefix(a.String()); err == nil {
-			out = append(out, pre.Addr().Unmap())
+			prefixes = append(prefixes, pre)
 		}
+	}
+	return ownAddrs(prefixes)
+}
+
+// ownAddrs is each interface address of prefixes and, for IPv4 subnets
+// with one (shorter than /31, RFC 3021), its broadcast address.
+func ownAddrs(prefixes []netip.Prefix) []netip.Addr {
+	out := make([]netip.Addr, 0, 2*len(prefixes))
+	for _, pre := range prefixes {
+		addr := pre.Addr().Unmap()
+		out = append(out, addr)
+		bits := pre.Bits()
+		if pre.Addr().Is4In6() {
+			bits -= 96
+		}
+		if !addr.Is4() || bits < 0 || bits >= 31 {
+			continue
+		}
+		b := addr.As4()
+		host := ^uint32(0) >> bits
+		v := (uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])) | host
+		out = append(out, netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)}))
 	}
 	return out
 }

@@ -3,11 +3,19 @@ package relaynode
 import (
 	"net"
 	"net/netip"
+	"slices"
 	"testing"
 )
 
 func TestPeerPolicyDefaults(t *testing.T) {
-	own := []netip.Addr{netip.MustParseAddr("198.51.100.7"), netip.MustParseAddr("2001:db8::7")}
+	// The node's interfaces: a public /24 (its broadcast address would
+	// reach the whole LAN), a /31 point-to-point link (no broadcast) and
+	// an IPv6 /64.
+	own := ownAddrs([]netip.Prefix{
+		netip.MustParsePrefix("93.184.216.7/24"),
+		netip.MustParsePrefix("45.33.32.10/31"),
+		netip.MustParsePrefix("2606:2800:220:1::7/64"),
+	})
 	p := newPeerPolicy(Config{}, netip.MustParseAddr("203.0.113.5"), own)
 	tests := []struct {
 		ip   string
@@ -32,9 +40,23 @@ func TestPeerPolicyDefaults(t *testing.T) {
 		{"255.255.255.255", peerDenied},
 		// IPv4-mapped IPv6 spellings of denied addresses.
 		{"::ffff:10.0.0.1", peerDenied}, {"::ffff:127.0.0.1", peerDenied},
-		// The node's own addresses.
-		{"198.51.100.7", peerDenied}, {"2001:db8::7", peerDenied},
-		// Its advertised relay address: only for relay-to-relay.
+		// Documentation ranges (TEST-NET-1/2/3, 2001:db8::/32), edges
+		// included.
+		{"192.0.2.0", peerDenied}, {"192.0.2.255", peerDenied},
+		{"198.51.100.0", peerDenied}, {"198.51.100.255", peerDenied},
+		{"203.0.113.0", peerDenied}, {"203.0.113.6", peerDenied}, {"203.0.113.255", peerDenied},
+		{"2001:db8::1", peerDenied}, {"::ffff:198.51.100.7", peerDenied},
+		{"192.0.1.255", peerAllowed}, {"192.0.3.0", peerAllowed},
+		{"198.51.99.255", peerAllowed}, {"198.51.101.0", peerAllowed},
+		{"203.0.112.255", peerAllowed}, {"203.0.114.0", peerAllowed},
+		{"2001:db9::1", peerAllowed},
+		// The node's own addresses, and its subnets' broadcast addresses.
+		{"93.184.216.7", peerDenied}, {"93.184.216.255", peerDenied}, {"::ffff:93.184.216.255", peerDenied},
+		{"45.33.32.10", peerDenied}, {"2606:2800:220:1::7", peerDenied},
+		{"93.184.216.254", peerAllowed}, {"93.184.217.255", peerAllowed},
+		{"45.33.32.11", peerAllowed}, // the other end of the /31
+		// Its advertised relay address, even in a denied range: only for
+		// relay-to-relay.
 		{"203.0.113.5", peerSelfRelay},
 		// Just outside the denied ranges, and ordinary public peers.
 		{"9.255.255.255", peerAllowed}, {"11.0.0.0", peerAllowed},
@@ -42,7 +64,7 @@ func TestPeerPolicyDefaults(t *testing.T) {
 		{"100.63.255.255", peerAllowed}, {"100.128.0.0", peerAllowed},
 		{"192.167.255.255", peerAllowed}, {"192.169.0.0", peerAllowed},
 		{"169.253.255.255", peerAllowed}, {"1.1.1.1", peerAllowed}, {"8.8.8.8", peerAllowed},
-		{"203.0.113.6", peerAllowed}, {"2001:4860:4860::8888", peerAllowed},
+		{"2001:4860:4860::8888", peerAllowed},
 		{"::ffff:8.8.8.8", peerAllowed},
 	}
 	for _, tc := range tests {
@@ -58,6 +80,32 @@ func TestPeerPolicyDefaults(t *testing.T) {
 	}
 	if got := p.checkNetIP(net.ParseIP("10.0.0.1")); got != peerDenied {
 		t.Errorf("checkNetIP(16-byte 10.0.0.1) = %v", got)
+	}
+}
+
+func TestOwnAddrs(t *testing.T) {
+	for _, tc := range []struct {
+		prefix string
+		want   []string
+	}{
+		{"93.184.216.7/24", []string{"93.184.216.7", "93.184.216.255"}},
+		{"10.1.2.3/8", []string{"10.1.2.3", "10.255.255.255"}},
+		{"172.17.0.2/16", []string{"172.17.0.2", "172.17.255.255"}},
+		{"198.18.7.9/30", []string{"198.18.7.9", "198.18.7.11"}},
+		{"45.33.32.10/31", []string{"45.33.32.10"}}, // RFC 3021: no broadcast
+		{"45.33.32.10/32", []string{"45.33.32.10"}},
+		{"0.0.0.0/0", []string{"0.0.0.0", "255.255.255.255"}},
+		{"::ffff:93.184.216.7/120", []string{"93.184.216.7", "93.184.216.255"}},
+		{"2606:2800:220:1::7/64", []string{"2606:2800:220:1::7"}}, // IPv6 has none
+	} {
+		got := ownAddrs([]netip.Prefix{netip.MustParsePrefix(tc.prefix)})
+		var gotS []string
+		for _, a := range got {
+			gotS = append(gotS, a.String())
+		}
+		if !slices.Equal(gotS, tc.want) {
+			t.Errorf("ownAddrs(%s) = %v, want %v", tc.prefix, gotS, tc.want)
+		}
 	}
 }
 

@@ -17,13 +17,21 @@ type allocTracker struct {
 	owners  map[string]string // five-tuple -> user
 	perUser map[string]int
 	changed chan struct{} // closed and replaced whenever the count drops
+	// onCount gets the live count after every change, under mu, so that
+	// a gauge set from it follows the changes in order and is up to date
+	// when changed is closed. Nil: nothing to tell.
+	onCount func(total int)
 }
 
-func newAllocTracker() *allocTracker {
+func newAllocTracker(onCount func(total int)) *allocTracker {
+	if onCount == nil {
+		onCount = func(int) {}
+	}
 	return &allocTracker{
 		owners:  make(map[string]string),
 		perUser: make(map[string]int),
 		changed: make(chan struct{}),
+		onCount: onCount,
 	}
 }
 
@@ -43,6 +51,7 @@ func (t *allocTracker) add(src, dst net.Addr, user string) (total int) {
 	}
 	t.owners[k] = user
 	t.perUser[user]++
+	t.onCount(len(t.owners))
 	return len(t.owners)
 }
 
@@ -58,6 +67,7 @@ func (t *allocTracker) remove(src, dst net.Addr) (total int, ok bool) {
 	if t.perUser[user]--; t.perUser[user] <= 0 {
 		delete(t.perUser, user)
 	}
+	t.onCount(len(t.owners))
 	close(t.changed)
 	t.changed = make(chan struct{})
 	return len(t.owners), true
@@ -70,6 +80,7 @@ func (t *allocTracker) reset() {
 	defer t.mu.Unlock()
 	clear(t.owners)
 	clear(t.perUser)
+	t.onCount(0)
 	close(t.changed)
 	t.changed = make(chan struct{})
 }

@@ -8,7 +8,7 @@ import (
 // A UDP and a TCP allocation from the same ip:port to the same listener
 // address are two allocations, counted and removed apart.
 func TestAllocTrackerTellsTransportsApart(t *testing.T) {
-	tr := newAllocTracker()
+	tr := newAllocTracker(nil)
 	udpSrc := &net.UDPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 40000}
 	tcpSrc := &net.TCPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 40000}
 	udpDst := &net.UDPAddr{IP: net.IPv4(198, 51, 100, 1), Port: 3478}

@@ -9,8 +9,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
-	"time"
 
+	"github.com/jonboulle/clockwork"
 	"golang.org/x/time/rate"
 )
 
@@ -125,7 +125,7 @@ func (r *relayAllocator) AllocatePacketConn(network string, requestedPort int) (
 	if d := r.n.cfg.MaxAllocationLifetime; d > 0 {
 		// Closing the socket ends pion's reader for the allocation, which
 		// then deletes it.
-		rc.lifetime = time.AfterFunc(d, func() {
+		rc.lifetime = r.n.clk.AfterFunc(d, func() {
 			rc.dead.Store(true)
 			_ = conn.Close()
 		})
@@ -213,8 +213,8 @@ type relayConn struct {
 	relaySocket
 	r        *relayAllocator
 	port     uint16
-	bw       *rate.Limiter // nil: no per-allocation cap
-	lifetime *time.Timer   // nil: no lifetime cap
+	bw       *rate.Limiter   // nil: no per-allocation cap
+	lifetime clockwork.Timer // nil: no lifetime cap
 	closed   atomic.Bool
 
 	// The fast path's state (fastpath.go, channels.go, relay_fast.go).
@@ -331,7 +331,7 @@ func (c *relayConn) allow(size int) bool {
 	if n.nodeBW == nil && c.bw == nil {
 		return true
 	}
-	now := time.Now()
+	now := n.clk.Now()
 	if n.nodeBW != nil && !n.nodeBW.AllowN(now, size) {
 		n.m.dropNodeBW.Inc()
 		n.dropped.Add(1)

@@ -21,6 +21,8 @@ import (
 	"time"
 
 	"github.com/pion/stun/v3"
+
+	"github.com/cl5-relay/cl5-relay/relaynode/internal/testkit"
 )
 
 // The relay benchmarks push ChannelData through a relay on loopback, one
@@ -148,7 +150,7 @@ func warmUp(tb testing.TB, load benchLoad, s *benchSender, r *benchReceiver) {
 			}
 		}
 	}
-	waitFor(tb, 5*time.Second, "the warm-up packets", func() bool { return r.got.Load() >= 32 })
+	testkit.WaitFor(tb, 5*time.Second, "the warm-up packets", func() bool { return r.got.Load() >= 32 })
 }
 
 // pump sends b.N packets through s as load says, and reports the

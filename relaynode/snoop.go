@@ -3,14 +3,18 @@ package relaynode
 import (
 	"encoding/binary"
 	"net/netip"
+
+	"github.com/pion/stun/v3"
 )
 
 // pion keeps its allocations, permissions and channels to itself, so the
 // fast path learns them by watching the control messages pion reads and
 // writes on a listening socket (fastpath.go): a request, then pion's
 // success response with the same transaction ID to the same client,
-// means pion did what the request asked. These are the few parts of
-// those messages it needs, parsed without allocating.
+// means pion did what the request asked. A request is the message the
+// authentication precheck already decoded (pion/stun), not parsed again;
+// only the rare success responses are decoded here. None of this is on
+// the ChannelData path.
 
 // STUN message types (method and class) the fast path follows.
 const (
@@ -22,18 +26,12 @@ const (
 	typeChannelBindSuccess      = 0x0109
 )
 
-const (
-	attrChannelNumber     = 0x000C
-	attrXORPeerAddress    = 0x0012
-	attrXORRelayedAddress = 0x0016
+// maxSnoopPeers bounds the peers taken from one CreatePermission; a
+// request with more is not followed (its permissions then refresh only
+// through pion, and the fast path falls back when they expire).
+const maxSnoopPeers = 8
 
-	// maxSnoopPeers bounds the peers taken from one CreatePermission; a
-	// request with more is not followed (its permissions then refresh
-	// only through pion, and the fast path falls back when they expire).
-	maxSnoopPeers = 8
-)
-
-// controlMsg is what the fast path takes from one TURN control message.
+// controlMsg is what the fast path takes from one followed request.
 type controlMsg struct {
 	typ  uint16
 	txID [12]byte
@@ -42,23 +40,19 @@ type controlMsg struct {
 	channel uint16
 	peers   [maxSnoopPeers]netip.AddrPort
 	npeers  int
-	// relayed is an Allocate success response's XOR-RELAYED-ADDRESS.
-	relayed netip.AddrPort
 }
 
-// isFollowedRequest and isFollowedSuccess are the cheap first tests, on
-// the message type alone.
-func isFollowedRequest(b []byte) bool {
-	if len(b) < stunHeaderSize {
-		return false
-	}
-	switch binary.BigEndian.Uint16(b[0:2]) {
+// isFollowedType reports whether the fast path follows requests of typ.
+func isFollowedType(typ uint16) bool {
+	switch typ {
 	case typeAllocateRequest, typeCreatePermissionRequest, typeChannelBindRequest:
 		return true
 	}
 	return false
 }
 
+// isFollowedSuccess is the cheap first test on what pion writes, on the
+// message type alone.
 func isFollowedSuccess(b []byte) bool {
 	if len(b) < stunHeaderSize {
 		return false
@@ -70,87 +64,70 @@ func isFollowedSuccess(b []byte) bool {
 	return false
 }
 
-// parseControl parses a request or success response the fast path
-// follows. It walks the attributes exactly as pion's STUN decoder does
-// (which takes the first of repeated attributes), and gives up (ok false:
-// the message is not followed, pion alone handles it) on anything it could
-// read differently from pion: a ChannelBind with other than one
-// CHANNEL-NUMBER and one XOR-PEER-ADDRESS, an address that is not a
-// well-formed IPv4 one, a channel outside 0x4000-0x7FFF.
-func parseControl(b []byte) (m controlMsg, ok bool) {
-	if len(b) < stunHeaderSize || binary.BigEndian.Uint32(b[4:8]) != stunMagicCookie {
-		return m, false
-	}
-	m.typ = binary.BigEndian.Uint16(b[0:2])
-	switch m.typ {
-	case typeAllocateRequest, typeAllocateSuccess, typeCreatePermissionRequest,
-		typeCreatePermissionSuccess, typeChannelBindRequest, typeChannelBindSuccess:
+// controlOf takes what the fast path needs from a decoded request. It
+// gives up (ok false: the request is not followed, pion alone handles it)
+// on a type it does not follow and on anything it could read differently
+// from pion: a ChannelBind with other than exactly one CHANNEL-NUMBER and
+// one XOR-PEER-ADDRESS (pion reads the first of repeated attributes; the
+// fast path refuses repeats rather than rely on which one a pion version
+// reads, so a crafted message can never make it learn a binding pion did
+// not make), a peer that is not a well-formed IPv4 address, a channel
+// outside 0x4000-0x7FFF (the node answers those itself: auth.go).
+func controlOf(m *stun.Message) (c controlMsg, ok bool) {
+	c.typ = uint16(m.Type.Value())
+	c.txID = m.TransactionID
+	switch c.typ {
+	case typeAllocateRequest:
+		return c, true
+	case typeChannelBindRequest, typeCreatePermissionRequest:
 	default:
-		return m, false
+		return c, false
 	}
-	size := int(binary.BigEndian.Uint16(b[2:4]))
-	if len(b) < stunHeaderSize+size {
-		return m, false
-	}
-	copy(m.txID[:], b[8:20])
-	attrs := b[stunHeaderSize : stunHeaderSize+size]
 	channels := 0
-	for off := 0; off < size; {
-		if len(attrs) < 4 {
-			return m, false
-		}
-		typ := binary.BigEndian.Uint16(attrs[0:2])
-		length := int(binary.BigEndian.Uint16(attrs[2:4]))
-		padded := (length + 3) &^ 3
-		attrs = attrs[4:]
-		off += 4
-		if len(attrs) < padded {
-			return m, false
-		}
-		value := attrs[:length]
-		attrs = attrs[padded:]
-		off += padded
-
+	for _, a := range m.Attributes {
 		switch {
-		case typ == attrChannelNumber && m.typ == typeChannelBindRequest:
+		case a.Type == stun.AttrChannelNumber && c.typ == typeChannelBindRequest:
 			channels++
-			if length != 4 {
-				return m, false
+			if len(a.Value) != 4 {
+				return c, false
 			}
-			m.channel = binary.BigEndian.Uint16(value)
-		case typ == attrXORPeerAddress && (m.typ == typeChannelBindRequest || m.typ == typeCreatePermissionRequest):
-			if m.npeers == maxSnoopPeers {
-				return m, false
+			c.channel = binary.BigEndian.Uint16(a.Value)
+		case a.Type == stun.AttrXORPeerAddress:
+			if c.npeers == maxSnoopPeers {
+				return c, false
 			}
-			peer, ok := xorIPv4(value)
+			peer, ok := xorIPv4(a.Value)
 			if !ok {
-				return m, false
+				return c, false
 			}
-			m.peers[m.npeers] = peer
-			m.npeers++
-		case typ == attrXORRelayedAddress && m.typ == typeAllocateSuccess && !m.relayed.IsValid():
-			relayed, ok := xorIPv4(value)
-			if !ok {
-				return m, false
-			}
-			m.relayed = relayed
+			c.peers[c.npeers] = peer
+			c.npeers++
 		}
 	}
-	switch m.typ {
-	case typeChannelBindRequest:
-		ok = channels == 1 && m.npeers == 1 && m.channel >= 0x4000 && m.channel <= 0x7FFF
-	case typeCreatePermissionRequest:
-		ok = m.npeers > 0
-	case typeAllocateSuccess:
-		ok = m.relayed.IsValid()
-	default:
-		ok = true
+	if c.typ == typeChannelBindRequest {
+		return c, channels == 1 && c.npeers == 1 && c.channel >= minChannel && c.channel <= maxChannel
 	}
-	return m, ok
+	return c, c.npeers > 0
 }
 
-// xorIPv4 decodes an XOR-PEER-ADDRESS or XOR-RELAYED-ADDRESS holding an
-// IPv4 address (RFC 8489 section 14.2); the node relays IPv4 only.
+// relayedOf decodes an Allocate success response pion sends and returns
+// its XOR-RELAYED-ADDRESS (IPv4: the node relays IPv4 only).
+func relayedOf(b []byte) (netip.AddrPort, bool) {
+	m := &stun.Message{Raw: b} // Decode only reads Raw
+	if m.Decode() != nil || uint16(m.Type.Value()) != typeAllocateSuccess {
+		return netip.AddrPort{}, false
+	}
+	v, err := m.Get(stun.AttrXORRelayedAddress)
+	if err != nil {
+		return netip.AddrPort{}, false
+	}
+	return xorIPv4(v)
+}
+
+// xorIPv4 decodes the value of an XOR-PEER-ADDRESS or XOR-RELAYED-ADDRESS
+// holding an IPv4 address (RFC 8489 section 14.2); the node relays IPv4
+// only. (pion/stun's XORMappedAddress reads a whole message's first such
+// attribute, and allocates; this reads one value, each of several peers.)
 func xorIPv4(v []byte) (netip.AddrPort, bool) {
 	if len(v) != 8 || binary.BigEndian.Uint16(v[0:2]) != 0x0001 {
 		return netip.AddrPort{}, false

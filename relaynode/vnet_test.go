@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -133,10 +134,11 @@ type vnetPacket struct {
 
 func newVnetPlayer(t *testing.T, name string, host *vnet.Net) *vnetPlayer {
 	t.Helper()
-	conn, err := host.ListenPacket("udp4", "0.0.0.0:0")
+	vconn, err := host.ListenPacket("udp4", "0.0.0.0:0")
 	if err != nil {
 		t.Fatal(err)
 	}
+	conn := &closedWrites{PacketConn: vconn}
 	user, pass := restCreds(name)
 	cl, err := turn.NewClient(&turn.ClientConfig{
 		TURNServerAddr: vnetNodeUDP,
@@ -162,6 +164,31 @@ func newVnetPlayer(t *testing.T, name string, host *vnet.Net) *vnetPlayer {
 	go p.read()
 	t.Cleanup(func() { p.close(t) })
 	return p
+}
+
+// closedWrites makes writes on a closed vnet socket fail, as they do on a
+// real one (vnet's UDPConn.WriteTo still delivers after Close). pion's
+// client starts a channel bind in a goroutine of its own on the first
+// WriteTo to a peer; when that goroutine runs only after the player is
+// closed, its transaction is not among those Client.Close fails, and only
+// a failing write ends it at once: otherwise it retransmits for seconds
+// after the test and goleak reports it (turnClient.close relies on the
+// same order on real sockets).
+type closedWrites struct {
+	net.PacketConn
+	closed atomic.Bool
+}
+
+func (c *closedWrites) WriteTo(p []byte, addr net.Addr) (int, error) {
+	if c.closed.Load() {
+		return 0, net.ErrClosed
+	}
+	return c.PacketConn.WriteTo(p, addr)
+}
+
+func (c *closedWrites) Close() error {
+	c.closed.Store(true)
+	return c.PacketConn.Close()
 }
 
 func (p *vnetPlayer) read() {

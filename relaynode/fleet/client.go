@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/quic-go/quic-go"
+
+	"github.com/cl5-relay/cl5-relay/relaynode/internal/ratelog"
 )
 
 // Defaults of ClientConfig.
@@ -173,7 +175,9 @@ func (c *Client) Run(ctx context.Context) error {
 		defer shared.Close() // leaves PacketConn open
 	}
 	backoff := c.cfg.MinBackoff
-	var lastWarn time.Time
+	// After the first, repeated failures warn once per failureLogEvery;
+	// the rest go to debug.
+	failLog := ratelog.New(c.log, failureLogEvery, 1)
 	failures := 0
 	for {
 		registeredFor, err := c.session(ctx, shared)
@@ -190,12 +194,11 @@ func (c *Client) Run(ctx context.Context) error {
 		failures++
 		delay := jitter(backoff)
 		backoff = min(2*backoff, c.cfg.MaxBackoff)
-		level := slog.LevelDebug
-		if registeredFor > 0 || failures == 1 || time.Since(lastWarn) >= failureLogEvery {
-			level = slog.LevelWarn
-			lastWarn = time.Now()
+		logEnd := failLog.Log
+		if registeredFor > 0 || failures == 1 {
+			logEnd = c.log.Log // a new outage: always said
 		}
-		c.log.Log(ctx, level, "fleet connection ended; retrying",
+		logEnd(ctx, slog.LevelWarn, "fleet connection ended; retrying",
 			"err", err, "registered_for", registeredFor.Round(time.Millisecond),
 			"failures", failures, "retry_in", delay.Round(time.Millisecond))
 		t := time.NewTimer(delay)

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cl5-relay/cl5-relay/relaynode/internal/testkit"
 )
 
 func writeTestFile(t *testing.T, name, content string) string {
@@ -91,7 +93,7 @@ func TestCoreRegistersNodesAndListsThem(t *testing.T) {
 	}
 	startNode(t, core.Addr(), hello("edge-us", "us"), nil)
 	startNode(t, core.Addr(), hello("edge-eu", "eu"), nil)
-	waitFor(t, 5*time.Second, "both nodes pickable", func() bool {
+	testkit.WaitFor(t, 5*time.Second, "both nodes pickable", func() bool {
 		return pickable(core.Registry(), "edge-us") && pickable(core.Registry(), "edge-eu")
 	})
 

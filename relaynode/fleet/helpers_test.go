@@ -14,6 +14,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/quic-go/quic-go"
 	"go.uber.org/goleak"
+
+	"github.com/cl5-relay/cl5-relay/relaynode/internal/testkit"
 )
 
 // TestMain fails the package when a test leaves a goroutine behind: every
@@ -105,37 +107,7 @@ func startCore(t testing.TB, mod func(*ServerConfig)) *testCore {
 // metric sums a counter or gauge over the series matching labels.
 func (c *testCore) metric(t testing.TB, name string, labels ...string) float64 {
 	t.Helper()
-	return gather(t, c.reg, name, labels...)
-}
-
-func gather(t testing.TB, reg *prometheus.Registry, name string, labels ...string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatalf("gather: %v", err)
-	}
-	sum := 0.0
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	metrics:
-		for _, m := range mf.GetMetric() {
-			for i := 0; i+1 < len(labels); i += 2 {
-				found := false
-				for _, lp := range m.GetLabel() {
-					if lp.GetName() == labels[i] && lp.GetValue() == labels[i+1] {
-						found = true
-					}
-				}
-				if !found {
-					continue metrics
-				}
-			}
-			sum += m.GetGauge().GetValue() + m.GetCounter().GetValue()
-		}
-	}
-	return sum
+	return testkit.Metric(t, c.reg, name, labels...)
 }
 
 // testNode is a running Client.
@@ -209,18 +181,6 @@ func hello(id, region string) Hello {
 	}
 }
 
-// waitFor polls cond until it holds, failing the test after timeout.
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // pickable reports whether id is among the nodes Pick would hand out.
 func pickable(r *Registry, id string) bool {
 	for _, n := range r.Pick("", "", DefaultMaxNodes) {
@@ -274,7 +234,7 @@ func rawNode(t testing.TB, core *testCore, id string) (*quic.Conn, *quic.Stream)
 	h := hello(id, "")
 	writeMsg(t, stream, message{Type: typeHello, Hello: &h})
 	writeMsg(t, stream, message{Type: typeLoad, Load: &Load{}})
-	waitFor(t, 5*time.Second, id+" registration", func() bool { return pickable(core.Registry(), id) })
+	testkit.WaitFor(t, 5*time.Second, id+" registration", func() bool { return pickable(core.Registry(), id) })
 	return conn, stream
 }
 

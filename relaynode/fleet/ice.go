@@ -7,6 +7,7 @@ import (
 
 	"github.com/cl5-relay/cl5-relay/relaynode/turncred"
 	"github.com/cl5-relay/cl5-relay/signaling/wire"
+	"github.com/jonboulle/clockwork"
 )
 
 // Defaults of ICE.
@@ -39,8 +40,8 @@ type ICE struct {
 	// TTL is how long the credentials last; it is also the ice_ttl after
 	// which clients ask again. Default DefaultICETTL.
 	TTL time.Duration
-	// Now is the clock. Default time.Now.
-	Now func() time.Time
+	// Clock dates the credentials. Default (nil): the real clock.
+	Clock clockwork.Clock
 }
 
 var _ interface {
@@ -71,9 +72,9 @@ func (p *ICE) ICEServers(userID string) ([]wire.ICEServer, time.Duration) {
 	if ttl <= 0 {
 		ttl = DefaultICETTL
 	}
-	now := time.Now
-	if p.Now != nil {
-		now = p.Now
+	clock := p.Clock
+	if clock == nil {
+		clock = clockwork.NewRealClock()
 	}
 	nodes := p.Registry.Pick(userID, p.Region, count)
 	if len(nodes) == 0 {
@@ -87,7 +88,7 @@ func (p *ICE) ICEServers(userID string) ([]wire.ICEServer, time.Duration) {
 		}
 	}
 	if len(p.Secret) > 0 {
-		user, pass := turncred.Mint(p.Secret, turnUser(userID), ttl, now())
+		user, pass := turncred.Mint(p.Secret, turnUser(userID), ttl, clock.Now())
 		for _, n := range nodes {
 			var urls []string
 			if n.Addrs.UDP != "" {

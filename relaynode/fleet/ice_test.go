@@ -35,8 +35,8 @@ func TestICEServersShape(t *testing.T) {
 		Hello{NodeID: "b", Region: "eu", Addrs: Addrs{UDP: "[2001:db8::1]:3478", TCP: "[2001:db8::1]:443"}},
 		Hello{NodeID: "c", Region: "eu", Addrs: Addrs{UDP: "198.51.100.3:3478"}},
 	)
-	now := r.clock.now()
-	p := &ICE{Registry: r.Registry, Region: "eu", Secret: iceSecret, TTL: time.Hour, Now: r.clock.now}
+	now := r.clock.Now()
+	p := &ICE{Registry: r.Registry, Region: "eu", Secret: iceSecret, TTL: time.Hour, Clock: r.clock}
 	servers, ttl := p.ICEServers("user-42")
 	if ttl != time.Hour {
 		t.Errorf("ttl = %v, want 1h", ttl)
@@ -57,14 +57,14 @@ func TestICEServersShape(t *testing.T) {
 		if !reflect.DeepEqual(s.URLs, want) {
 			t.Errorf("TURN entry %d URLs = %q, want %q", i, s.URLs, want)
 		}
-		if err := verifier.Verify(s.Username, s.Credential, now); err != nil {
+		if pw, err := verifier.Passwords(s.Username, now); err != nil || len(pw) != 1 || pw[0] != s.Credential {
 			t.Errorf("TURN entry %d credentials do not verify: %v", i, err)
 		}
 		expiry, user, err := turncred.ParseUsername(s.Username)
 		if err != nil || user != "user-42" || !expiry.Equal(now.Add(time.Hour)) {
 			t.Errorf("username %q: expiry %v, user %q, %v; want user-42 expiring at now+1h", s.Username, expiry, user, err)
 		}
-		if err := verifier.Verify(s.Username, s.Credential, now.Add(time.Hour+time.Second)); err == nil {
+		if _, err := verifier.Passwords(s.Username, now.Add(time.Hour+time.Second)); err == nil {
 			t.Errorf("credentials still verify after their TTL")
 		}
 	}
@@ -85,7 +85,7 @@ func TestICEDefaultsAndCount(t *testing.T) {
 		Hello{NodeID: "b", Addrs: Addrs{UDP: "198.51.100.2:3478"}},
 		Hello{NodeID: "c", Addrs: Addrs{UDP: "198.51.100.3:3478"}},
 	)
-	p := &ICE{Registry: r.Registry, Secret: iceSecret, Now: r.clock.now}
+	p := &ICE{Registry: r.Registry, Secret: iceSecret, Clock: r.clock}
 	servers, ttl := p.ICEServers("u")
 	if ttl != DefaultICETTL || len(servers) != 1+DefaultICECount {
 		t.Errorf("defaults: %d servers, ttl %v; want %d and %v", len(servers), ttl, 1+DefaultICECount, DefaultICETTL)
@@ -96,7 +96,7 @@ func TestICEDefaultsAndCount(t *testing.T) {
 	}
 	// Expiry uses the injected clock.
 	servers, _ = p.ICEServers("w")
-	if want := strconv.FormatInt(r.clock.now().Add(DefaultICETTL).Unix(), 10) + ":w"; servers[1].Username != want {
+	if want := strconv.FormatInt(r.clock.Now().Add(DefaultICETTL).Unix(), 10) + ":w"; servers[1].Username != want {
 		t.Errorf("username = %q, want %q", servers[1].Username, want)
 	}
 }
@@ -113,7 +113,7 @@ func TestICENoLiveNodes(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			r := newTestRegistry(t, RegistryConfig{}, tt.nodes...)
-			p := &ICE{Registry: r.Registry, Secret: iceSecret, Now: r.clock.now}
+			p := &ICE{Registry: r.Registry, Secret: iceSecret, Clock: r.clock}
 			if servers, ttl := p.ICEServers("u"); servers != nil || ttl != 0 {
 				t.Errorf("ICEServers = %v, %v; want nil, 0 so the caller falls back", servers, ttl)
 			}
@@ -130,7 +130,7 @@ func TestICEWithoutSecretOffersSTUNOnly(t *testing.T) {
 		Hello{NodeID: "a", Addrs: Addrs{TCP: "198.51.100.1:3478"}}, // no UDP: no STUN from it
 		Hello{NodeID: "b", Addrs: Addrs{UDP: "[2001:db8::2]:3478"}},
 	)
-	p := &ICE{Registry: r.Registry, Now: r.clock.now}
+	p := &ICE{Registry: r.Registry, Clock: r.clock}
 	servers, _ := p.ICEServers("u")
 	want := []wire.ICEServer{{URLs: []string{"stun:[2001:db8::2]:3478"}}}
 	if !reflect.DeepEqual(servers, want) {
@@ -140,7 +140,7 @@ func TestICEWithoutSecretOffersSTUNOnly(t *testing.T) {
 
 func TestICELongUserIDHashed(t *testing.T) {
 	r := iceRegistry(t, Hello{NodeID: "a", Addrs: Addrs{UDP: "198.51.100.1:3478"}})
-	p := &ICE{Registry: r.Registry, Secret: iceSecret, Now: r.clock.now}
+	p := &ICE{Registry: r.Registry, Secret: iceSecret, Clock: r.clock}
 	long := strings.Repeat("x", 600)
 	servers, _ := p.ICEServers(long)
 	s := servers[1]
@@ -151,7 +151,7 @@ func TestICELongUserIDHashed(t *testing.T) {
 	if err != nil || user != turnUser(long) || !strings.HasPrefix(user, "h-") {
 		t.Errorf("user = %q, %v", user, err)
 	}
-	if err := turncred.NewVerifier(iceSecret).Verify(s.Username, s.Credential, r.clock.now()); err != nil {
-		t.Error(err)
+	if pw, err := turncred.NewVerifier(iceSecret).Passwords(s.Username, r.clock.Now()); err != nil || pw[0] != s.Credential {
+		t.Errorf("credentials do not verify: %v", err)
 	}
 }

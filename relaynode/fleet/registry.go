@@ -7,6 +7,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/jonboulle/clockwork"
 )
 
 // Defaults of RegistryConfig and PickConfig.
@@ -73,8 +75,9 @@ type RegistryConfig struct {
 	// Default DefaultMaxNodes.
 	MaxNodes int
 	Pick     PickConfig
-	// Now is the clock. Default time.Now.
-	Now func() time.Time
+	// Clock is the registry's clock (report ages, pick hysteresis).
+	// Default (nil): the real clock.
+	Clock clockwork.Clock
 }
 
 func (c RegistryConfig) withDefaults() RegistryConfig {
@@ -96,8 +99,8 @@ func (c RegistryConfig) withDefaults() RegistryConfig {
 	if c.Pick.KeyTTL <= 0 {
 		c.Pick.KeyTTL = DefaultPickKeyTTL
 	}
-	if c.Now == nil {
-		c.Now = time.Now
+	if c.Clock == nil {
+		c.Clock = clockwork.NewRealClock()
 	}
 	return c
 }
@@ -188,7 +191,7 @@ func (r *Registry) AddLocal(h Hello, load func() Load) (remove func(), err error
 	if load == nil {
 		load = func() Load { return Load{} }
 	}
-	now := r.cfg.Now()
+	now := r.cfg.Clock.Now()
 	r.mu.Lock()
 	if _, ok := r.nodes[h.NodeID]; ok {
 		r.mu.Unlock()
@@ -224,7 +227,7 @@ func (r *Registry) refreshLocal() {
 		load func() Load
 	}
 	period := min(DefaultInterval, r.cfg.DeadAfter/2)
-	now := r.cfg.Now()
+	now := r.cfg.Clock.Now()
 	var todo []due
 	r.mu.Lock()
 	for id, e := range r.nodes {
@@ -241,7 +244,7 @@ func (r *Registry) refreshLocal() {
 // register adds or replaces h.NodeID for a new connection and returns the
 // connection's generation. replaced reports that an entry existed.
 func (r *Registry) register(h Hello, remote string) (gen uint64, replaced bool, err error) {
-	now := r.cfg.Now()
+	now := r.cfg.Clock.Now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	old, replaced := r.nodes[h.NodeID]
@@ -268,7 +271,7 @@ func (r *Registry) register(h Hello, remote string) (gen uint64, replaced bool, 
 // a connection. drained reports that this report announced drain; ok is
 // false when gen no longer owns id.
 func (r *Registry) report(id string, gen uint64, l Load) (drained, ok bool) {
-	now := r.cfg.Now()
+	now := r.cfg.Clock.Now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	e := r.nodes[id]
@@ -352,7 +355,7 @@ func (r *Registry) Pick(key, region string, n int) []NodeInfo {
 		return nil
 	}
 	r.refreshLocal()
-	now := r.cfg.Now()
+	now := r.cfg.Clock.Now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 

@@ -6,13 +6,9 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/jonboulle/clockwork"
 )
-
-// fakeClock is a settable clock for the registry.
-type fakeClock struct{ t time.Time }
-
-func (c *fakeClock) now() time.Time          { return c.t }
-func (c *fakeClock) advance(d time.Duration) { c.t = c.t.Add(d) }
 
 // node is a registry row for table tests.
 type node struct {
@@ -27,14 +23,14 @@ type node struct {
 
 type testRegistry struct {
 	*Registry
-	clock *fakeClock
+	clock *clockwork.FakeClock
 	gens  map[string]uint64
 }
 
 func newTestRegistry(t testing.TB, cfg RegistryConfig, nodes ...node) *testRegistry {
 	t.Helper()
-	clock := &fakeClock{t: time.Unix(1_700_000_000, 0)}
-	cfg.Now = clock.now
+	clock := clockwork.NewFakeClockAt(time.Unix(1_700_000_000, 0))
+	cfg.Clock = clock
 	r := &testRegistry{Registry: NewRegistry(cfg), clock: clock, gens: map[string]uint64{}}
 	var stale []node
 	for _, n := range nodes {
@@ -47,7 +43,7 @@ func newTestRegistry(t testing.TB, cfg RegistryConfig, nodes ...node) *testRegis
 		r.add(t, n)
 	}
 	if len(stale) > 0 {
-		clock.advance(r.cfg.DeadAfter + time.Second)
+		clock.Advance(r.cfg.DeadAfter + time.Second)
 	}
 	for _, n := range nodes {
 		if !n.stale {
@@ -142,10 +138,10 @@ func TestPickHysteresis(t *testing.T) {
 		{"b recovers to c's level: no bounce back", func() { r.setLoad(t, "b", 0.25, 0, false) }, []string{"a", "c"}},
 		{"a drains: c keeps its place, b fills", func() { r.setLoad(t, "a", 0.35, 0, true) }, []string{"c", "b"}},
 		{"c goes silent: replaced", func() {
-			r.clock.advance(2 * time.Second)
+			r.clock.Advance(2 * time.Second)
 			r.setLoad(t, "b", 0.25, 0, false)
 			r.setLoad(t, "x", 0.0, 0, false)
-			r.clock.advance(2 * time.Second) // c last reported 4 s ago
+			r.clock.Advance(2 * time.Second) // c last reported 4 s ago
 			r.setLoad(t, "b", 0.25, 0, false)
 			r.setLoad(t, "x", 0.0, 0, false)
 		}, []string{"b", "x"}},
@@ -248,13 +244,13 @@ func TestPickMemoryBounded(t *testing.T) {
 	if n := r.sticky.len(); n != 3 {
 		t.Fatalf("remembered %d keys, want the bound 3", n)
 	}
-	if r.sticky.get("k1", r.clock.now()) != nil {
+	if r.sticky.get("k1", r.clock.Now()) != nil {
 		t.Error("the least recently picked key was not forgotten")
 	}
-	if r.sticky.get("k4", r.clock.now()) == nil {
+	if r.sticky.get("k4", r.clock.Now()) == nil {
 		t.Error("the newest key was forgotten")
 	}
-	r.clock.advance(2 * time.Minute)
+	r.clock.Advance(2 * time.Minute)
 	r.setLoad(t, "a", 0.1, 0, false)
 	r.setLoad(t, "b", 0.2, 0, false)
 	r.Pick("k5", "", 1) // evicts everything expired
@@ -269,7 +265,7 @@ func TestPickMemoryBounded(t *testing.T) {
 	}
 	// The empty key is never remembered.
 	r.Pick("", "", 1)
-	if r.sticky.get("", r.clock.now()) != nil {
+	if r.sticky.get("", r.clock.Now()) != nil {
 		t.Error("the empty key was remembered")
 	}
 }
@@ -370,14 +366,14 @@ func TestAddLocal(t *testing.T) {
 	}
 	// It never goes stale: it is pulled when read.
 	cur = Load{Load: 0.9}
-	r.clock.advance(time.Hour)
+	r.clock.Advance(time.Hour)
 	r.setLoad(t, "remote", 0.5, 0, false)
 	if got := ids(r.Pick("", "", 2)); !slices.Equal(got, []string{"remote", "local"}) || calls != before+1 {
 		t.Errorf("after an hour: Pick = %v with %d pulls, want [remote local] after one pull", got, calls-before)
 	}
 	// Drain comes from its load like a remote node's.
 	cur = Load{Draining: true}
-	r.clock.advance(time.Second)
+	r.clock.Advance(time.Second)
 	r.setLoad(t, "remote", 0.5, 0, false)
 	if pickable(r.Registry, "local") {
 		t.Error("a draining local node is pickable")

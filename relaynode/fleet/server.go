@@ -14,6 +14,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/quic-go/quic-go"
+
+	"github.com/cl5-relay/cl5-relay/relaynode/internal/ratelog"
 )
 
 // DefaultInterval is how often nodes report unless configured otherwise.
@@ -115,7 +117,7 @@ type Server struct {
 	reg      *Registry
 	m        *metrics
 	log      *slog.Logger
-	tlsLog   logLimiter
+	tlsLog   *ratelog.Logger
 
 	mu      sync.Mutex
 	started bool
@@ -164,8 +166,8 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		}),
 		live:   make(map[*nodeConn]struct{}),
 		owners: make(map[string]*nodeConn),
-		tlsLog: logLimiter{every: 10 * time.Second},
 	}
+	s.tlsLog = ratelog.New(s.log, 10*time.Second, 1)
 	s.reg.m = m // newMetrics made the zero series
 	if len(cfg.TLS.ClusterKey) > 0 {
 		if s.resetKey, err = statelessResetKey(cfg.TLS.ClusterKey); err != nil {
@@ -186,7 +188,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 			err := verify(cs)
 			if err != nil {
 				s.m.rejections.WithLabelValues(rejectTLS).Inc()
-				s.tlsLog.log(s.log, slog.LevelWarn, "node refused at TLS handshake", "remote", remote, "err", err)
+				s.tlsLog.Warn("node refused at TLS handshake", "remote", remote, "err", err)
 			}
 			return err
 		}
@@ -523,24 +525,4 @@ func (s *Server) lossReason(err error) string {
 // isTimeout: a stream deadline passed.
 func isTimeout(err error) bool {
 	return errors.Is(err, os.ErrDeadlineExceeded)
-}
-
-// logLimiter lets one message through per period at its level; the rest go
-// to debug, so a misconfigured node cannot flood the log.
-type logLimiter struct {
-	every time.Duration
-	mu    sync.Mutex
-	last  time.Time
-}
-
-func (l *logLimiter) log(log *slog.Logger, level slog.Level, msg string, args ...any) {
-	l.mu.Lock()
-	now := time.Now()
-	if now.Sub(l.last) < l.every {
-		level = slog.LevelDebug
-	} else {
-		l.last = now
-	}
-	l.mu.Unlock()
-	log.Log(context.Background(), level, msg, args...)
 }

@@ -12,6 +12,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/quic-go/quic-go"
+
+	"github.com/cl5-relay/cl5-relay/relaynode/internal/testkit"
 )
 
 func TestRegisterTwoNodes(t *testing.T) {
@@ -25,7 +27,7 @@ func TestRegisterTwoNodes(t *testing.T) {
 	b := startNode(t, core.Addr(), hb, nil)
 
 	reg := core.Registry()
-	waitFor(t, 5*time.Second, "both nodes pickable", func() bool {
+	testkit.WaitFor(t, 5*time.Second, "both nodes pickable", func() bool {
 		return pickable(reg, "node-a") && pickable(reg, "node-b")
 	})
 	nodes := reg.Nodes()
@@ -73,7 +75,7 @@ func TestLoadUpdatesVisible(t *testing.T) {
 		}
 	})
 	reg := core.Registry()
-	waitFor(t, 5*time.Second, "first load", func() bool {
+	testkit.WaitFor(t, 5*time.Second, "first load", func() bool {
 		n, ok := reg.Node("n1")
 		return ok && n.Load.Allocations == 5
 	})
@@ -82,7 +84,7 @@ func TestLoadUpdatesVisible(t *testing.T) {
 		t.Errorf("load = %+v", first.Load)
 	}
 	allocs.Store(40)
-	waitFor(t, 5*time.Second, "updated load", func() bool {
+	testkit.WaitFor(t, 5*time.Second, "updated load", func() bool {
 		n, _ := reg.Node("n1")
 		return n.Load.Allocations == 40 && n.Load.Load == 0.4
 	})
@@ -104,13 +106,13 @@ func TestDrainExcludesFromPick(t *testing.T) {
 		c.Load = func() Load { return Load{Load: 0.5} }
 	})
 	reg := core.Registry()
-	waitFor(t, 5*time.Second, "both pickable", func() bool { return pickable(reg, "a") && pickable(reg, "b") })
+	testkit.WaitFor(t, 5*time.Second, "both pickable", func() bool { return pickable(reg, "a") && pickable(reg, "b") })
 	if got := reg.Pick("", "", 1); got[0].ID != "a" {
 		t.Fatalf("Pick = %v, want the less loaded a", ids(got))
 	}
 
 	a.Drain()
-	waitFor(t, 5*time.Second, "a draining", func() bool {
+	testkit.WaitFor(t, 5*time.Second, "a draining", func() bool {
 		n, ok := reg.Node("a")
 		return ok && n.Draining()
 	})
@@ -132,21 +134,24 @@ func TestCrashedNodeRemovedWithinDeadAfter(t *testing.T) {
 	core := startCore(t, nil)
 	n := startNode(t, core.Addr(), hello("crashy", ""), nil)
 	reg := core.Registry()
-	waitFor(t, 5*time.Second, "registration", func() bool { return pickable(reg, "crashy") })
+	testkit.WaitFor(t, 5*time.Second, "registration", func() bool { return pickable(reg, "crashy") })
 
 	// A crash: the socket goes away, nothing says goodbye.
 	crashed := time.Now()
 	n.pc.Close()
-	waitFor(t, 3*testDeadAfter, "crashed node removed", func() bool {
+	// The wait is generous (a loaded machine schedules late); what shows
+	// the report deadline did it is the loss reason below, and that it
+	// did not happen before DeadAfter less one interval (it counts from
+	// the last report, at most one interval before the crash). An upper
+	// bound on the wall clock would flake; lateness is not asserted.
+	testkit.WaitFor(t, 10*testDeadAfter, "crashed node removed", func() bool {
 		_, ok := reg.Node("crashy")
 		return !ok
 	})
 	elapsed := time.Since(crashed)
 	t.Logf("crash noticed after %v (DeadAfter %v)", elapsed, testDeadAfter)
-	// DeadAfter counts from the last report, which came before the crash;
-	// the slack is for scheduling on a loaded machine.
-	if elapsed > testDeadAfter+500*time.Millisecond {
-		t.Errorf("crash noticed after %v, want within DeadAfter %v", elapsed, testDeadAfter)
+	if elapsed < testDeadAfter-testInterval {
+		t.Errorf("crash noticed after %v, before DeadAfter %v less an interval", elapsed, testDeadAfter)
 	}
 	if got := core.metric(t, "cl5_fleet_node_losses_total", "reason", "timeout"); got != 1 {
 		t.Errorf("losses{timeout} = %v, want 1", got)
@@ -166,15 +171,13 @@ func TestGracefulLeaveIsImmediate(t *testing.T) {
 	core := startCore(t, func(c *ServerConfig) { c.DeadAfter = 10 * time.Second })
 	n := startNode(t, core.Addr(), hello("leaver", ""), nil)
 	reg := core.Registry()
-	waitFor(t, 5*time.Second, "registration", func() bool { return pickable(reg, "leaver") })
-	start := time.Now()
+	testkit.WaitFor(t, 5*time.Second, "registration", func() bool { return pickable(reg, "leaver") })
 	if err := n.stop(t); err != nil {
 		t.Errorf("Run = %v, want nil after its context ended", err)
 	}
-	waitFor(t, 5*time.Second, "node removed", func() bool { return reg.Len() == 0 })
-	if d := time.Since(start); d > 2*time.Second {
-		t.Errorf("leave noticed after %v: the close was not seen, only a timeout", d)
-	}
+	// The loss reason, not the wall clock, tells a seen close from the
+	// report deadline (10 s here) running out.
+	testkit.WaitFor(t, 30*time.Second, "node removed", func() bool { return reg.Len() == 0 })
 	if got := core.metric(t, "cl5_fleet_node_losses_total", "reason", "closed"); got != 1 {
 		t.Errorf("losses{closed} = %v, want 1", got)
 	}
@@ -187,10 +190,11 @@ func TestSilentNodeRemovedByReportDeadline(t *testing.T) {
 	conn, _ := rawNode(t, core, "mute")
 	reg := core.Registry()
 	start := time.Now()
-	waitFor(t, 3*testDeadAfter, "silent node removed", func() bool { return reg.Len() == 0 })
-	if d := time.Since(start); d > testDeadAfter+500*time.Millisecond {
-		t.Errorf("removed after %v, want within DeadAfter %v", d, testDeadAfter)
-	}
+	// Generous wait, no upper bound on the wall clock (see
+	// TestCrashedNodeRemovedWithinDeadAfter): the close code below tells
+	// the report deadline from the idle timeout.
+	testkit.WaitFor(t, 10*testDeadAfter, "silent node removed", func() bool { return reg.Len() == 0 })
+	t.Logf("silent node removed after %v (DeadAfter %v)", time.Since(start), testDeadAfter)
 	if got := core.metric(t, "cl5_fleet_node_losses_total", "reason", "timeout"); got != 1 {
 		t.Errorf("losses{timeout} = %v, want 1", got)
 	}
@@ -224,7 +228,7 @@ func TestWrongClusterKeyNodeRefused(t *testing.T) {
 	if !errors.As(err, &te) || !te.Remote || te.ErrorCode < 0x100 {
 		t.Errorf("node with a wrong key got %v, want a TLS alert from the core", err)
 	}
-	waitFor(t, 5*time.Second, "TLS rejection counted", func() bool {
+	testkit.WaitFor(t, 5*time.Second, "TLS rejection counted", func() bool {
 		return core.metric(t, "cl5_fleet_rejections_total", "reason", "tls") >= 1
 	})
 	if n := core.Registry().Len(); n != 0 {
@@ -270,11 +274,11 @@ func TestDuplicateNodeIDReplacesOlder(t *testing.T) {
 		// during the test.
 		c.MinBackoff, c.MaxBackoff = time.Minute, time.Minute
 	})
-	waitFor(t, 5*time.Second, "first registration", func() bool { return pickable(reg, "twin") })
+	testkit.WaitFor(t, 5*time.Second, "first registration", func() bool { return pickable(reg, "twin") })
 	n1, _ := reg.Node("twin")
 
 	second := startNode(t, core.Addr(), hello("twin", "us"), nil)
-	waitFor(t, 5*time.Second, "second registration", func() bool {
+	testkit.WaitFor(t, 5*time.Second, "second registration", func() bool {
 		n, ok := reg.Node("twin")
 		return ok && n.Region == "us" && pickable(reg, "twin")
 	})
@@ -282,7 +286,7 @@ func TestDuplicateNodeIDReplacesOlder(t *testing.T) {
 	if n2.Remote == n1.Remote {
 		t.Errorf("remote %s unchanged after replacement", n2.Remote)
 	}
-	waitFor(t, 5*time.Second, "first client told it is replaced", func() bool { return !first.Registered() })
+	testkit.WaitFor(t, 5*time.Second, "first client told it is replaced", func() bool { return !first.Registered() })
 	if !second.Registered() {
 		t.Error("the newer connection is not registered")
 	}
@@ -399,7 +403,7 @@ func TestUnknownMessageTypeIgnored(t *testing.T) {
 	}
 	writeMsg(t, stream, message{Type: typeLoad, Load: &Load{Allocations: 3}})
 	reg := core.Registry()
-	waitFor(t, 5*time.Second, "load after an unknown message", func() bool {
+	testkit.WaitFor(t, 5*time.Second, "load after an unknown message", func() bool {
 		n, ok := reg.Node("future")
 		return ok && n.Load.Allocations == 3
 	})
@@ -434,7 +438,7 @@ func TestRemoteCannotTakeLocalNodeID(t *testing.T) {
 func TestMaxNodesRefusesNewIDs(t *testing.T) {
 	core := startCore(t, func(c *ServerConfig) { c.MaxNodes = 1 })
 	startNode(t, core.Addr(), hello("first", ""), nil)
-	waitFor(t, 5*time.Second, "first registration", func() bool { return core.Registry().Len() == 1 })
+	testkit.WaitFor(t, 5*time.Second, "first registration", func() bool { return core.Registry().Len() == 1 })
 	c, err := NewClient(ClientConfig{Core: core.Addr().String(), TLS: TLSConfig{ClusterKey: testKey}, Hello: hello("second", "")})
 	if err != nil {
 		t.Fatal(err)
@@ -467,7 +471,7 @@ func TestNodeReconnectsAfterCoreRestart(t *testing.T) {
 	defer core1.Close()
 	addr := core1.Addr()
 	n := startNode(t, addr, hello("phoenix", ""), nil)
-	waitFor(t, 5*time.Second, "registration with the first core", func() bool { return pickable(core1.Registry(), "phoenix") })
+	testkit.WaitFor(t, 5*time.Second, "registration with the first core", func() bool { return pickable(core1.Registry(), "phoenix") })
 
 	if err := core1.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
@@ -475,7 +479,7 @@ func TestNodeReconnectsAfterCoreRestart(t *testing.T) {
 	if err := core1.Close(); err != nil {
 		t.Errorf("second Close: %v", err)
 	}
-	waitFor(t, 5*time.Second, "node notices the core closed", func() bool { return !n.Registered() })
+	testkit.WaitFor(t, 5*time.Second, "node notices the core closed", func() bool { return !n.Registered() })
 
 	cfg.Listen = addr.String()
 	cfg.Registerer = prometheus.NewRegistry()
@@ -487,7 +491,7 @@ func TestNodeReconnectsAfterCoreRestart(t *testing.T) {
 		t.Fatalf("restart on %s: %v", addr, err)
 	}
 	defer core2.Close()
-	waitFor(t, 5*time.Second, "registration with the restarted core", func() bool {
+	testkit.WaitFor(t, 5*time.Second, "registration with the restarted core", func() bool {
 		return pickable(core2.Registry(), "phoenix") && n.Registered()
 	})
 }

@@ -22,7 +22,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
+
+	"github.com/cl5-relay/cl5-relay/relaynode/internal/testkit"
 )
 
 func TestClusterIdentityDeterministic(t *testing.T) {
@@ -224,7 +225,7 @@ func TestCertificateMode(t *testing.T) {
 	n := startNode(t, core.Addr(), hello("cert-node", ""), func(c *ClientConfig) {
 		c.TLS = ours.issue(t, "cert-node", x509.ExtKeyUsageClientAuth)
 	})
-	waitFor(t, 5*time.Second, "registration with certificates", func() bool { return pickable(core.Registry(), "cert-node") })
+	testkit.WaitFor(t, 5*time.Second, "registration with certificates", func() bool { return pickable(core.Registry(), "cert-node") })
 	_ = n
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -258,7 +259,7 @@ func TestCertificateMode(t *testing.T) {
 				t.Fatal("session succeeded")
 			}
 			if tt.coreErr {
-				waitFor(t, 5*time.Second, "core-side TLS rejection", func() bool {
+				testkit.WaitFor(t, 5*time.Second, "core-side TLS rejection", func() bool {
 					return core.metric(t, "cl5_fleet_rejections_total", "reason", "tls") > before
 				})
 			}
@@ -274,24 +275,8 @@ func TestMetricsLintAndNames(t *testing.T) {
 	if _, err := newMetrics(reg); err != nil {
 		t.Fatal(err)
 	}
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	problems, err := promlint.NewWithMetricFamilies(mfs).Lint()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range problems {
-		t.Errorf("promlint: %s: %s", p.Metric, p.Text)
-	}
-	for _, mf := range mfs {
-		if !strings.HasPrefix(mf.GetName(), "cl5_fleet_") {
-			t.Errorf("metric %s outside cl5_fleet_", mf.GetName())
-		}
-	}
-	if len(mfs) != 5 {
-		t.Errorf("%d metric families, want 5", len(mfs))
+	if n := testkit.LintMetrics(t, reg, "cl5_fleet_"); n != 5 {
+		t.Errorf("%d metric families, want 5", n)
 	}
 	// A second registration on the same registry is an error, not a panic.
 	if _, err := newMetrics(reg); err == nil {

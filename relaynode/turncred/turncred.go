@@ -7,8 +7,7 @@ package turncred
 
 import (
 	"crypto/hmac"
-	"crypto/sha1"
-	"crypto/subtle" //nolint:gosec // HMAC-SHA1 is what the TURN REST scheme specifies.
+	"crypto/sha1" //nolint:gosec // HMAC-SHA1 is what the TURN REST scheme specifies.
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -17,8 +16,8 @@ import (
 	"time"
 )
 
-// Separator splits the expiry from the user in a REST username.
-const Separator = ':'
+// separator splits the expiry from the user in a REST username.
+const separator = ':'
 
 // MaxUsername bounds the length of a username this package parses: STUN
 // caps USERNAME at 513 bytes, so anything longer is not ours.
@@ -29,10 +28,11 @@ var (
 	ErrMalformed = errors.New("turncred: malformed username")
 	// ErrExpired: the expiry in the username has passed.
 	ErrExpired = errors.New("turncred: credentials expired")
-	// ErrBadPassword: no secret produces the given password.
-	ErrBadPassword = errors.New("turncred: wrong password")
 	// ErrNoSecret: the verifier has no secret, so nothing verifies.
 	ErrNoSecret = errors.New("turncred: no secret configured")
+	// ErrTooLong: the expiry in the username is further ahead than the
+	// verifier's MaxLifetime.
+	ErrTooLong = errors.New("turncred: credentials live too long")
 )
 
 // Mint returns credentials for user that expire ttl after now. A ttl below
@@ -43,7 +43,7 @@ func Mint(secret []byte, user string, ttl time.Duration, now time.Time) (usernam
 		ttl = time.Second
 	}
 	expiry := now.Add(ttl).Unix()
-	username = strconv.FormatInt(expiry, 10) + string(Separator) + user
+	username = strconv.FormatInt(expiry, 10) + string(separator) + user
 	return username, Password(secret, username)
 }
 
@@ -61,7 +61,7 @@ func ParseUsername(username string) (expiry time.Time, user string, err error) {
 	if len(username) > MaxUsername {
 		return time.Time{}, "", fmt.Errorf("%w: longer than %d bytes", ErrMalformed, MaxUsername)
 	}
-	ts, user, _ := strings.Cut(username, string(Separator))
+	ts, user, _ := strings.Cut(username, string(separator))
 	if ts == "" || len(ts) > 19 {
 		return time.Time{}, "", fmt.Errorf("%w: no expiry", ErrMalformed)
 	}
@@ -82,6 +82,13 @@ func ParseUsername(username string) (expiry time.Time, user string, err error) {
 // new one everywhere, switch minting to it, then remove the old one after
 // the longest credential lifetime. A Verifier is safe for concurrent use.
 type Verifier struct {
+	// MaxLifetime, if positive, refuses credentials whose expiry is more
+	// than this after the time they are checked at (ErrTooLong), so that
+	// one minted for years (by mistake, or through a leaked minting
+	// endpoint) does not work for years. Set it before the verifier is
+	// in use. Default 0: no cap.
+	MaxLifetime time.Duration
+
 	secrets [][]byte
 }
 
@@ -96,9 +103,6 @@ func NewVerifier(secrets ...[]byte) *Verifier {
 	}
 	return v
 }
-
-// Len reports how many secrets the verifier accepts.
-func (v *Verifier) Len() int { return len(v.secrets) }
 
 // Passwords returns the password each secret gives username, in the order
 // the secrets were given, after checking that username is well formed and
@@ -116,25 +120,12 @@ func (v *Verifier) Passwords(username string, now time.Time) ([]string, error) {
 	if !now.Before(expiry) {
 		return nil, fmt.Errorf("%w at %s", ErrExpired, expiry.UTC().Format(time.RFC3339))
 	}
+	if v.MaxLifetime > 0 && expiry.Sub(now) > v.MaxLifetime {
+		return nil, fmt.Errorf("%w: expiry %s is more than %s away", ErrTooLong, expiry.UTC().Format(time.RFC3339), v.MaxLifetime)
+	}
 	out := make([]string, len(v.secrets))
 	for i, s := range v.secrets {
 		out[i] = Password(s, username)
 	}
 	return out, nil
-}
-
-// Verify checks a username and clear-text password at now.
-func (v *Verifier) Verify(username, password string, now time.Time) error {
-	candidates, err := v.Passwords(username, now)
-	if err != nil {
-		return err
-	}
-	ok := 0
-	for _, c := range candidates {
-		ok |= subtle.ConstantTimeCompare([]byte(c), []byte(password))
-	}
-	if ok == 0 {
-		return ErrBadPassword
-	}
-	return nil
 }

@@ -2,10 +2,26 @@ package turncred
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 )
+
+var errBadPassword = errors.New("no secret gives this password")
+
+// verify is what a TURN server does with Passwords, given the password in
+// clear (a server only sees an HMAC keyed by it).
+func verify(v *Verifier, username, password string, now time.Time) error {
+	candidates, err := v.Passwords(username, now)
+	if err != nil {
+		return err
+	}
+	if !slices.Contains(candidates, password) {
+		return errBadPassword
+	}
+	return nil
+}
 
 func TestMintMatchesKnownVector(t *testing.T) {
 	// Vector computed independently:
@@ -23,7 +39,7 @@ func TestMintMatchesKnownVector(t *testing.T) {
 func TestMintRoundsTinyTTLUp(t *testing.T) {
 	now := time.Unix(1700000000, 0)
 	user, pass := Mint([]byte("s"), "u", 0, now)
-	if err := NewVerifier([]byte("s")).Verify(user, pass, now); err != nil {
+	if err := verify(NewVerifier([]byte("s")), user, pass, now); err != nil {
 		t.Fatalf("zero ttl credentials fail at mint time: %v", err)
 	}
 }
@@ -32,8 +48,8 @@ func TestVerify(t *testing.T) {
 	now := time.Unix(1700000000, 0)
 	oldSecret, newSecret := []byte("old-secret-0123456789"), []byte("new-secret-0123456789")
 	v := NewVerifier(oldSecret, newSecret, nil)
-	if v.Len() != 2 {
-		t.Fatalf("Len = %d, want 2 (empty secret ignored)", v.Len())
+	if pw, err := v.Passwords("1800000000:u", now); err != nil || len(pw) != 2 {
+		t.Fatalf("Passwords = %d, %v; want 2 (empty secret ignored)", len(pw), err)
 	}
 	userOld, passOld := Mint(oldSecret, "p1", time.Hour, now)
 	userNew, passNew := Mint(newSecret, "p2", time.Hour, now)
@@ -46,9 +62,9 @@ func TestVerify(t *testing.T) {
 	}{
 		{"old secret", userOld, passOld, nil},
 		{"new secret", userNew, passNew, nil},
-		{"unknown secret", userOther, passOther, ErrBadPassword},
-		{"password of another username", userOld, passNew, ErrBadPassword},
-		{"empty password", userNew, "", ErrBadPassword},
+		{"unknown secret", userOther, passOther, errBadPassword},
+		{"password of another username", userOld, passNew, errBadPassword},
+		{"empty password", userNew, "", errBadPassword},
 		{"expired", userExp, passExp, ErrExpired},
 		{"not rest", "alice", "x", ErrMalformed},
 		{"empty", "", "x", ErrMalformed},
@@ -59,7 +75,7 @@ func TestVerify(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			err := v.Verify(tc.user, tc.pass, now)
+			err := verify(v, tc.user, tc.pass, now)
 			if !errors.Is(err, tc.want) || (tc.want == nil) != (err == nil) {
 				t.Fatalf("Verify(%q) = %v, want %v", tc.user, err, tc.want)
 			}
@@ -72,10 +88,10 @@ func TestExpiryBoundary(t *testing.T) {
 	s := []byte("k")
 	user, pass := Mint(s, "u", time.Minute, now)
 	v := NewVerifier(s)
-	if err := v.Verify(user, pass, now.Add(time.Minute-time.Nanosecond)); err != nil {
+	if err := verify(v, user, pass, now.Add(time.Minute-time.Nanosecond)); err != nil {
 		t.Fatalf("just before expiry: %v", err)
 	}
-	if err := v.Verify(user, pass, now.Add(time.Minute)); !errors.Is(err, ErrExpired) {
+	if err := verify(v, user, pass, now.Add(time.Minute)); !errors.Is(err, ErrExpired) {
 		t.Fatalf("at expiry: %v, want ErrExpired", err)
 	}
 }
@@ -133,22 +149,48 @@ func FuzzParseUsername(f *testing.F) {
 			t.Fatalf("ParseUsername(%q) = %v, %q", s, exp, user)
 		}
 		// Whatever parses must verify with its own password iff unexpired.
-		err = v.Verify(s, Password(secret, s), now)
+		err = verify(v, s, Password(secret, s), now)
 		if now.Before(exp) != (err == nil) {
 			t.Fatalf("Verify(%q) = %v with expiry %v", s, err, exp)
 		}
 	})
 }
 
-func BenchmarkVerify(b *testing.B) {
+func BenchmarkPasswords(b *testing.B) {
 	now := time.Unix(1700000000, 0)
 	s1, s2 := []byte("secret-one-0123456789"), []byte("secret-two-0123456789")
 	user, pass := Mint(s2, "player", time.Hour, now)
 	v := NewVerifier(s1, s2)
 	b.ReportAllocs()
 	for b.Loop() {
-		if err := v.Verify(user, pass, now); err != nil {
+		if err := verify(v, user, pass, now); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+func TestMaxLifetime(t *testing.T) {
+	now := time.Unix(1700000000, 0)
+	secret := []byte("secret-one-0123456789")
+	v := NewVerifier(secret)
+	v.MaxLifetime = 12 * time.Hour
+	for _, tc := range []struct {
+		ttl  time.Duration
+		want error
+	}{
+		{time.Hour, nil},
+		{12 * time.Hour, nil},
+		{12*time.Hour + time.Second, ErrTooLong},
+		{10 * 365 * 24 * time.Hour, ErrTooLong},
+	} {
+		user, _ := Mint(secret, "p", tc.ttl, now)
+		if _, err := v.Passwords(user, now); !errors.Is(err, tc.want) {
+			t.Errorf("TTL %v: %v, want %v", tc.ttl, err, tc.want)
+		}
+	}
+	// Zero: no cap.
+	user, _ := Mint(secret, "p", 10*365*24*time.Hour, now)
+	if _, err := NewVerifier(secret).Passwords(user, now); err != nil {
+		t.Errorf("no cap: %v", err)
 	}
 }
