@@ -83,6 +83,9 @@ type TURNConfig struct {
 	AllocationBandwidth   int64         `yaml:"allocation_bandwidth"`
 	NodeBandwidth         int64         `yaml:"node_bandwidth"`
 	MaxAllocationLifetime time.Duration `yaml:"max_allocation_lifetime"`
+	// MaxCredentialLifetime refuses REST credentials whose expiry lies
+	// further ahead; negative: no cap. It must cover the core's ice.ttl.
+	MaxCredentialLifetime time.Duration `yaml:"max_credential_lifetime"`
 	// DrainTimeout bounds how long a stopping node waits for live
 	// allocations to end; 0 does not wait.
 	DrainTimeout time.Duration `yaml:"drain_timeout"`
@@ -175,6 +178,7 @@ func defaultConfig() Config {
 			Realm:                 relaynode.DefaultRealm,
 			MaxAllocationsPerUser: relaynode.DefaultMaxAllocationsPerUser,
 			DrainTimeout:          relaynode.DefaultDrainTimeout,
+			MaxCredentialLifetime: relaynode.DefaultMaxCredentialLifetime,
 			UDPSocketBuffer:       relaynode.DefaultUDPSocketBuffer,
 			RelaySocketBuffer:     relaynode.DefaultRelaySocketBuffer,
 		},
@@ -301,6 +305,8 @@ func (c Config) validate(command string) error {
 	c.Fleet.validate(&p)
 	if c.ICE.TTL < time.Minute || c.ICE.TTL > 7*24*time.Hour {
 		p.add("ice.ttl", "%v is not between 1m and 168h", c.ICE.TTL)
+	} else if m := c.TURN.MaxCredentialLifetime; c.TURN.Listen != "" && m > 0 && c.ICE.TTL > m {
+		p.add("ice.ttl", "%v is longer than turn.max_credential_lifetime (%v): the relay node would refuse the credentials it is given", c.ICE.TTL, m)
 	}
 	if c.ICE.NodesPerPlayer < 1 || c.ICE.NodesPerPlayer > 8 {
 		p.add("ice.nodes_per_player", "%d is not between 1 and 8", c.ICE.NodesPerPlayer)
@@ -329,6 +335,7 @@ func (t TURNConfig) validate(p *problems) {
 		p.add("turn.tls_listen", "tls_listen, tls_cert_file and tls_key_file go together")
 	}
 	p.notZero("turn.max_allocations_per_user", t.MaxAllocationsPerUser == 0, "-1 for no limit")
+	p.notZero("turn.max_credential_lifetime", t.MaxCredentialLifetime == 0, "-1s for no cap")
 	for _, f := range []struct {
 		key string
 		neg bool
@@ -589,6 +596,7 @@ func (t TURNConfig) nodeConfig(secrets []string, log *slog.Logger, reg prometheu
 		AllocationBandwidth:   t.AllocationBandwidth,
 		NodeBandwidth:         t.NodeBandwidth,
 		MaxAllocationLifetime: t.MaxAllocationLifetime,
+		MaxCredentialLifetime: t.MaxCredentialLifetime,
 		UDPSocketBuffer:       t.UDPSocketBuffer,
 		RelaySocketBuffer:     t.RelaySocketBuffer,
 		Logger:                log,

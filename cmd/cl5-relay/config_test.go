@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/cl5-relay/cl5-relay/relaynode"
 )
 
 func TestExampleConfigsLoadStrictly(t *testing.T) {
@@ -140,6 +142,25 @@ func TestValidateReportsEveryProblem(t *testing.T) {
 	}
 	if n := strings.Count(err.Error(), "\n") + 1; n != 13 {
 		t.Errorf("%d problems reported, want 13:\n%v", n, err)
+	}
+}
+
+// TestICETTLWithinNodeCredentialCap: a core must not mint credentials its
+// own relay node refuses (relaynode caps REST credential lifetimes).
+func TestICETTLWithinNodeCredentialCap(t *testing.T) {
+	cfg := defaultConfig()
+	cfg.ICE.TTL = relaynode.DefaultMaxCredentialLifetime + time.Hour
+	err := cfg.validate("serve")
+	if err == nil || !strings.Contains(err.Error(), "ice.ttl") || !strings.Contains(err.Error(), "turn.max_credential_lifetime") {
+		t.Fatalf("ice.ttl over the node's cap: err = %v", err)
+	}
+	cfg.TURN.MaxCredentialLifetime = 2 * cfg.ICE.TTL
+	if err := cfg.validate("serve"); err != nil {
+		t.Fatalf("raised cap: %v", err)
+	}
+	cfg.TURN.MaxCredentialLifetime = 0
+	if err := cfg.validate("serve"); err == nil || !strings.Contains(err.Error(), "turn.max_credential_lifetime: 0 is not a value here") {
+		t.Fatalf("0 cap: err = %v", err)
 	}
 }
 
