@@ -54,6 +54,8 @@ func turnTestNode(t *testing.T, mutate ...func(*relaynode.Config)) *relaynode.No
 		AllowLoopbackPeers: true,
 		Realm:              turnTestRealm,
 		Registerer:         prometheus.NewRegistry(),
+		// turnutils_uclient -W mints credentials valid for 24 h.
+		MaxCredentialLifetime: 25 * time.Hour,
 	}
 	for _, m := range mutate {
 		m(&cfg)

@@ -181,7 +181,7 @@ func TestTurnErrors(t *testing.T) {
 	}{
 		// pion/turn answers a wrong MESSAGE-INTEGRITY with 400, coturn
 		// with 401.
-		{"wrong secret", TurnConfig{Server: turnNodeAddr(strict), Secret: "not-the-secret-0123456789"}, "allocate: 400 Bad Request"},
+		{"wrong secret", TurnConfig{Server: turnNodeAddr(strict), Secret: "not-the-secret-0123456789"}, "allocate: credentials refused (401)"},
 		// 127.0.0.1 is the node's own relay address (allowed towards its
 		// relay ports); another loopback address is refused, by pion/turn
 		// with an error response that has no ERROR-CODE (not 403).
