@@ -309,7 +309,8 @@ func (h *Hub) Close(reason string) {
 	}
 }
 
-// Handle processes one frame from the client.
+// Handle processes one frame from the client. It does not retain frame:
+// the transport reuses the buffer once Handle returns.
 func (s *Session) Handle(frame []byte) {
 	if s.closing.Load() {
 		return
