@@ -40,6 +40,9 @@ type wsConn struct {
 	ws   *websocket.Conn
 	sess *Session
 	ping *time.Timer
+	// startWriter is c.writer as a func value made once: `go c.writer()`
+	// would allocate a closure at every wake.
+	startWriter func()
 
 	mu      sync.Mutex // guards the flags below; a leaf lock, never held while writing
 	writing bool       // a writer goroutine holds the writer role
@@ -71,6 +74,7 @@ func (c *wsConn) run() {
 	_ = extend()
 	c.ws.SetPongHandler(func(string) error { return extend() })
 	c.ping = time.AfterFunc(cfg.PeerTimeout/3, c.onPing)
+	c.startWriter = c.writer
 	c.sess.setWake(c.wake)
 	c.wake() // whatever was queued before: INIT_OK of a resume, a close
 
@@ -133,7 +137,7 @@ func (c *wsConn) wake() {
 	case !c.ended:
 		c.writing = true
 		c.wg.Add(1)
-		go c.writer()
+		go c.startWriter()
 	}
 	c.mu.Unlock()
 }

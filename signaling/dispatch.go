@@ -21,12 +21,19 @@ const (
 	warnResumeFailed  = "resume failed: unknown, used or expired token; send INIT"
 )
 
+// keepaliveAckNull is the reply to a KEEPALIVE without payload, encoded once.
+var keepaliveAckNull = wire.Encode(wire.OpKeepaliveAck, nil)
+
 // dispatchLocked runs one decoded message. Called with g.mu held.
 func (h *Hub) dispatchLocked(g *game, s *Session, env wire.Envelope) {
 	p := s.p
 	switch env.Opcode {
 	case wire.OpKeepalive:
-		p.sendOp(wire.OpKeepaliveAck, env.Payload)
+		if env.Payload == nil { // the usual KEEPALIVE: null or no payload
+			p.send(keepaliveAckNull)
+		} else {
+			p.sendOp(wire.OpKeepaliveAck, env.Payload)
+		}
 		return
 	case wire.OpInit:
 		h.initLocked(g, s, env.Payload)
@@ -43,11 +50,14 @@ func (h *Hub) dispatchLocked(g *game, s *Session, env wire.Envelope) {
 	}
 	switch env.Opcode {
 	case wire.OpListLobbies:
-		names := make([]string, len(g.order))
-		for i, l := range g.order {
-			names[i] = l.name
+		if g.listAck == nil {
+			names := make([]string, len(g.order))
+			for i, l := range g.order {
+				names[i] = l.name
+			}
+			g.listAck = wire.Encode(wire.OpListAck, names)
 		}
-		p.sendOp(wire.OpListAck, names)
+		p.send(g.listAck) // frames are never changed once queued, so one serves all
 	case wire.OpFindLobby:
 		var name string
 		if err := json.Unmarshal(env.Payload, &name); err != nil {
@@ -164,6 +174,7 @@ func (h *Hub) createLocked(g *game, s *Session, payload json.RawMessage) {
 	}
 	g.lobbies[l.name] = l
 	g.order = append(g.order, l)
+	g.listAck = nil
 	h.metrics.lobbies.Inc()
 	delete(g.idle, p)
 	p.lobby, p.state = l, stateHost

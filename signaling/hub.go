@@ -54,6 +54,7 @@ type game struct {
 	idle    map[*player]struct{}
 	lobbies map[string]*lobby
 	order   []*lobby // creation order, for LIST_ACK
+	listAck []byte   // LIST_ACK of order, encoded; nil when order changed since
 	resumes *migration.Resumes
 }
 
@@ -333,7 +334,7 @@ func (s *Session) Handle(frame []byte) {
 		g.mu.Unlock()
 		return
 	}
-	h.metrics.messages.WithLabelValues(opcodeLabel(env.Opcode)).Inc()
+	h.metrics.message(env.Opcode).Inc()
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if s.closing.Load() || s.p.conn != s {

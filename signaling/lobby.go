@@ -99,6 +99,7 @@ func (h *Hub) removeLobbyLocked(g *game, l *lobby) {
 	delete(g.lobbies, l.name)
 	if i := slices.Index(g.order, l); i >= 0 {
 		g.order = slices.Delete(g.order, i, i+1)
+		g.listAck = nil
 	}
 	h.metrics.lobbies.Dec()
 	broadcastLocked(wire.Encode(wire.OpLobbyClosed, l.name), g.idleList())
