@@ -10,9 +10,11 @@ import (
 )
 
 // The WebSocket side of one connection, built to cost little while idle:
-// one goroutine (the reader), no write buffer, no preallocated queue. A
-// writer goroutine runs only while the session has frames queued (or is
-// closing), and pings come from a timer.
+// one goroutine (the reader), no write buffer, no preallocated queue. The
+// reader writes the replies to its client's requests itself when that
+// cannot block (handle); other frames (broadcasts, a close) are written by
+// a writer goroutine that runs only while there is something to write.
+// Pings come from a timer.
 //
 // An idle connection holds: its reader's stack, gorilla's Conn with a
 // readBufferSize reader, this struct, a timer and the Session.
@@ -40,6 +42,8 @@ type wsConn struct {
 	ws   *websocket.Conn
 	sess *Session
 	ping *time.Timer
+	// probe reads the socket's send queue, for handle (reader only).
+	probe *sendQueueProbe
 	// startWriter is c.writer as a func value made once: `go c.writer()`
 	// would allocate a closure at every wake.
 	startWriter func()
@@ -75,6 +79,7 @@ func (c *wsConn) run() {
 	c.ws.SetPongHandler(func(string) error { return extend() })
 	c.ping = time.AfterFunc(cfg.PeerTimeout/3, c.onPing)
 	c.startWriter = c.writer
+	c.probe = newSendQueueProbe(c.ws.NetConn())
 	c.sess.setWake(c.wake)
 	c.wake() // whatever was queued before: INIT_OK of a resume, a close
 
@@ -103,7 +108,7 @@ func (c *wsConn) run() {
 		}
 		_ = extend()
 		if typ == websocket.TextMessage || typ == websocket.BinaryMessage {
-			c.sess.Handle(*buf)
+			c.handle(*buf)
 		}
 		putFrameBuffer(buf)
 	}
@@ -142,9 +147,52 @@ func (c *wsConn) wake() {
 	c.mu.Unlock()
 }
 
-// writer holds the writer role until nothing is left to write.
+// inlineWriteBytes bounds what the reader writes itself: at most this
+// much queued, into a socket with at most this much unsent or
+// unacknowledged. A write that small into a socket buffer that empty does
+// not block (Linux's smallest default send buffer is 16 KiB).
+const inlineWriteBytes = 4096
+
+// handle runs one frame from the client. Its replies are written by the
+// reader itself, right after, which spares the start and wake-up of a
+// writer goroutine: when no writer runs, and the queue and the socket's
+// send queue are both small. Otherwise a writer is started, so that a
+// client that does not read cannot stall its reader: the reader goes on,
+// and the client is dropped once its queue overflows (1008), as any slow
+// client.
+func (c *wsConn) handle(frame []byte) {
+	c.mu.Lock()
+	mine := !c.writing
+	c.writing = true
+	c.mu.Unlock()
+	c.sess.Handle(frame)
+	if !mine {
+		return // the running writer has been woken for the replies
+	}
+	if q := c.sess.queuedBytes(); q == 0 || q <= inlineWriteBytes && c.sendQueueShort() {
+		c.write()
+		return
+	}
+	c.wg.Add(1) // the reader has not ended: no Wait yet
+	go c.startWriter()
+}
+
+// sendQueueShort reports whether the socket holds at most inlineWriteBytes
+// not yet acknowledged by the client.
+func (c *wsConn) sendQueueShort() bool {
+	n, ok := c.probe.queued()
+	return ok && n <= inlineWriteBytes
+}
+
+// writer is a goroutine holding the writer role.
 func (c *wsConn) writer() {
 	defer c.wg.Done()
+	c.write()
+}
+
+// write holds the writer role until nothing is left to write, then
+// releases it.
+func (c *wsConn) write() {
 	for {
 		c.mu.Lock()
 		c.again = false

@@ -2,13 +2,16 @@ package signaling
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"runtime"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -91,5 +94,46 @@ func TestHandleDoesNotRetainFrame(t *testing.T) {
 		if bytes.Contains(out, []byte("#")) {
 			t.Errorf("frame %d changed when the request buffers were overwritten: %s", i, out)
 		}
+	}
+}
+
+// TestNonReadingClientOverflowsItsQueue: a client that sends requests but
+// reads no replies is dropped for its send queue overflowing (1008), as
+// any slow client, even though replies are usually written by the reader
+// itself. If the reader blocked writing to it, no queue would fill, and
+// the flood would stall until WriteTimeout.
+func TestNonReadingClientOverflowsItsQueue(t *testing.T) {
+	s := serveWS(t, Config{SendQueue: 4, WriteTimeout: time.Hour, MessagesPerSecond: -1})
+	ws, _, err := s.handshake(wsOpts{ugi: itUGI})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	frame := []byte(`{"opcode":"KEEPALIVE","payload":"` + strings.Repeat("x", 1000) + `"}`)
+	flooded := make(chan error, 1)
+	go func() {
+		for {
+			_ = ws.SetWriteDeadline(time.Now().Add(wsWait))
+			if err := ws.WriteMessage(websocket.TextMessage, frame); err != nil {
+				flooded <- err
+				return
+			}
+		}
+	}()
+	select {
+	case err := <-flooded:
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			t.Fatalf("the server stopped reading the flood: %v", err)
+		}
+	case <-time.After(2 * wsWait):
+		t.Fatal("the flood is still accepted")
+	}
+	deadline := time.Now().Add(wsWait)
+	for s.counter("cl5_signaling_drops_total", map[string]string{"reason": "send_queue_full"}) != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("no send_queue_full drop counted")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -89,6 +89,7 @@ type Session struct {
 
 	qmu   sync.Mutex  // guards queue, out and wake, and sets closing; a leaf lock
 	queue [][]byte    // frames not yet taken by the transport; at most Config.SendQueue
+	qsize int         // bytes in queue
 	out   chan []byte // made by Outgoing for a driver that polls; frames then go there
 	wake  func()      // the transport's; see setWake
 
@@ -131,7 +132,7 @@ func (s *Session) Outgoing() <-chan []byte {
 		for _, f := range s.queue {
 			s.out <- f // fits: the queue holds at most SendQueue frames
 		}
-		s.queue = nil
+		s.queue, s.qsize = nil, 0
 	}
 	return s.out
 }
@@ -153,6 +154,7 @@ func (s *Session) takeOutgoing(dst [][]byte) [][]byte {
 	s.qmu.Lock()
 	dst = append(dst, s.queue...)
 	clear(s.queue)
+	s.qsize = 0
 	if cap(s.queue) > idleQueueCap {
 		s.queue = nil // a burst is over: an idle session keeps no big array
 	} else {
@@ -160,6 +162,13 @@ func (s *Session) takeOutgoing(dst [][]byte) [][]byte {
 	}
 	s.qmu.Unlock()
 	return dst
+}
+
+// queuedBytes is the size of the frames queued for the transport.
+func (s *Session) queuedBytes() int {
+	s.qmu.Lock()
+	defer s.qmu.Unlock()
+	return s.qsize
 }
 
 // idleQueueCap is the largest queue array a session keeps once emptied.
@@ -218,6 +227,7 @@ func (s *Session) send(frame []byte) {
 		}
 	} else if len(s.queue) < s.hub.cfg.SendQueue {
 		s.queue = append(s.queue, frame)
+		s.qsize += len(frame)
 		var wake func()
 		if len(s.queue) == 1 {
 			wake = s.wake // later frames find the transport awake
