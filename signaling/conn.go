@@ -81,7 +81,9 @@ func (c *wsConn) run() {
 	c.startWriter = c.writer
 	c.probe = newSendQueueProbe(c.ws.NetConn())
 	c.sess.setWake(c.wake)
-	c.wake() // whatever was queued before: INIT_OK of a resume, a close
+	// Whatever was queued before (INIT_OK of a resume, a close) is written
+	// as a reply would be.
+	c.afterFrame(c.takeWriter())
 
 	reason := Lost
 	for {
@@ -161,13 +163,27 @@ const inlineWriteBytes = 4096
 // and the client is dropped once its queue overflows (1008), as any slow
 // client.
 func (c *wsConn) handle(frame []byte) {
+	mine := c.takeWriter()
+	c.sess.Handle(frame)
+	c.afterFrame(mine)
+}
+
+// takeWriter takes the writer role for the reader, unless a writer runs.
+// Frames queued meanwhile only flag it (again).
+func (c *wsConn) takeWriter() bool {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	mine := !c.writing
 	c.writing = true
-	c.mu.Unlock()
-	c.sess.Handle(frame)
+	return mine
+}
+
+// afterFrame writes what is queued, when the reader holds the writer role
+// (mine) and that cannot block, or hands the role to a writer goroutine.
+// When a writer was running, it has been woken for the new frames.
+func (c *wsConn) afterFrame(mine bool) {
 	if !mine {
-		return // the running writer has been woken for the replies
+		return
 	}
 	if q := c.sess.queuedBytes(); q == 0 || q <= inlineWriteBytes && c.sendQueueShort() {
 		c.write()
