@@ -77,7 +77,9 @@ func (c *wsConn) run() {
 	}
 	_ = extend()
 	c.ws.SetPongHandler(func(string) error { return extend() })
+	c.mu.Lock() // onPing reads c.ping after taking mu
 	c.ping = time.AfterFunc(cfg.PeerTimeout/3, c.onPing)
+	c.mu.Unlock()
 	c.startWriter = c.writer
 	c.probe = newSendQueueProbe(c.ws.NetConn())
 	c.sess.setWake(c.wake)
