@@ -39,12 +39,19 @@ func reportedRTT(ms float64) (float64, bool) {
 	return min(ms, maxReportRTT), true
 }
 
+// keepaliveAckNull is the reply to a KEEPALIVE without payload, encoded once.
+var keepaliveAckNull = wire.Encode(wire.OpKeepaliveAck, nil)
+
 // dispatchLocked runs one decoded message. Called with g.mu held.
 func (h *Hub) dispatchLocked(g *game, s *Session, env wire.Envelope) {
 	p := s.p
 	switch env.Opcode {
 	case wire.OpKeepalive:
-		p.sendOp(wire.OpKeepaliveAck, env.Payload)
+		if env.Payload == nil { // the usual KEEPALIVE: null or no payload
+			p.send(keepaliveAckNull)
+		} else {
+			p.sendOp(wire.OpKeepaliveAck, env.Payload)
+		}
 		return
 	case wire.OpInit:
 		h.initLocked(g, s, env.Payload)
@@ -61,7 +68,7 @@ func (h *Hub) dispatchLocked(g *game, s *Session, env wire.Envelope) {
 	}
 	switch env.Opcode {
 	case wire.OpListLobbies:
-		p.sendOp(wire.OpListAck, g.list.names())
+		p.send(g.list.ack()) // frames are never changed once queued, so one serves all
 	case wire.OpFindLobby:
 		var name string
 		if err := json.Unmarshal(env.Payload, &name); err != nil {

@@ -314,7 +314,8 @@ func (h *Hub) Close(reason string) {
 	}
 }
 
-// Handle processes one frame from the client.
+// Handle processes one frame from the client. It does not retain frame:
+// the transport reuses the buffer once Handle returns.
 func (s *Session) Handle(frame []byte) {
 	if s.closing.Load() {
 		return
@@ -337,7 +338,7 @@ func (s *Session) Handle(frame []byte) {
 		g.mu.Unlock()
 		return
 	}
-	h.metrics.messages.WithLabelValues(opcodeLabel(env.Opcode)).Inc()
+	h.metrics.message(env.Opcode).Inc()
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if s.closing.Load() || s.p.conn != s {

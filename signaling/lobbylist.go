@@ -42,6 +42,7 @@ type lobbyList struct {
 	told    map[*player]string
 	limiter *rate.Limiter   // nil: unlimited
 	timer   clockwork.Timer // the pending batch, if any
+	ackMsg  []byte          // LIST_ACK of announced, encoded; nil when announced changed since
 }
 
 func newLobbyList(framesPerSecond float64) lobbyList {
@@ -54,6 +55,14 @@ func newLobbyList(framesPerSecond float64) lobbyList {
 
 // names is the LIST_ACK payload: never null (the v1.0 client breaks on it).
 func (l *lobbyList) names() []string { return append([]string{}, l.announced...) }
+
+// ack is the LIST_ACK frame, encoded once per change of the announced list.
+func (l *lobbyList) ack() []byte {
+	if l.ackMsg == nil {
+		l.ackMsg = wire.Encode(wire.OpListAck, l.names())
+	}
+	return l.ackMsg
+}
 
 // lobbyListChangedLocked tells lobby-less players of g about lobbies that
 // opened or closed, now if the budget allows, else in one batch later.
@@ -133,6 +142,7 @@ func (h *Hub) flushLobbyListLocked(g *game) {
 		l.known[name] = true
 	}
 	l.announced = append(l.announced, opened...)
+	l.ackMsg = nil
 	h.metrics.lobbyListFrames.Add(float64(cost))
 }
 

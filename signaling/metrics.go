@@ -10,6 +10,7 @@ type metrics struct {
 	sessions         prometheus.Gauge
 	lobbies          prometheus.Gauge
 	messages         *prometheus.CounterVec
+	messagesByOp     map[string]prometheus.Counter // messages' series, resolved once
 	violations       *prometheus.CounterVec
 	drops            *prometheus.CounterVec
 	upgradesRejected *prometheus.CounterVec
@@ -75,18 +76,25 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Lobby-list changes held back because their game had spent its lobby-list budget.",
 		}),
 	}
+	m.messagesByOp = make(map[string]prometheus.Counter, len(clientOpcodes)+1)
+	for _, op := range append(clientOpcodes[:len(clientOpcodes):len(clientOpcodes)], "unknown") {
+		m.messagesByOp[op] = m.messages.WithLabelValues(op)
+	}
 	reg.MustRegister(m.sessions, m.lobbies, m.messages, m.violations, m.drops, m.upgradesRejected,
 		m.hostChanges, m.migrationSeconds, m.detection, m.held, m.resumes, m.relayChanges,
 		m.lobbyListFrames, m.lobbyListDeferred)
 	return m
 }
 
-// opcodeLabel bounds the opcode label to the known client opcodes.
-func opcodeLabel(op string) string {
-	switch op {
-	case wire.OpInit, wire.OpKeepalive, wire.OpListLobbies, wire.OpFindLobby,
-		wire.OpCreateLobby, wire.OpJoinLobby, wire.OpManageLobby, wire.OpNetReport:
-		return op
+// clientOpcodes are the opcode label's values, besides "unknown".
+var clientOpcodes = []string{wire.OpInit, wire.OpKeepalive, wire.OpListLobbies, wire.OpFindLobby,
+	wire.OpCreateLobby, wire.OpJoinLobby, wire.OpManageLobby, wire.OpNetReport}
+
+// message is the messages counter of opcode op: per message, a map lookup
+// instead of WithLabelValues' hashing and locking.
+func (m *metrics) message(op string) prometheus.Counter {
+	if c, ok := m.messagesByOp[op]; ok {
+		return c
 	}
-	return "unknown"
+	return m.messagesByOp["unknown"]
 }

@@ -18,8 +18,8 @@ import (
 const closeGrace = time.Second
 
 // Server is the WebSocket transport of the signaling core. It checks
-// upgrades, then runs one reader (the HTTP handler goroutine) and one
-// writer goroutine per connection around a hub Session.
+// upgrades, then runs one reader goroutine per connection around a hub
+// Session, and a writer only while there is something to write.
 type Server struct {
 	hub         *Hub
 	cfg         Config
@@ -49,8 +49,8 @@ func NewServer(cfg Config) *Server {
 		upgrades:    newKeyedLimiter(cfg.UpgradesPerMinute, cfg.UpgradeBurst, 100_000),
 		iceRequests: newKeyedLimiter(cfg.ICERequestsPerMinute, cfg.ICEBurst, 100_000),
 		upgrader: websocket.Upgrader{
-			ReadBufferSize:  4096,
-			WriteBufferSize: 4096,
+			ReadBufferSize:  readBufferSize, // see conn.go
+			WriteBufferPool: writeBuffers,
 			CheckOrigin:     func(*http.Request) bool { return true }, // checked before
 		},
 		caps: newConnCaps(cfg.HTTP),
@@ -143,138 +143,57 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.serveConn(conn, sess)
 }
 
-// serveConn runs a connection until it ends: this goroutine reads, a second
-// one writes. It owns conn and closes it.
+// serveConn hands a connection to a goroutine of its own and returns, so
+// that net/http's per-connection state (its buffers, the request, the
+// handler's stack) is freed while the session lives on: an idle session
+// then costs one goroutine and a few kilobytes. That goroutine reads;
+// frames are written by a writer started only while some are queued
+// (conn.go). The caller's conns.Add is still held, so the Add here never
+// starts from zero under Shutdown's Wait.
 func (s *Server) serveConn(conn *websocket.Conn, sess *Session) {
-	// No conn.SetReadLimit: on an oversize frame gorilla sends its own close
-	// 1009 at once, after which no VIOLATION can be written. readFrame
-	// enforces MaxFrameBytes instead.
-	// Any frame or pong proves the client alive, until we start closing:
-	// then the deadline set by finish stands.
-	extend := func() error {
-		if sess.closing.Load() {
-			return nil
-		}
-		now := time.Now()
-		sess.Seen(now)
-		return conn.SetReadDeadline(now.Add(s.cfg.PeerTimeout))
-	}
-	_ = extend()
-	s.watchControlFrames(conn, sess, extend)
-
-	writerDone := make(chan struct{})
+	s.conns.Add(1)
 	go func() {
-		defer close(writerDone)
-		s.writeLoop(conn, sess)
+		defer s.conns.Done()
+		c := &wsConn{srv: s, ws: conn, sess: sess}
+		c.run()
 	}()
-
-	reason := Lost
-	for {
-		typ, data, err := s.readFrame(conn)
-		if errors.Is(err, errFrameTooLarge) {
-			// VIOLATION and close 1001, as for any bad input. The next read
-			// discards the rest of the frame, until the client answers our
-			// close frame or the deadline set by finish passes.
-			sess.violate("too_large", "frame too large")
-			continue
-		}
-		if err != nil {
-			var ce *websocket.CloseError
-			var ne net.Error
-			switch {
-			case errors.As(err, &ce) && ce.Code != websocket.CloseAbnormalClosure:
-				// A close frame arrived. (1006 is gorilla's name for a
-				// connection that ended without one: Lost.)
-				reason = Closed
-			case errors.As(err, &ne) && ne.Timeout():
-				reason = TimedOut
-			}
-			break
-		}
-		_ = extend()
-		if typ != websocket.TextMessage && typ != websocket.BinaryMessage {
-			continue
-		}
-		sess.Handle(data)
-	}
-	// Leave the lobby first: migration must not wait for socket teardown.
-	sess.Disconnect(reason)
-	<-writerDone
-	_ = conn.Close()
 }
 
 // errFrameTooLarge reports a message over Config.MaxFrameBytes.
 var errFrameTooLarge = errors.New("frame too large")
 
-// readFrame reads the next message, buffering at most MaxFrameBytes of it.
-// A longer message is left partly unread and reported as errFrameTooLarge.
-func (s *Server) readFrame(conn *websocket.Conn) (int, []byte, error) {
-	typ, r, err := conn.NextReader()
+// readFrame reads the next message into a pooled buffer, buffering at most
+// MaxFrameBytes of it. A longer message is left partly unread and reported
+// as errFrameTooLarge. The caller returns the buffer with putFrameBuffer.
+func (s *Server) readFrame(conn *websocket.Conn) (int, *[]byte, error) {
+	typ, r, err := conn.NextReader() // an idle connection waits here, holding no buffer
 	if err != nil {
 		return 0, nil, err
 	}
-	data, err := io.ReadAll(io.LimitReader(r, int64(s.cfg.MaxFrameBytes)+1))
-	if err != nil {
-		return 0, nil, err
+	limit := s.cfg.MaxFrameBytes
+	buf := frameBuffers.Get().(*[]byte)
+	b := (*buf)[:0]
+	for len(b) <= limit {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)] // grow
+		}
+		n, err := r.Read(b[len(b):min(cap(b), limit+1)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			*buf = b
+			putFrameBuffer(buf)
+			return 0, nil, err
+		}
 	}
-	if len(data) > s.cfg.MaxFrameBytes {
+	*buf = b
+	if len(b) > limit {
+		putFrameBuffer(buf)
 		return typ, nil, errFrameTooLarge
 	}
-	return typ, data, nil
-}
-
-// writeLoop writes queued frames and pings until the session is closed,
-// then flushes what is queued and sends the close frame.
-func (s *Server) writeLoop(conn *websocket.Conn, sess *Session) {
-	ping := time.NewTicker(s.cfg.PeerTimeout / 3)
-	defer ping.Stop()
-	write := func(b []byte) error {
-		_ = conn.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
-		return conn.WriteMessage(websocket.TextMessage, b)
-	}
-	for {
-		select {
-		case b := <-sess.Outgoing():
-			if err := write(b); err != nil {
-				sess.shutdown(CloseGoingAway, "write failed")
-				_ = conn.Close() // unblock the reader
-				return
-			}
-		case <-ping.C:
-			if err := conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(s.cfg.WriteTimeout)); err != nil {
-				sess.shutdown(CloseGoingAway, "write failed")
-				_ = conn.Close()
-				return
-			}
-		case <-sess.Done():
-			s.finish(conn, sess)
-			return
-		}
-	}
-}
-
-// finish flushes the queue, sends the close frame and gives the client
-// closeGrace to answer before the reader gives up.
-func (s *Server) finish(conn *websocket.Conn, sess *Session) {
-	code, reason := sess.CloseReason()
-	deadline := time.Now().Add(closeGrace)
-	if code != ClosePolicy { // a slow client gets no flush
-		_ = conn.SetWriteDeadline(deadline)
-	flush:
-		for {
-			select {
-			case b := <-sess.Outgoing():
-				if conn.WriteMessage(websocket.TextMessage, b) != nil {
-					break flush
-				}
-			default:
-				break flush
-			}
-		}
-	}
-	msg := websocket.FormatCloseMessage(code, reason)
-	_ = conn.WriteControl(websocket.CloseMessage, msg, deadline)
-	_ = conn.SetReadDeadline(deadline)
+	return typ, buf, nil
 }
 
 // clientIP is what a request counts against in per-client rate limits:

@@ -82,15 +82,21 @@ func (p *player) score() float64 {
 }
 
 // Session is one client connection, as the hub sees it. A transport feeds
-// it frames with Handle, writes what Outgoing yields, and calls Disconnect
-// when the connection is gone. Handle must be called from one goroutine at
-// a time.
+// it frames with Handle, writes what it queues (the WebSocket transport
+// takes them with takeOutgoing when woken; a polling driver reads
+// Outgoing), and calls Disconnect or Detach when the connection is gone.
+// Handle must be called from one goroutine at a time.
 type Session struct {
 	hub  *Hub
 	game *game
 	p    *player // fixed at creation; the player may move to a newer Session
 
-	out       chan []byte
+	qmu   sync.Mutex  // guards queue, out and wake, and sets closing; a leaf lock
+	queue [][]byte    // frames not yet taken by the transport; at most Config.SendQueue
+	qsize int         // bytes in queue
+	out   chan []byte // made by Outgoing for a driver that polls; frames then go there
+	wake  func()      // the transport's; see setWake
+
 	done      chan struct{}
 	closeOnce sync.Once
 	closing   atomic.Bool
@@ -109,7 +115,6 @@ func (h *Hub) newSession(g *game, p *player, cookie string) *Session {
 		hub:     h,
 		game:    g,
 		p:       p,
-		out:     make(chan []byte, h.cfg.SendQueue),
 		done:    make(chan struct{}),
 		limiter: newLimiter(h.cfg.MessagesPerSecond, h.cfg.MessageBurst),
 		cookie:  cookie,
@@ -118,8 +123,60 @@ func (h *Hub) newSession(g *game, p *player, cookie string) *Session {
 	return s
 }
 
-// Outgoing yields the frames to write to the client, in order.
-func (s *Session) Outgoing() <-chan []byte { return s.out }
+// Outgoing yields the frames to write to the client, in order, for a
+// driver that polls the session (tests, benchmarks). Its first call moves
+// the queue into a channel of Config.SendQueue frames, where later frames go
+// too. The WebSocket transport does not use it: an idle connection holds no
+// channel, only a short queue (takeOutgoing, setWake).
+func (s *Session) Outgoing() <-chan []byte {
+	s.qmu.Lock()
+	defer s.qmu.Unlock()
+	if s.out == nil {
+		s.out = make(chan []byte, s.hub.cfg.SendQueue)
+		for _, f := range s.queue {
+			s.out <- f // fits: the queue holds at most SendQueue frames
+		}
+		s.queue, s.qsize = nil, 0
+	}
+	return s.out
+}
+
+// setWake sets the transport's wake function: it is called when a frame is
+// queued to an empty queue, and when the session is closed. It may run on
+// any goroutine, with hub locks held (not qmu): it must not block, nor call
+// back into the hub.
+func (s *Session) setWake(wake func()) {
+	s.qmu.Lock()
+	s.wake = wake
+	s.qmu.Unlock()
+}
+
+// takeOutgoing appends the queued frames to dst, oldest first, empties the
+// queue and returns dst. Once closing is set no frame is queued any more,
+// so a take after it gets the last of them.
+func (s *Session) takeOutgoing(dst [][]byte) [][]byte {
+	s.qmu.Lock()
+	dst = append(dst, s.queue...)
+	clear(s.queue)
+	s.qsize = 0
+	if cap(s.queue) > idleQueueCap {
+		s.queue = nil // a burst is over: an idle session keeps no big array
+	} else {
+		s.queue = s.queue[:0]
+	}
+	s.qmu.Unlock()
+	return dst
+}
+
+// queuedBytes is the size of the frames queued for the transport.
+func (s *Session) queuedBytes() int {
+	s.qmu.Lock()
+	defer s.qmu.Unlock()
+	return s.qsize
+}
+
+// idleQueueCap is the largest queue array a session keeps once emptied.
+const idleQueueCap = 8
 
 // Done is closed when the hub wants the connection closed. The transport
 // then writes what is still queued, sends a close frame with CloseReason,
@@ -145,24 +202,49 @@ func (s *Session) shutdown(code int, reason string) {
 		if len(reason) > maxCloseReasonSz {
 			reason = reason[:maxCloseReasonSz]
 		}
+		s.qmu.Lock()
 		s.closeCode, s.closeText = code, reason
 		s.closing.Store(true)
+		wake := s.wake
+		s.qmu.Unlock()
 		close(s.done)
+		if wake != nil {
+			wake()
+		}
 	})
 }
 
 // send queues a frame without blocking. A client that cannot keep up is
 // dropped rather than allowed to stall its lobby.
 func (s *Session) send(frame []byte) {
+	s.qmu.Lock()
 	if s.closing.Load() {
+		s.qmu.Unlock()
 		return
 	}
-	select {
-	case s.out <- frame:
-	default:
-		s.hub.metrics.drops.WithLabelValues("send_queue_full").Inc()
-		s.shutdown(ClosePolicy, "send queue full")
+	if s.out != nil {
+		select {
+		case s.out <- frame:
+			s.qmu.Unlock()
+			return
+		default:
+		}
+	} else if len(s.queue) < s.hub.cfg.SendQueue {
+		s.queue = append(s.queue, frame)
+		s.qsize += len(frame)
+		var wake func()
+		if len(s.queue) == 1 {
+			wake = s.wake // later frames find the transport awake
+		}
+		s.qmu.Unlock()
+		if wake != nil {
+			wake()
+		}
+		return
 	}
+	s.qmu.Unlock()
+	s.hub.metrics.drops.WithLabelValues("send_queue_full").Inc()
+	s.shutdown(ClosePolicy, "send queue full")
 }
 
 func (s *Session) sendOp(opcode string, payload any) { s.send(wire.Encode(opcode, payload)) }

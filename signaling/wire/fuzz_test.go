@@ -125,6 +125,42 @@ func FuzzDecode(f *testing.F) {
 	})
 }
 
+// FuzzDecodeCanonical checks Decode's fast path against encoding/json:
+// whatever frame it takes, decodeJSON decodes to the very same envelope.
+// Frames built in the canonical shape around the fuzzed payload (and
+// opcode) reach it far more often than raw bytes would.
+func FuzzDecodeCanonical(f *testing.F) {
+	for _, s := range cl5Frames {
+		f.Add([]byte(s), "", "")
+	}
+	f.Add([]byte(nil), "KEEPALIVE", "null")
+	f.Add([]byte(nil), "LIST_LOBBIES", "")
+	f.Add([]byte(nil), "FIND_LOBBY", `"a\"b"`)
+	f.Add([]byte(nil), "INIT", ` {"username":"x"}`)
+	f.Add([]byte(nil), "KEEPALIVE", `1 ,"opcode":"INIT"`)
+	f.Fuzz(func(t *testing.T, frame []byte, opcode, payload string) {
+		if opcode != "" {
+			frame = []byte(`{"opcode":"` + opcode + `"`)
+			if payload != "" {
+				frame = append(frame, `,"payload":`+payload...)
+			}
+			frame = append(frame, '}')
+		}
+		fast, ok := decodeCanonical(frame)
+		if !ok {
+			return
+		}
+		slow, err := decodeJSON(frame)
+		if err != nil {
+			t.Fatalf("fast path took %q, which encoding/json refuses: %v", frame, err)
+		}
+		if fast.Opcode != slow.Opcode || !bytes.Equal(fast.Payload, slow.Payload) ||
+			(fast.Payload == nil) != (slow.Payload == nil) {
+			t.Fatalf("%q: fast path %q %q, encoding/json %q %q", frame, fast.Opcode, fast.Payload, slow.Opcode, slow.Payload)
+		}
+	})
+}
+
 // compacted is raw as Encode writes it: compact, with <, >, &, U+2028 and
 // U+2029 escaped inside strings. nil stays nil (null decodes as none).
 func compacted(raw json.RawMessage) json.RawMessage {

@@ -70,6 +70,14 @@ func Decode(frame []byte, max int) (Envelope, error) {
 	if len(frame) > max {
 		return Envelope{}, fmt.Errorf("%w: %d bytes (limit %d)", ErrTooLarge, len(frame), max)
 	}
+	if env, ok := decodeCanonical(frame); ok {
+		return env, nil
+	}
+	return decodeJSON(frame)
+}
+
+// decodeJSON is Decode's general case, through encoding/json.
+func decodeJSON(frame []byte) (Envelope, error) {
 	var env Envelope
 	if err := json.Unmarshal(frame, &env); err != nil {
 		return Envelope{}, fmt.Errorf("%w: %s", ErrMalformed, describe(err))
@@ -83,6 +91,62 @@ func Decode(frame []byte, max int) (Envelope, error) {
 	}
 	return env, nil
 }
+
+// decodeCanonical decodes the frames clients send most, as
+// JSON.stringify writes them: {"opcode":"OP"} and {"opcode":"OP","payload":P}
+// with OP a client opcode and P a JSON value without surrounding spaces.
+// It gives what decodeJSON gives for them (FuzzDecodeCanonical checks),
+// without its allocations: the opcode is the constant, and only a payload
+// other than null is copied. ok is false for any other frame.
+func decodeCanonical(frame []byte) (env Envelope, ok bool) {
+	rest, found := bytes.CutPrefix(frame, []byte(`{"opcode":"`))
+	if !found {
+		return Envelope{}, false
+	}
+	i := bytes.IndexByte(rest, '"')
+	if i < 0 {
+		return Envelope{}, false
+	}
+	var op string
+	switch string(rest[:i]) { // no allocation: the conversion is only compared
+	case OpInit:
+		op = OpInit
+	case OpKeepalive:
+		op = OpKeepalive
+	case OpListLobbies:
+		op = OpListLobbies
+	case OpFindLobby:
+		op = OpFindLobby
+	case OpCreateLobby:
+		op = OpCreateLobby
+	case OpJoinLobby:
+		op = OpJoinLobby
+	case OpManageLobby:
+		op = OpManageLobby
+	case OpNetReport:
+		op = OpNetReport
+	default:
+		return Envelope{}, false
+	}
+	rest = rest[i+1:]
+	if len(rest) == 1 && rest[0] == '}' {
+		return Envelope{Opcode: op}, true
+	}
+	p, found := bytes.CutPrefix(rest, []byte(`,"payload":`))
+	if !found || len(p) < 2 || p[len(p)-1] != '}' {
+		return Envelope{}, false
+	}
+	p = p[:len(p)-1]
+	if isJSONSpace(p[0]) || isJSONSpace(p[len(p)-1]) || !json.Valid(p) {
+		return Envelope{}, false
+	}
+	if string(p) == "null" {
+		return Envelope{Opcode: op}, true
+	}
+	return Envelope{Opcode: op, Payload: bytes.Clone(p)}, true
+}
+
+func isJSONSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
 
 // Encode builds a server -> client frame. Payloads are our own types, so a
 // marshal error is a programming error and panics.
