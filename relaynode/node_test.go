@@ -552,7 +552,7 @@ func TestBadStreamClosed(t *testing.T) {
 
 func TestLifecycle(t *testing.T) {
 	cfg := baseConfig()
-	var logs lockedBuffer
+	var logs testkit.LogBuffer
 	cfg.Logger = slogTo(&logs)
 	n, err := New(cfg)
 	if err != nil {

@@ -122,7 +122,7 @@ func TestClientOwnSocketRetriesUntilCoreUp(t *testing.T) {
 	if err := probe.Close(); err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &testkit.LogBuffer{}
 	c, err := NewClient(ClientConfig{Core: addr, TLS: TLSConfig{ClusterKey: testKey}, Hello: hello("patient", ""),
 		Interval: testInterval, MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond,
 		HandshakeTimeout: 200 * time.Millisecond,

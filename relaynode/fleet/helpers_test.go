@@ -1,7 +1,6 @@
 package fleet
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -35,29 +34,10 @@ const (
 	testInterval  = 100 * time.Millisecond
 )
 
-// syncBuffer is a log sink that goroutines may write to after a test's
-// body returned; the test prints it only if it failed.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // testLogger logs at debug level and shows the log of a failed test.
 func testLogger(t testing.TB) *slog.Logger {
 	t.Helper()
-	buf := &syncBuffer{}
+	buf := &testkit.LogBuffer{}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("log:\n%s", buf.String())

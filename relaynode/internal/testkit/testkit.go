@@ -1,11 +1,14 @@
 // Package testkit holds the test helpers relaynode and relaynode/fleet
-// share: waiting for a condition, reading a metric, linting a registry.
+// share: waiting for a condition, reading a metric, linting a registry,
+// collecting logs.
 // Only tests import it (relaynode's layering test refuses it in non-test
 // files).
 package testkit
 
 import (
+	"bytes"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -81,4 +84,23 @@ func LintMetrics(t testing.TB, reg prometheus.Gatherer, prefix string) int {
 		}
 	}
 	return len(mfs)
+}
+
+// LogBuffer collects log output from several goroutines, which may go on
+// writing after a test's body returned.
+type LogBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *LogBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *LogBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
