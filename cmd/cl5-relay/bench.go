@@ -179,6 +179,9 @@ func benchSignalingCommand() *cli.Command {
 			&cli.Float64Flag{Name: "op-rate", Usage: fmt.Sprintf("control requests per second per session (0.5..%d)", bench.MaxSigOpRate), Value: 2},
 		}, benchOutputFlags()),
 		Action: func(c *cli.Context) error {
+			if err := benchAtLeastOne(c, "clients", "lobbies"); err != nil {
+				return err
+			}
 			ctx, stop := benchContext(c)
 			defer stop()
 			res, err := bench.RunSignaling(ctx, bench.SignalingConfig{
@@ -214,6 +217,9 @@ func benchMigrationCommand() *cli.Command {
 			&cli.DurationFlag{Name: "timeout", Usage: "how long to wait for the new hosts (above the server's peer timeout)", Value: 30 * time.Second},
 		}, benchOutputFlags()),
 		Action: func(c *cli.Context) error {
+			if err := benchAtLeastOne(c, "lobbies", "members"); err != nil {
+				return err
+			}
 			kill, err := bench.ParseKillModes(c.String("kill"))
 			if err != nil {
 				return err
@@ -235,6 +241,18 @@ func benchMigrationCommand() *cli.Command {
 			return benchEmit(c, res.Report())
 		},
 	}
+}
+
+// benchAtLeastOne refuses a count flag given as 0 or less: the bench
+// library reads 0 as "its default", which would silently measure
+// something else than what was asked.
+func benchAtLeastOne(c *cli.Context, names ...string) error {
+	for _, n := range names {
+		if c.IsSet(n) && c.Int(n) < 1 {
+			return fmt.Errorf("bench %s: --%s %d: must be at least 1", c.Command.Name, n, c.Int(n))
+		}
+	}
+	return nil
 }
 
 // benchTargetFlags name the signaling server of the CL5 benches.

@@ -321,6 +321,9 @@ func TestBenchArgumentErrors(t *testing.T) {
 		{[]string{"bench", "turn", "--server", "127.0.0.1:9", "--secret", "s-0123456789abcdef", "--user", "u"}, "not both"},
 		{[]string{"bench", "turn", "--server", "127.0.0.1:9", "--secret", "x", "--secret-file", "/nonexistent/f"}, "give --secret or --secret-file, not both"},
 		{[]string{"bench", "turn", "--server", "127.0.0.1:9", "--secret-file", writeFile(t, "empty", "\n")}, "is empty"},
+		{[]string{"bench", "migration", "--url", "ws://127.0.0.1:9/", "--lobbies", "0"}, "--lobbies 0: must be at least 1"},
+		{[]string{"bench", "migration", "--url", "ws://127.0.0.1:9/", "--members", "0"}, "--members 0: must be at least 1"},
+		{[]string{"bench", "signaling", "--url", "ws://127.0.0.1:9/", "--clients", "0"}, "--clients 0: must be at least 1"},
 	} {
 		_, _, err := runBenchCLI(t, tc.args...)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
