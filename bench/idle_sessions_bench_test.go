@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/sync/errgroup"
+
+	"github.com/cl5-relay/cl5-relay/signaling"
 )
 
 // BenchmarkIdleSessions measures what an idle, INIT'd session costs a real
@@ -33,12 +35,16 @@ func BenchmarkIdleSessions(b *testing.B) {
 	}
 	n := envInt(b, "CL5_BENCH_SESSIONS", 20000)
 	// Each process holds one end of every connection, plus its own files
-	// (listeners, pipes, the runtime's): when the limit cannot be raised
-	// (it is 20000 on the reference machine), fewer sessions.
+	// (listeners, pipes, the runtime's), and the server, which inherits
+	// this process's limit, accepts signaling connections up to three
+	// quarters of it (signaling.HTTPLimits.MaxConns): when the limit cannot
+	// be raised that far (it is 20000 on the reference machine), fewer
+	// sessions.
 	const spareFiles = 100
-	if limit := fileLimit(b, uint64(n+spareFiles)); uint64(n+spareFiles) > limit {
-		n = int(limit) - spareFiles
-		b.Logf("RLIMIT_NOFILE is %d and cannot be raised: %d sessions", limit, n)
+	limit := fileLimit(b, uint64(n)/3*4+spareFiles+3)
+	if m := (signaling.HTTPLimits{}).WithDefaults().MaxConns; n > m || n > int(limit)-spareFiles {
+		n = min(m, int(limit)-spareFiles)
+		b.Logf("RLIMIT_NOFILE is %d and cannot be raised: the server accepts %d connections, %d sessions", limit, m, n)
 	}
 	srv := startBenchServer(b, "  peer_timeout: 10m\n")
 

@@ -44,19 +44,32 @@ func node(c *cli.Context) error {
 	}
 	defer n.Close()
 
+	// Both listeners are tried, so that two taken ports are reported at
+	// once, one line each (the TURN port only probed if the metrics port
+	// failed).
+	var listenErrs []error
 	var ops *namedServer
 	if cfg.MetricsListen != "" {
 		ops = &namedServer{name: "metrics", key: "metrics_listen", addr: cfg.MetricsListen, handler: opsHandler(reg, n.Ready)}
 		if err := ops.listen(); err != nil {
-			return err
+			listenErrs = append(listenErrs, err)
+		} else {
+			defer ops.ln.Close()
 		}
-		defer ops.ln.Close()
 	}
 
 	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := n.Start(ctx); err != nil {
-		return listenError("turn.listen", cfg.TURN.Listen, err)
+	if len(listenErrs) == 0 {
+		if err := n.Start(ctx); err != nil {
+			listenErrs = append(listenErrs, listenError("turn.listen", cfg.TURN.Listen, err))
+		}
+	} else if err := probeListen(cfg.TURN.Listen, "udp", "tcp"); err != nil {
+		// Only probed: with the metrics port taken, nothing starts.
+		listenErrs = append(listenErrs, listenError("turn.listen", cfg.TURN.Listen, err))
+	}
+	if len(listenErrs) > 0 {
+		return errors.Join(listenErrs...)
 	}
 	var member *fleet.Client
 	if cfg.Fleet.Core != "" {

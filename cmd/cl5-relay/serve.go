@@ -74,22 +74,46 @@ func serve(c *cli.Context) error {
 		ops.Handle("GET /fleet", core)
 		servers = append(servers, &namedServer{name: "metrics", key: "metrics_listen", addr: cfg.MetricsListen, handler: ops})
 	}
+	// Every listener is tried, so that several taken ports (say, another
+	// serve still running) are reported at once, one line each; what was
+	// opened is closed again on the way out. Once one failed, the fleet
+	// and TURN ports are only probed: nothing starts.
+	var listenErrs []error
 	for _, s := range servers {
 		if err := s.listen(); err != nil {
-			return err
+			listenErrs = append(listenErrs, err)
+			continue
 		}
 		defer s.ln.Close()
+	}
+	turnErr := func(err error) error {
+		return fmt.Errorf(`%w (--turn-listen "" runs serve without a relay node)`, listenError("turn.listen", cfg.TURN.Listen, err))
 	}
 
 	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := core.Start(ctx); err != nil {
-		return listenError("fleet.listen", cfg.Fleet.Listen, err)
+	if len(listenErrs) == 0 {
+		if err := core.Start(ctx); err != nil {
+			listenErrs = append(listenErrs, listenError("fleet.listen", cfg.Fleet.Listen, err))
+		}
+	} else if cfg.Fleet.Listen != "" {
+		if err := probeListen(cfg.Fleet.Listen, "udp"); err != nil {
+			listenErrs = append(listenErrs, listenError("fleet.listen", cfg.Fleet.Listen, err))
+		}
 	}
 	if node != nil {
-		if err := node.Start(ctx); err != nil {
-			return fmt.Errorf(`%w (--turn-listen "" runs serve without a relay node)`, listenError("turn.listen", cfg.TURN.Listen, err))
+		if len(listenErrs) == 0 {
+			if err := node.Start(ctx); err != nil {
+				listenErrs = append(listenErrs, turnErr(err))
+			}
+		} else if err := probeListen(cfg.TURN.Listen, "udp", "tcp"); err != nil {
+			listenErrs = append(listenErrs, turnErr(err))
 		}
+	}
+	if len(listenErrs) > 0 {
+		return errors.Join(listenErrs...)
+	}
+	if node != nil {
 		h, err := node.FleetHello(localNodeID, cfg.Region, versionString())
 		if err != nil {
 			return err
