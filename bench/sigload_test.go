@@ -23,9 +23,11 @@ func sigloadTestServer(t *testing.T, mutate ...func(*signaling.Config)) string {
 		UpgradesPerMinute: -1,
 		MessagesPerSecond: 1000,
 		MessageBurst:      1000,
-		PeerTimeout:       2 * time.Second,
-		Logger:            slog.New(slog.DiscardHandler),
-		Registerer:        prometheus.NewRegistry(),
+		// Long enough that a client starved of CPU on a loaded machine is
+		// not taken for a silent one; tests of silent kills set their own.
+		PeerTimeout: 10 * time.Second,
+		Logger:      slog.New(slog.DiscardHandler),
+		Registerer:  prometheus.NewRegistry(),
 	}
 	for _, m := range mutate {
 		m(&cfg)

@@ -167,7 +167,9 @@ func TestBenchTurnUsageErrors(t *testing.T) {
 func benchTestSignaling(t *testing.T, mutate ...func(*signaling.Config)) string {
 	t.Helper()
 	cfg := signaling.Config{
-		UpgradesPerMinute: -1, PeerTimeout: time.Second,
+		// 3 s: a quick silent kill, but an idle client starved of CPU on a
+		// loaded machine is not taken for a silent one.
+		UpgradesPerMinute: -1, PeerTimeout: 3 * time.Second,
 		Logger: slog.New(slog.DiscardHandler), Registerer: prometheus.NewRegistry(),
 	}
 	for _, m := range mutate {
@@ -198,7 +200,7 @@ func TestBenchSignalingAndMigrationCLI(t *testing.T) {
 		t.Errorf("signaling: sessions %v, errors %v", m.Value, rep.Errors)
 	}
 
-	out, errOut, err = runBenchCLI(t, "bench", "migration", "--url", url, "--lobbies", "2", "--members", "2", "--kill", "all", "--timeout", "5s")
+	out, errOut, err = runBenchCLI(t, "bench", "migration", "--url", url, "--lobbies", "2", "--members", "2", "--kill", "all", "--timeout", "15s")
 	if err != nil {
 		t.Fatalf("%v\n%s", err, errOut)
 	}
