@@ -52,15 +52,28 @@ func TestTurnExactCounts(t *testing.T) {
 				Duration: 20 * time.Second, ServerPIDs: srv.pids,
 			})
 			const want = turnTestClients * turnTestPackets
-			if res.Clients != turnTestClients || res.Sent != want || res.Received != want || res.Lost != 0 {
-				t.Fatalf("clients %d, sent %d, received %d, lost %d; want %d, %d, %d, 0 (errors %s)",
-					res.Clients, res.Sent, res.Received, res.Lost, turnTestClients, want, want, benchErrors(res.Errors))
+			if res.Clients != turnTestClients || res.Sent != want || res.Lost < 0 || res.Received+uint64(res.Lost) != want {
+				t.Fatalf("clients %d, sent %d, received %d, lost %d; want %d clients, %d sent, all received or counted lost (errors %s)",
+					res.Clients, res.Sent, res.Received, res.Lost, turnTestClients, want, benchErrors(res.Errors))
+			}
+			// UDP on a loaded loopback drops datagrams when a receiver (the
+			// server, the echo peer or a client) is starved of CPU: the
+			// kernel counts those in its receive/send buffer errors. A loss
+			// the kernel did not count is the server's or the bench's own,
+			// and fails.
+			if res.Lost > 0 {
+				kernel := res.HostUDP.RcvbufErrors + res.HostUDP.SndbufErrors
+				if !res.HostUDPOK || kernel < uint64(res.Lost) {
+					t.Fatalf("lost %d of %d, and the kernel dropped only %d datagrams for full buffers (read: %v): a real loss",
+						res.Lost, want, kernel, res.HostUDPOK)
+				}
+				t.Logf("lost %d of %d, all dropped by the kernel for full buffers (%d): a loaded machine", res.Lost, want, kernel)
 			}
 			if len(res.Errors) != 0 || res.Interrupted {
 				t.Errorf("errors %s, interrupted %v", benchErrors(res.Errors), res.Interrupted)
 			}
-			if res.RTT.Count != want || res.RTT.P50 <= 0 || res.RTT.P50 > res.RTT.P99 || res.RTT.P99 > res.RTT.P999 || res.RTT.P999 > res.RTT.Max {
-				t.Errorf("RTT summary %+v", res.RTT)
+			if res.RTT.Count != res.Received || res.RTT.P50 <= 0 || res.RTT.P50 > res.RTT.P99 || res.RTT.P99 > res.RTT.P999 || res.RTT.P999 > res.RTT.Max {
+				t.Errorf("RTT summary %+v, want %d samples", res.RTT, res.Received)
 			}
 			// turnTestPackets at turnTestRate take 1.5 s, less the last
 			// client's phase offset (half a second): pacing cannot be faster.
@@ -72,11 +85,11 @@ func TestTurnExactCounts(t *testing.T) {
 				t.Errorf("server CPU not measured for pids %v: %v", srv.pids, res.Notes)
 			}
 			rep := res.Report()
-			if m, ok := rep.Metric("received_packets"); !ok || m.Value != want {
-				t.Errorf("report received_packets = %+v", m)
+			if m, ok := rep.Metric("received_packets"); !ok || m.Value != float64(res.Received) {
+				t.Errorf("report received_packets = %+v, want %d", m, res.Received)
 			}
-			if m, ok := rep.Metric("loss_pct"); !ok || m.Value != 0 {
-				t.Errorf("report loss_pct = %+v", m)
+			if m, ok := rep.Metric("loss_pct"); !ok || math.Abs(m.Value-100*float64(res.Lost)/want) > 1e-9 {
+				t.Errorf("report loss_pct = %+v, want %v", m, 100*float64(res.Lost)/want)
 			}
 			if _, ok := rep.Metric("server_cpu_us_per_packet"); ok != (len(srv.pids) > 0) {
 				t.Errorf("server_cpu_us_per_packet present = %v with pids %v", ok, srv.pids)
