@@ -170,7 +170,7 @@ func TestFastPathForgetsDeletedAllocation(t *testing.T) {
 	user, pass := restCreds("gone")
 	c, relay := newBoundClient(t, tn.Addrs().UDP, user, pass, 0x4000, peer.addr().AddrPort())
 	c.sendChannel(0x4000, []byte("while alive"))
-	testkit.WaitFor(t, 2*time.Second, "the packet to reach the peer", func() bool { got, _ := peer.received(); return got == 1 })
+	testkit.WaitFor(t, 30*time.Second, "the packet to reach the peer", func() bool { got, _ := peer.received(); return got == 1 })
 	if got := tn.fastPackets(t, dirClientToPeer); got != 1 {
 		t.Fatalf("fast path relayed %v packets, want 1", got)
 	}
@@ -237,7 +237,7 @@ func TestFastPathNeverBindsDeniedPeers(t *testing.T) {
 		t.Fatalf("ChannelBind to the relay address: %v", err)
 	}
 	c.sendChannel(0x4002, []byte("sneaky"))
-	testkit.WaitFor(t, 2*time.Second, "the self-relay drop", func() bool {
+	testkit.WaitFor(t, 30*time.Second, "the self-relay drop", func() bool {
 		return tn.metric(t, "cl5_turn_drops_total", "reason", dropSelfRelayPort) == 1
 	})
 	if got, _ := service.received(); got != 0 || tn.relayedPackets(t, dirClientToPeer) != 0 {
@@ -313,7 +313,7 @@ func TestFastPathBandwidthCap(t *testing.T) {
 	handled := func() float64 {
 		return tn.relayedPackets(t, dirClientToPeer) + tn.metric(t, "cl5_turn_drops_total", "reason", dropAllocationBandwidth)
 	}
-	testkit.WaitFor(t, 5*time.Second, "the node to handle every packet", func() bool { return handled() == count })
+	testkit.WaitFor(t, 30*time.Second, "the node to handle every packet", func() bool { return handled() == count })
 	elapsed := time.Since(start)
 	passed := tn.relayedPackets(t, dirClientToPeer)
 	if limit := (capBytes + capBytes*elapsed.Seconds()) / size; passed > limit+1 {
@@ -322,7 +322,7 @@ func TestFastPathBandwidthCap(t *testing.T) {
 	if fast := tn.fastPackets(t, dirClientToPeer); fast != passed {
 		t.Errorf("fast path relayed %v, node counted %v", fast, passed)
 	}
-	testkit.WaitFor(t, 2*time.Second, "the sink to get what passed", func() bool { got, _ := peer.received(); return float64(got) >= passed })
+	testkit.WaitFor(t, 30*time.Second, "the sink to get what passed", func() bool { got, _ := peer.received(); return float64(got) >= passed })
 }
 
 // A burst well past what one batch holds arrives whole: the socket
@@ -338,7 +338,7 @@ func TestFastPathBurst(t *testing.T) {
 	s := newBenchSender(t, c.conn, tn.Addrs().UDP, channelFrame(0x4000, make([]byte, 200)))
 	r := newBenchReceiver(t, sink, benchLoads[0])
 	s.send(t, burst)
-	testkit.WaitFor(t, 5*time.Second, "the burst", func() bool { return r.got.Load() == burst })
+	testkit.WaitFor(t, 30*time.Second, "the burst", func() bool { return r.got.Load() == burst })
 	if got := tn.fastPackets(t, dirClientToPeer); got != burst {
 		t.Errorf("fast path relayed %v of %d", got, burst)
 	}
@@ -513,7 +513,7 @@ func TestFastPathCloseUnderFlood(t *testing.T) {
 			}
 		}()
 	}
-	testkit.WaitFor(t, 5*time.Second, "the flood to flow both ways", func() bool {
+	testkit.WaitFor(t, 30*time.Second, "the flood to flow both ways", func() bool {
 		return tn.fastPackets(t, dirClientToPeer) > 1000 && tn.fastPackets(t, dirPeerToClient) > 1000
 	})
 	closed := make(chan error, 1)

@@ -54,7 +54,7 @@ func TestNodeListedByFleetCore(t *testing.T) {
 		t.Fatalf("allocation with the core's minted credentials: %v", err)
 	}
 	defer relay.Close()
-	testkit.WaitFor(t, 5*time.Second, "the allocation in the load report", func() bool { return tn.FleetLoad().Allocations == 1 })
+	testkit.WaitFor(t, 30*time.Second, "the allocation in the load report", func() bool { return tn.FleetLoad().Allocations == 1 })
 	if l := tn.FleetLoad(); l.Users != 1 || l.Load != 0.1 || l.Draining {
 		t.Fatalf("FleetLoad = %+v", l)
 	}

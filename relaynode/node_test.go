@@ -314,7 +314,7 @@ func TestBandwidthCaps(t *testing.T) {
 				return tn.metric(t, "cl5_turn_relay_packets_total", "direction", dirClientToPeer) +
 					tn.metric(t, "cl5_turn_drops_total", "reason", tc.reason)
 			}
-			testkit.WaitFor(t, 5*time.Second, "the node to handle every packet", func() bool { return handled() == count })
+			testkit.WaitFor(t, 30*time.Second, "the node to handle every packet", func() bool { return handled() == count })
 			elapsed := time.Since(start)
 
 			passed := tn.metric(t, "cl5_turn_relay_packets_total", "direction", dirClientToPeer)
@@ -331,7 +331,7 @@ func TestBandwidthCaps(t *testing.T) {
 			if s := tn.Stats(); s.DroppedPackets < uint64(dropped) {
 				t.Errorf("Stats.DroppedPackets = %d, want >= %v", s.DroppedPackets, dropped)
 			}
-			testkit.WaitFor(t, 2*time.Second, "the sink to get what passed", func() bool {
+			testkit.WaitFor(t, 30*time.Second, "the sink to get what passed", func() bool {
 				got, _ := peer.received()
 				return float64(got) >= passed
 			})
@@ -487,7 +487,7 @@ func TestSelfRelay(t *testing.T) {
 				if _, err := a.WriteTo([]byte("sneaky"), peer.addr()); err != nil {
 					t.Fatalf("WriteTo: %v", err)
 				}
-				testkit.WaitFor(t, 2*time.Second, "the self-relay drop", func() bool {
+				testkit.WaitFor(t, 30*time.Second, "the self-relay drop", func() bool {
 					return tn.metric(t, "cl5_turn_drops_total", "reason", dropSelfRelayPort) >= 1
 				})
 				if got, _ := peer.received(); got != 0 {

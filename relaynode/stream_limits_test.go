@@ -79,7 +79,7 @@ func TestStreamConnsPerIPLimit(t *testing.T) {
 		held = append(held, dialStream(t, tn, "127.0.0.1"))
 	}
 	// Accepted in order: once the node counts them all, the next is over.
-	testkit.WaitFor(t, 10*time.Second, "the held connections accepted", func() bool {
+	testkit.WaitFor(t, 30*time.Second, "the held connections accepted", func() bool {
 		return tn.Stats().StreamConns == cfg.MaxStreamConnsPerIP
 	})
 	over := dialStream(t, tn, "127.0.0.1")
@@ -95,7 +95,7 @@ func TestStreamConnsPerIPLimit(t *testing.T) {
 
 	// A closed connection gives its slot back.
 	_ = held[0].Close()
-	testkit.WaitFor(t, 10*time.Second, "the closed connection's slot freed", func() bool {
+	testkit.WaitFor(t, 30*time.Second, "the closed connection's slot freed", func() bool {
 		return tn.Stats().StreamConns == cfg.MaxStreamConnsPerIP // 2 held + 127.0.0.2
 	})
 	user, pass = restCreds("same-ip")

@@ -95,7 +95,7 @@ func TestDrainBeforeRun(t *testing.T) {
 	n := startNode(t, core.Addr(), hello("early", ""), func(c *ClientConfig) { c.Interval = time.Minute })
 	n.Drain()
 	reg := core.Registry()
-	testkit.WaitFor(t, 5*time.Second, "draining registration", func() bool {
+	testkit.WaitFor(t, 30*time.Second, "draining registration", func() bool {
 		info, ok := reg.Node("early")
 		return ok && info.Draining()
 	})
@@ -107,7 +107,7 @@ func TestDrainBeforeRun(t *testing.T) {
 func TestRunTwiceRefused(t *testing.T) {
 	core := startCore(t, nil)
 	n := startNode(t, core.Addr(), hello("once", ""), nil)
-	testkit.WaitFor(t, 5*time.Second, "registration", n.Registered)
+	testkit.WaitFor(t, 30*time.Second, "registration", n.Registered)
 	if err := n.Run(context.Background()); err == nil || !strings.Contains(err.Error(), "already running") {
 		t.Errorf("second Run = %v, want already running", err)
 	}
@@ -139,14 +139,14 @@ func TestClientOwnSocketRetriesUntilCoreUp(t *testing.T) {
 			t.Errorf("Run = %v", err)
 		}
 	}()
-	testkit.WaitFor(t, 10*time.Second, "two failed attempts", func() bool {
+	testkit.WaitFor(t, 30*time.Second, "two failed attempts", func() bool {
 		return strings.Count(logs.String(), "retrying") >= 2
 	})
 	if c.Registered() {
 		t.Fatal("registered with no core")
 	}
 	core := startCore(t, func(cfg *ServerConfig) { cfg.Listen = addr })
-	testkit.WaitFor(t, 5*time.Second, "registration once the core is up", func() bool {
+	testkit.WaitFor(t, 30*time.Second, "registration once the core is up", func() bool {
 		return c.Registered() && pickable(core.Registry(), "patient")
 	})
 }

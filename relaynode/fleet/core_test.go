@@ -93,7 +93,7 @@ func TestCoreRegistersNodesAndListsThem(t *testing.T) {
 	}
 	startNode(t, core.Addr(), hello("edge-us", "us"), nil)
 	startNode(t, core.Addr(), hello("edge-eu", "eu"), nil)
-	testkit.WaitFor(t, 5*time.Second, "both nodes pickable", func() bool {
+	testkit.WaitFor(t, 30*time.Second, "both nodes pickable", func() bool {
 		return pickable(core.Registry(), "edge-us") && pickable(core.Registry(), "edge-eu")
 	})
 

@@ -214,7 +214,7 @@ func rawNode(t testing.TB, core *testCore, id string) (*quic.Conn, *quic.Stream)
 	h := hello(id, "")
 	writeMsg(t, stream, message{Type: typeHello, Hello: &h})
 	writeMsg(t, stream, message{Type: typeLoad, Load: &Load{}})
-	testkit.WaitFor(t, 5*time.Second, id+" registration", func() bool { return pickable(core.Registry(), id) })
+	testkit.WaitFor(t, 30*time.Second, id+" registration", func() bool { return pickable(core.Registry(), id) })
 	return conn, stream
 }
 

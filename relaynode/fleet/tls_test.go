@@ -225,7 +225,7 @@ func TestCertificateMode(t *testing.T) {
 	n := startNode(t, core.Addr(), hello("cert-node", ""), func(c *ClientConfig) {
 		c.TLS = ours.issue(t, "cert-node", x509.ExtKeyUsageClientAuth)
 	})
-	testkit.WaitFor(t, 5*time.Second, "registration with certificates", func() bool { return pickable(core.Registry(), "cert-node") })
+	testkit.WaitFor(t, 30*time.Second, "registration with certificates", func() bool { return pickable(core.Registry(), "cert-node") })
 	_ = n
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -259,7 +259,7 @@ func TestCertificateMode(t *testing.T) {
 				t.Fatal("session succeeded")
 			}
 			if tt.coreErr {
-				testkit.WaitFor(t, 5*time.Second, "core-side TLS rejection", func() bool {
+				testkit.WaitFor(t, 30*time.Second, "core-side TLS rejection", func() bool {
 					return core.metric(t, "cl5_fleet_rejections_total", "reason", "tls") > before
 				})
 			}

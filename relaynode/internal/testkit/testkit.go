@@ -18,7 +18,8 @@ import (
 
 // WaitFor polls cond every 5 ms until it holds, and fails t if d passes
 // first. Use it for state with no event to wait on (counters, gauges,
-// registries), with a generous d: the machine may be loaded.
+// registries), with a generous d (the tests use 30 s): d only bounds how
+// long a failing test takes, and a loaded machine is slow.
 func WaitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
