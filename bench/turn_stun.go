@@ -19,8 +19,11 @@ import (
 // this is a benchmark, an answer slower than 250 ms is worth resending).
 
 const (
-	stunRTO      = 250 * time.Millisecond
-	stunRetries  = 4 // 250+500+1000+2000 ms: 3.75 s per request at most
+	stunRTO = 250 * time.Millisecond
+	// 250 ms .. 4 s: 7.75 s per request at most. A closed port answers at
+	// once (ICMP: connection refused); the wait only matters for a server
+	// that is slow to answer, as a starved one on a loaded machine is.
+	stunRetries  = 5
 	authAttempts = 4 // 401 challenge, then up to three 438 stale nonces
 	// firstChannel is the lowest channel number (RFC 5766 11: 0x4000-0x7FFF).
 	firstChannel = 0x4000
