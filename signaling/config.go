@@ -135,11 +135,11 @@ type HTTPLimits struct {
 	// no cap.
 	MaxConnsPerIP int
 	// MaxConns caps the live TCP connections of the listener in total,
-	// enforced like MaxConnsPerIP. Default 50,000 (a live WebSocket costs
-	// some 30 KiB of buffers and stacks: 1.5 GiB at the cap), lowered to
-	// three quarters of the process's open-file limit where the system
-	// reports one, so the other listeners (metrics, TURN, fleet) always
-	// keep descriptors. Negative: no cap.
+	// enforced like MaxConnsPerIP. Default 50,000 (an idle session costs
+	// some 15 KiB: under 1 GiB at the cap). Any cap is lowered to three
+	// quarters of the process's open-file limit where the system reports
+	// one, so the other listeners (metrics, TURN, fleet) always keep
+	// descriptors. Negative: no cap.
 	MaxConns int
 }
 
@@ -152,6 +152,7 @@ const (
 	DefaultMaxHeaderBytes    = 16 << 10
 	DefaultMaxConnsPerIP     = 256
 	DefaultMaxConns          = 50_000
+	DefaultLobbyListFrames   = 5000
 )
 
 // WithDefaults returns l with every zero field set to its default.
@@ -176,9 +177,10 @@ func (l HTTPLimits) WithDefaults() HTTPLimits {
 	}
 	if l.MaxConns == 0 {
 		l.MaxConns = DefaultMaxConns
-		if n := openFileLimit(); n > 0 {
-			l.MaxConns = max(min(l.MaxConns, n/4*3), 1)
-		}
+	}
+	if n := openFileLimit(); n > 0 && l.MaxConns > 0 {
+		// Never more than the descriptors allow, whatever was asked.
+		l.MaxConns = max(min(l.MaxConns, n/4*3), 1)
 	}
 	return l
 }
@@ -206,7 +208,7 @@ func (c Config) withDefaults() Config {
 		c.MessageBurst = DefaultMessageBurst
 	}
 	if c.LobbyListFrames == 0 {
-		c.LobbyListFrames = 5000
+		c.LobbyListFrames = DefaultLobbyListFrames
 	}
 	if c.SendQueue <= 0 {
 		c.SendQueue = DefaultSendQueue

@@ -135,6 +135,13 @@ type LimitsConfig struct {
 	SendQueue         int           `yaml:"send_queue"`
 	WriteTimeout      time.Duration `yaml:"write_timeout"`
 	PeerTimeout       time.Duration `yaml:"peer_timeout"`
+	// MaxConnsPerIP and MaxConns cap live TCP connections to the signaling
+	// port per client address and in total: negative is no cap.
+	MaxConnsPerIP int `yaml:"max_conns_per_ip"`
+	MaxConns      int `yaml:"max_conns"`
+	// LobbyListFrames is each game's budget (frames/s) for NEW_LOBBY and
+	// LOBBY_CLOSED to its lobby-less players: negative is no budget.
+	LobbyListFrames float64 `yaml:"lobby_list_frames"`
 }
 
 // MigrationConfig sets how lobbies pick a new host.
@@ -171,6 +178,9 @@ func defaultConfig() Config {
 			SendQueue:         signaling.DefaultSendQueue,
 			WriteTimeout:      signaling.DefaultWriteTimeout,
 			PeerTimeout:       signaling.DefaultPeerTimeout,
+			MaxConnsPerIP:     signaling.DefaultMaxConnsPerIP,
+			MaxConns:          signaling.DefaultMaxConns,
+			LobbyListFrames:   signaling.DefaultLobbyListFrames,
 		},
 		Migration: MigrationConfig{Policy: string(migration.DefaultPolicy), ResumeGrace: signaling.DefaultResumeGrace},
 		TURN: TURNConfig{
@@ -295,6 +305,9 @@ func (c Config) validate(command string) error {
 	}
 	p.notZero("limits.upgrades_per_minute", l.UpgradesPerMinute == 0, "-1 for no limit")
 	p.notZero("limits.messages_per_second", l.MessagesPerSecond == 0, "-1 for no limit")
+	p.notZero("limits.max_conns_per_ip", l.MaxConnsPerIP == 0, "-1 for no cap")
+	p.notZero("limits.max_conns", l.MaxConns == 0, "-1 for no cap")
+	p.notZero("limits.lobby_list_frames", l.LobbyListFrames == 0, "-1 for no budget")
 	if l.UpgradeBurst < 1 {
 		p.add("limits.upgrade_burst", "%d is below 1", l.UpgradeBurst)
 	}
@@ -540,6 +553,8 @@ func (c Config) signalingConfig(auth signaling.Authenticator, ice signaling.ICEP
 		SendQueue:         c.Limits.SendQueue,
 		WriteTimeout:      c.Limits.WriteTimeout,
 		PeerTimeout:       c.Limits.PeerTimeout,
+		LobbyListFrames:   c.Limits.LobbyListFrames,
+		HTTP:              signaling.HTTPLimits{MaxConnsPerIP: c.Limits.MaxConnsPerIP, MaxConns: c.Limits.MaxConns},
 		Auth:              auth,
 		MigrationPolicy:   policy,
 		ResumeGrace:       c.Migration.ResumeGrace,

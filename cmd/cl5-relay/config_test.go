@@ -37,7 +37,7 @@ func TestConfigFileErrors(t *testing.T) {
 		want       []string
 	}{
 		{"unknown key", "listen: ':1'\nlisten_addr: x\n", []string{"line 2: unknown key listen_addr (known here: allowed_origins, auth,"}},
-		{"unknown nested key", "limits:\n  max_frame: 5\n", []string{"line 2: unknown key limits.max_frame (known here: max_frame_bytes,"}},
+		{"unknown nested key", "limits:\n  max_frame: 5\n", []string{"line 2: unknown key limits.max_frame (known here: ", "max_frame_bytes"}},
 		{"wrong duration", "limits:\n  peer_timeout: soon\n", []string{`line 2: limits.peer_timeout: "soon" is not a duration`}},
 		{"wrong number", "turn:\n  max_allocations: many\n", []string{`turn.max_allocations: "many" is not a whole number`}},
 		{"wrong float", "limits:\n  messages_per_second: lots\n", []string{`limits.messages_per_second: "lots" is not a number`}},
@@ -304,6 +304,27 @@ func TestEveryFlagHasEnvAndKey(t *testing.T) {
 			if name != "config" && keyOf[name] == "" {
 				t.Errorf("--%s has no config key in keyFlags", name)
 			}
+		}
+	}
+}
+
+// TestConnectionCapsReachTheServer: the limits.* caps and the lobby-list
+// budget are the signaling Server's, 0 is refused and -1 turns them off.
+func TestConnectionCapsReachTheServer(t *testing.T) {
+	cfg := defaultConfig()
+	cfg.Limits.MaxConnsPerIP, cfg.Limits.MaxConns, cfg.Limits.LobbyListFrames = 8, -1, -1
+	if err := cfg.validate("serve"); err != nil {
+		t.Fatal(err)
+	}
+	sc := cfg.signalingConfig(nil, nil, nil, nil)
+	if sc.HTTP.MaxConnsPerIP != 8 || sc.HTTP.MaxConns != -1 || sc.LobbyListFrames != -1 {
+		t.Errorf("signaling config HTTP %+v, LobbyListFrames %v", sc.HTTP, sc.LobbyListFrames)
+	}
+	cfg.Limits.MaxConnsPerIP, cfg.Limits.MaxConns, cfg.Limits.LobbyListFrames = 0, 0, 0
+	err := cfg.validate("serve")
+	for _, key := range []string{"limits.max_conns_per_ip", "limits.max_conns", "limits.lobby_list_frames"} {
+		if err == nil || !strings.Contains(err.Error(), key+": 0 is not a value here") {
+			t.Errorf("0 for %s: err = %v", key, err)
 		}
 	}
 }
