@@ -51,6 +51,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 
 	done := make(chan struct{})
 	go func() {
+		s.broker.Close() // its sockets close at once too
 		s.conns.Wait()
 		close(done)
 	}()
