@@ -369,3 +369,34 @@ func TestPeerJSHTTP(t *testing.T) {
 		}
 	}
 }
+
+func TestPeerJSBadInputClosesOnlyItsSocket(t *testing.T) {
+	s, h, m, _ := pjLobby(t, Config{MaxFrameBytes: 1024, MessagesPerSecond: 1, MessageBurst: 20})
+	ph, pm := s.pjOpen(t, h), s.pjOpen(t, m)
+
+	// Not JSON: ERROR, then close 1001.
+	pm.send(`{"type":`)
+	pm.expect(`{"type":"ERROR","payload":{"msg":"invalid message"}}`)
+	pm.expectClose(CloseGoingAway, "invalid message")
+	ph.echo("h unaffected")
+
+	// Over MaxFrameBytes: closed (1009, gorilla's read limit).
+	pm2 := s.pjDial(t, "m2", pjOpts{id: m.ID})
+	pm2.expect(`{"type":"OPEN"}`)
+	pm2.send(`{"type":"CANDIDATE","dst":"x","payload":"` + strings.Repeat("a", 2048) + `"}`)
+	pm2.expectClose(websocket.CloseMessageTooBig, "*")
+	ph.echo("h still unaffected")
+
+	// Over the message rate: ERROR, then close 1001.
+	pm3 := s.pjDial(t, "m3", pjOpts{id: m.ID})
+	pm3.expect(`{"type":"OPEN"}`)
+	for range 40 { // 20 over the burst: a refill or two cannot save it
+		_ = pm3.ws.WriteMessage(websocket.TextMessage, []byte(`{"type":"HEARTBEAT"}`)) // may fail once closed
+	}
+	pm3.expect(`{"type":"ERROR","payload":{"msg":"rate limit exceeded"}}`)
+	pm3.expectClose(CloseGoingAway, "rate limit exceeded")
+	ph.echo("h unaffected at the end")
+	if n := s.counter("cl5_peerjs_drops_total", map[string]string{"reason": "too_large"}); n != 1 {
+		t.Fatalf("cl5_peerjs_drops_total{too_large} = %v, want 1", n)
+	}
+}
