@@ -189,6 +189,7 @@ func (b *Broker) Connect(p Params) (c *Client, ok bool) {
 	c = b.newClient(p.ID, p.Token)
 	refuse := func(typ, text, reason string) (*Client, bool) {
 		b.metrics.refused.WithLabelValues(reason).Inc()
+		b.log.Debug("socket refused", "reason", reason, "id", p.ID, "addr", p.Addr)
 		c.sendMessage(Message{Type: typ, Payload: msgPayload(text)})
 		c.shutdown(closeNormal, text)
 		return c, false

@@ -69,7 +69,7 @@ func (d *fakeDir) Route(src, dst string) bool {
 }
 
 type env struct {
-	t     *testing.T
+	t     testing.TB
 	b     *Broker
 	dir   *fakeDir
 	clock *clockwork.FakeClock
@@ -108,7 +108,7 @@ func frames(c *Client) string {
 }
 
 // expectFrames requires exactly these frames to be queued for c.
-func expectFrames(t *testing.T, c *Client, want ...string) {
+func expectFrames(t testing.TB, c *Client, want ...string) {
 	t.Helper()
 	if got, w := frames(c), strings.Join(want, " "); got != w {
 		t.Fatalf("%s got %s, want %s", c.id, got, w)
@@ -471,4 +471,23 @@ func TestCloseRefusesNew(t *testing.T) {
 	}
 	expectFrames(t, c, `{"type":"ERROR","payload":{"msg":"server shutting down"}}`)
 	e.clock.Advance(time.Minute) // the waiting queue's timer was stopped
+}
+
+// BenchmarkForward is the broker's hot path without sockets: decode a
+// CANDIDATE, route it, encode it with src and queue it.
+func BenchmarkForward(b *testing.B) {
+	e := &env{t: b, dir: newFakeDir(), clock: clockwork.NewFakeClock(), reg: prometheus.NewRegistry()}
+	e.b = NewBroker(Config{Directory: e.dir, Clock: e.clock, Registerer: e.reg, MessagesPerSecond: -1, Logger: slog.New(slog.DiscardHandler)})
+	defer e.b.Close()
+	e.dir.add("a", "L")
+	e.dir.add("b", "L")
+	a, _ := e.b.Connect(Params{Key: "peerjs", ID: "a", Token: "t", Addr: home})
+	dst, _ := e.b.Connect(Params{Key: "peerjs", ID: "b", Token: "t", Addr: home})
+	frame := []byte(`{"type":"CANDIDATE","dst":"b","payload":{"candidate":"candidate:1 1 udp 2122260223 192.168.1.2 54321 typ host","sdpMid":"0","sdpMLineIndex":0,"connectionId":"dc_abcdef"}}`)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		a.Handle(frame)
+		dst.Take()
+	}
 }
