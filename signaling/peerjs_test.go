@@ -22,8 +22,15 @@ type pjClient struct {
 	t    *testing.T
 	name string
 	ws   *websocket.Conn
-	msgs chan string
-	err  chan error // what ended the reader
+	in   chan pjEvent // in order: the messages, then what ended the reader
+	done chan struct{}
+	end  error // the reader's error, once seen by the test
+}
+
+// pjEvent is a message, or (err set) the end of the socket.
+type pjEvent struct {
+	msg string
+	err error
 }
 
 // pjOpts tunes a broker dial. Zero values: key "peerjs", token "tok-"+id,
@@ -79,21 +86,22 @@ func (s *wsServer) pjDial(t *testing.T, name string, o pjOpts) *pjClient {
 		}
 		t.Fatalf("%s: dial: %v (HTTP %d)", name, err, status)
 	}
-	c := &pjClient{t: t, name: name, ws: ws, msgs: make(chan string, 1024), err: make(chan error, 1)}
+	c := &pjClient{t: t, name: name, ws: ws, in: make(chan pjEvent, 4096), done: make(chan struct{})}
 	go func() {
+		defer close(c.done)
 		for {
 			_, data, err := ws.ReadMessage()
 			if err != nil {
-				c.err <- err
+				c.in <- pjEvent{err: err}
 				return
 			}
-			c.msgs <- string(data)
+			c.in <- pjEvent{msg: string(data)}
 		}
 	}()
 	t.Cleanup(func() {
 		_ = ws.Close()
 		select {
-		case <-c.err:
+		case <-c.done:
 		case <-time.After(wsWait):
 			t.Errorf("%s: reader did not stop", name)
 		}
@@ -116,19 +124,31 @@ func (c *pjClient) send(frame string) {
 	}
 }
 
+// next returns the next message or the socket's end.
+func (c *pjClient) next() pjEvent {
+	c.t.Helper()
+	if c.end != nil {
+		return pjEvent{err: c.end}
+	}
+	select {
+	case ev := <-c.in:
+		if ev.err != nil {
+			c.end = ev.err
+		}
+		return ev
+	case <-time.After(wsWait):
+		c.t.Fatalf("%s: nothing within %v", c.name, wsWait)
+		return pjEvent{}
+	}
+}
+
 // expect requires the next message to be exactly want.
 func (c *pjClient) expect(want string) {
 	c.t.Helper()
-	select {
-	case got := <-c.msgs:
-		if got != want {
-			c.t.Fatalf("%s: got %s, want %s", c.name, got, want)
-		}
-	case err := <-c.err:
-		c.err <- err
-		c.t.Fatalf("%s: closed (%v), want %s", c.name, err, want)
-	case <-time.After(wsWait):
-		c.t.Fatalf("%s: timed out waiting for %s", c.name, want)
+	if ev := c.next(); ev.err != nil {
+		c.t.Fatalf("%s: closed (%v), want %s", c.name, ev.err, want)
+	} else if ev.msg != want {
+		c.t.Fatalf("%s: got %s, want %s", c.name, ev.msg, want)
 	}
 }
 
@@ -136,17 +156,13 @@ func (c *pjClient) expect(want string) {
 // (and reason, unless "*").
 func (c *pjClient) expectClose(code int, reason string) {
 	c.t.Helper()
-	select {
-	case got := <-c.msgs:
-		c.t.Fatalf("%s: got %s, want close %d", c.name, got, code)
-	case err := <-c.err:
-		c.err <- err
-		var ce *websocket.CloseError
-		if !errors.As(err, &ce) || ce.Code != code || reason != "*" && ce.Text != reason {
-			c.t.Fatalf("%s: ended with %v, want close %d %q", c.name, err, code, reason)
-		}
-	case <-time.After(wsWait):
-		c.t.Fatalf("%s: still open, want close %d", c.name, code)
+	ev := c.next()
+	if ev.err == nil {
+		c.t.Fatalf("%s: got %s, want close %d", c.name, ev.msg, code)
+	}
+	var ce *websocket.CloseError
+	if !errors.As(ev.err, &ce) || ce.Code != code || reason != "*" && ce.Text != reason {
+		c.t.Fatalf("%s: ended with %v, want close %d %q", c.name, ev.err, code, reason)
 	}
 }
 
@@ -255,13 +271,17 @@ func uninitID(t *testing.T, s *wsServer) string {
 func TestPeerJSCrossLobbyDropped(t *testing.T) {
 	s, h, m, x := pjLobby(t, Config{})
 	ph, pm, px := s.pjOpen(t, h), s.pjOpen(t, m), s.pjOpen(t, x)
+	// Each socket's messages are handled in order, so once an echo is
+	// back, what was sent before it has been dropped or delivered.
 	px.send(fmt.Sprintf(`{"type":"OFFER","dst":%q,"payload":{"sdp":"evil"}}`, h.ID))
+	px.echo("x-after")
 	ph.send(fmt.Sprintf(`{"type":"CANDIDATE","dst":%q,"payload":{}}`, x.ID))
+	ph.echo("h-after")
 	// Dropped, with no ERROR (the client would abort on one): the next
 	// messages each side gets are the ones after.
 	pm.send(fmt.Sprintf(`{"type":"CANDIDATE","dst":%q,"payload":"after"}`, h.ID))
 	ph.expect(fmt.Sprintf(`{"type":"CANDIDATE","src":%q,"dst":%q,"payload":"after"}`, m.ID, h.ID))
-	px.echo("x-after")
+	px.echo("x-last")
 	if n := s.counter("cl5_peerjs_drops_total", map[string]string{"reason": "route"}); n != 2 {
 		t.Fatalf("cl5_peerjs_drops_total{route} = %v, want 2", n)
 	}

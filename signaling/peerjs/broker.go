@@ -260,12 +260,14 @@ func (b *Broker) unregisterLocked(c *Client) {
 	c.registered = false
 }
 
-// Disconnect forgets c: its transport is done with it. Idempotent.
+// Disconnect forgets c: its transport is done with it. Idempotent. The id
+// is free before the close frame goes out, so a client that reconnects
+// once it sees the close is not told ID-TAKEN.
 func (b *Broker) Disconnect(c *Client) {
-	c.shutdown(closeGoingAway, "connection closed")
 	b.mu.Lock()
 	b.unregisterLocked(c)
 	b.mu.Unlock()
+	c.shutdown(closeGoingAway, "connection closed")
 }
 
 // SessionEnded closes the broker socket of id, if any: the signaling
