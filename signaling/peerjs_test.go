@@ -400,11 +400,12 @@ func TestPeerJSBadInputClosesOnlyItsSocket(t *testing.T) {
 	pm.expectClose(CloseGoingAway, "invalid message")
 	ph.echo("h unaffected")
 
-	// Over MaxFrameBytes: closed (1009, gorilla's read limit).
+	// Over MaxFrameBytes: ERROR, then close 1001.
 	pm2 := s.pjDial(t, "m2", pjOpts{id: m.ID})
 	pm2.expect(`{"type":"OPEN"}`)
 	pm2.send(`{"type":"CANDIDATE","dst":"x","payload":"` + strings.Repeat("a", 2048) + `"}`)
-	pm2.expectClose(websocket.CloseMessageTooBig, "*")
+	pm2.expect(`{"type":"ERROR","payload":{"msg":"message too large"}}`)
+	pm2.expectClose(CloseGoingAway, "message too large")
 	ph.echo("h still unaffected")
 
 	// Over the message rate: ERROR, then close 1001.

@@ -66,11 +66,11 @@ func (c *Client) Handle(frame []byte) {
 	}
 	m, err := Decode(frame, c.b.cfg.MaxFrameBytes)
 	if err != nil {
-		text := msgMalformed
 		if errors.Is(err, ErrTooLarge) {
-			text = msgTooLarge
+			c.fail("too_large", msgTooLarge)
+		} else {
+			c.fail("malformed", msgMalformed)
 		}
-		c.fail("malformed", text)
 		return
 	}
 	c.b.handle(c, m)

@@ -2,7 +2,7 @@ package peerjs
 
 import (
 	"crypto/rand"
-	"errors"
+	"io"
 	"net/http"
 	"net/netip"
 	"slices"
@@ -132,7 +132,9 @@ func (b *Broker) serveSocket(w http.ResponseWriter, r *http.Request) {
 
 // run serves one socket: this goroutine reads, a second one writes.
 func (b *Broker) run(ws *websocket.Conn, c *Client) {
-	ws.SetReadLimit(int64(b.cfg.MaxFrameBytes)) // beyond it gorilla closes with 1009
+	// No ws.SetReadLimit: gorilla would close with 1009 at once, with no
+	// ERROR. A longer frame is read up to one byte over the limit, which
+	// Handle refuses with ERROR; the rest is discarded by the next read.
 	alive := func() { _ = ws.SetReadDeadline(time.Now().Add(b.cfg.AliveTimeout)) }
 	alive()
 	ws.SetPingHandler(func(data string) error {
@@ -156,11 +158,8 @@ func (b *Broker) run(ws *websocket.Conn, c *Client) {
 		b.write(ws, c)
 	}()
 	for {
-		typ, data, err := ws.ReadMessage()
+		typ, data, err := b.readFrame(ws)
 		if err != nil {
-			if errors.Is(err, websocket.ErrReadLimit) {
-				b.metrics.drops.WithLabelValues("too_large").Inc()
-			}
 			break
 		}
 		if !c.closing.Load() {
@@ -173,6 +172,16 @@ func (b *Broker) run(ws *websocket.Conn, c *Client) {
 	b.Disconnect(c)
 	wg.Wait()
 	_ = ws.Close()
+}
+
+// readFrame reads the next message, at most MaxFrameBytes+1 of it.
+func (b *Broker) readFrame(ws *websocket.Conn) (int, []byte, error) {
+	typ, r, err := ws.NextReader()
+	if err != nil {
+		return 0, nil, err
+	}
+	data, err := io.ReadAll(io.LimitReader(r, int64(b.cfg.MaxFrameBytes)+1))
+	return typ, data, err
 }
 
 // write writes queued frames until the client closes, then the last ones
