@@ -1,6 +1,7 @@
 package signaling
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -419,5 +420,35 @@ func TestPeerJSBadInputClosesOnlyItsSocket(t *testing.T) {
 	ph.echo("h unaffected at the end")
 	if n := s.counter("cl5_peerjs_drops_total", map[string]string{"reason": "too_large"}); n != 1 {
 		t.Fatalf("cl5_peerjs_drops_total{too_large} = %v, want 1", n)
+	}
+}
+
+// TestPeerJSUnderConnCaps: broker sockets are served on the same listener,
+// so they count under its connection caps like any connection.
+func TestPeerJSUnderConnCaps(t *testing.T) {
+	s := serveLoopback(t, Config{HTTP: HTTPLimits{MaxConnsPerIP: 2}})
+	h := s.player("g", "h")
+	h.name = h.ID
+	ph := s.pjOpen(t, h)
+	waitFor(t, "two live connections", func() bool { return s.srv.caps.count() == 2 })
+	s.expectRefusedFrom(t, "127.0.0.1")
+	ph.echo("still served")
+}
+
+// TestPeerJSShutdown: Shutdown closes broker sockets with 1001 and refuses
+// new ones.
+func TestPeerJSShutdown(t *testing.T) {
+	s := serveLoopback(t, Config{})
+	h := s.player("g", "h")
+	h.name = h.ID
+	ph := s.pjOpen(t, h)
+	ctx, cancel := context.WithTimeout(context.Background(), wsWait)
+	defer cancel()
+	if err := s.srv.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ph.expectClose(CloseGoingAway, "server shutting down")
+	if n := s.counter("cl5_peerjs_sockets", nil); n != 0 {
+		t.Fatalf("cl5_peerjs_sockets = %v after Shutdown", n)
 	}
 }

@@ -285,9 +285,16 @@ func (b *Broker) SessionEnded(id string) {
 	}
 }
 
-// Close refuses new clients, closes every socket and waits for the
-// transport's goroutines. Idempotent.
+// Close is Shutdown, then it waits for the transport's goroutines (each
+// socket ends within about a second of its close frame). Idempotent.
 func (b *Broker) Close() {
+	b.Shutdown()
+	b.conns.Wait()
+}
+
+// Shutdown refuses new clients and asks every socket to close (1001). It
+// does not wait. Idempotent.
+func (b *Broker) Shutdown() {
 	b.mu.Lock()
 	b.closed = true
 	clients := make([]*Client, 0, len(b.clients))
@@ -302,7 +309,6 @@ func (b *Broker) Close() {
 	for _, c := range clients {
 		c.shutdown(closeGoingAway, msgShutdown)
 	}
-	b.conns.Wait()
 }
 
 // Connected reports whether id has a broker socket.
