@@ -31,6 +31,7 @@ type Client struct {
 	mu      sync.Mutex // guards queue and the close fields; a leaf lock
 	queue   [][]byte
 	notify  chan struct{} // signalled when the queue gets a frame
+	wake    func()        // the transport's, see setWake
 	done    chan struct{}
 	closing atomic.Bool
 	once    sync.Once
@@ -110,11 +111,23 @@ func (c *Client) send(frame []byte) {
 		return
 	}
 	c.queue = append(c.queue, frame)
+	wake := c.wake
 	c.mu.Unlock()
 	select {
 	case c.notify <- struct{}{}:
 	default:
 	}
+	if wake != nil {
+		wake()
+	}
+}
+
+// setWake sets the transport's wake function, called (without locks held)
+// when a frame is queued and when the client closes. It must not block.
+func (c *Client) setWake(wake func()) {
+	c.mu.Lock()
+	c.wake = wake
+	c.mu.Unlock()
 }
 
 // Take returns the queued frames, oldest first, and empties the queue.
@@ -154,7 +167,11 @@ func (c *Client) shutdown(code int, reason string) {
 		c.mu.Lock()
 		c.code, c.reason = code, reason
 		c.closing.Store(true)
+		wake := c.wake
 		c.mu.Unlock()
 		close(c.done)
+		if wake != nil {
+			wake()
+		}
 	})
 }

@@ -130,8 +130,26 @@ func (b *Broker) serveSocket(w http.ResponseWriter, r *http.Request) {
 	}()
 }
 
-// run serves one socket: this goroutine reads, a second one writes.
+// sockConn is one broker socket's transport. An idle socket costs one
+// goroutine, its reader: a writer runs only while there is something to
+// write (as the CL5 transport, signaling/conn.go).
+type sockConn struct {
+	b  *Broker
+	ws *websocket.Conn
+	c  *Client
+
+	mu      sync.Mutex // guards the flags; a leaf lock, never held while writing
+	writing bool       // a writer goroutine runs
+	again   bool       // frames were queued since the writer last took them
+	ended   bool       // the reader is done: it writes the rest itself
+	wg      sync.WaitGroup
+
+	finished bool // the close frame is sent or the socket given up; writer role only
+}
+
+// run serves one socket until it ends; it owns ws.
 func (b *Broker) run(ws *websocket.Conn, c *Client) {
+	s := &sockConn{b: b, ws: ws, c: c}
 	// No ws.SetReadLimit: gorilla would close with 1009 at once, with no
 	// ERROR. A longer frame is read up to one byte over the limit, which
 	// Handle refuses with ERROR; the rest is discarded by the next read.
@@ -151,12 +169,8 @@ func (b *Broker) run(ws *websocket.Conn, c *Client) {
 		}
 		return nil
 	})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		b.write(ws, c)
-	}()
+	c.setWake(s.wake)
+	s.wake() // OPEN (or the refusal) and what waited are queued already
 	for {
 		typ, data, err := b.readFrame(ws)
 		if err != nil {
@@ -169,8 +183,12 @@ func (b *Broker) run(ws *websocket.Conn, c *Client) {
 			c.Handle(data)
 		}
 	}
+	s.mu.Lock()
+	s.ended = true
+	s.mu.Unlock()
 	b.Disconnect(c)
-	wg.Wait()
+	s.wg.Wait()
+	s.flush() // the close frame, unless a writer sent it
 	_ = ws.Close()
 }
 
@@ -184,30 +202,62 @@ func (b *Broker) readFrame(ws *websocket.Conn) (int, []byte, error) {
 	return typ, data, err
 }
 
-// write writes queued frames until the client closes, then the last ones
-// and the close frame.
-func (b *Broker) write(ws *websocket.Conn, c *Client) {
+// wake starts a writer unless one runs (then it goes on) or the reader is
+// done. It never blocks.
+func (s *sockConn) wake() {
+	s.mu.Lock()
+	switch {
+	case s.writing:
+		s.again = true
+	case !s.ended:
+		s.writing = true
+		s.wg.Add(1)
+		go s.writer()
+	}
+	s.mu.Unlock()
+}
+
+// writer writes until nothing is left, then ends.
+func (s *sockConn) writer() {
+	defer s.wg.Done()
 	for {
-		select {
-		case <-c.notify:
-		case <-c.done:
-		}
-		closing := c.closing.Load()
-		for _, f := range c.Take() {
-			_ = ws.SetWriteDeadline(time.Now().Add(b.cfg.WriteTimeout))
-			if err := ws.WriteMessage(websocket.TextMessage, f); err != nil {
-				c.shutdown(closeGoingAway, "write failed")
-				_ = ws.Close() // unblock the reader
-				return
-			}
-		}
-		if closing {
-			code, reason := c.CloseReason()
-			deadline := time.Now().Add(closeGrace)
-			_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), deadline)
-			_ = ws.SetReadDeadline(deadline)
+		s.mu.Lock()
+		s.again = false
+		s.mu.Unlock()
+		s.flush()
+		s.mu.Lock()
+		if !s.again {
+			s.writing = false
+			s.mu.Unlock()
 			return
 		}
+		s.mu.Unlock()
+	}
+}
+
+// flush writes the queued frames and, once the client is closing, the
+// close frame. Called by one goroutine at a time (the writer, or the
+// reader once no writer can start).
+func (s *sockConn) flush() {
+	if s.finished {
+		return
+	}
+	closing := s.c.closing.Load()
+	for _, f := range s.c.Take() {
+		_ = s.ws.SetWriteDeadline(time.Now().Add(s.b.cfg.WriteTimeout))
+		if err := s.ws.WriteMessage(websocket.TextMessage, f); err != nil {
+			s.finished = true
+			s.c.shutdown(closeGoingAway, "write failed")
+			_ = s.ws.Close() // unblock the reader
+			return
+		}
+	}
+	if closing {
+		s.finished = true
+		code, reason := s.c.CloseReason()
+		deadline := time.Now().Add(closeGrace)
+		_ = s.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), deadline)
+		_ = s.ws.SetReadDeadline(deadline)
 	}
 }
 
