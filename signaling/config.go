@@ -97,6 +97,18 @@ type Config struct {
 	Registerer prometheus.Registerer
 	// HTTP holds the timeouts and connection caps of Server.Serve.
 	HTTP HTTPLimits
+	// PeerJSKeys are the API keys the PeerJS broker (path /peerjs)
+	// accepts. Default ["peerjs"], the key every PeerJS client uses
+	// unless told otherwise.
+	PeerJSKeys []string
+	// PeerJSExpireTimeout is how long a PeerJS message waits for its
+	// destination's broker socket before the sender gets EXPIRE. Default
+	// 5 s (the reference server's).
+	PeerJSExpireTimeout time.Duration
+	// PeerJSAliveTimeout closes a broker socket that sent nothing (the
+	// client sends a HEARTBEAT every 5 s) for that long. Default 90 s (the
+	// reference server's).
+	PeerJSAliveTimeout time.Duration
 	// Clock is the hub's time: grace windows and their timers, message rate
 	// limits, migration timings. Default the real clock; tests pass a
 	// clockwork.FakeClock. Socket deadlines stay on the wall clock.

@@ -42,6 +42,11 @@ type Hub struct {
 	mu     sync.Mutex // guards games and closed; taken before any game.mu
 	games  map[string]*game
 	closed bool
+
+	// sessionEnded, if set (by NewServer, before any session exists), is
+	// told the instance id of each player that leaves for good. It is
+	// called with game.mu held and must not block or call into the hub.
+	sessionEnded func(instanceID string)
 }
 
 // game is one ugi: its players and lobbies. All state of a game is guarded
@@ -268,6 +273,9 @@ func (h *Hub) removePlayerLocked(g *game, p *player, cause string, now time.Time
 	h.leaveLobbyLocked(g, p, cause, now)
 	delete(g.players, p.peer.InstanceID)
 	g.leaveIdleLocked(p)
+	if h.sessionEnded != nil {
+		h.sessionEnded(p.peer.InstanceID)
+	}
 }
 
 // stopGraceLocked ends p's grace window, if one runs.

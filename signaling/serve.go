@@ -40,6 +40,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.closed = true
 	s.mu.Unlock()
+	s.broker.Shutdown() // first: its sockets are told of the shutdown, not of their sessions' end
 	s.hub.Close("server shutting down")
 
 	dctx, cancel := context.WithTimeout(ctx, plainDrain)
@@ -51,6 +52,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 
 	done := make(chan struct{})
 	go func() {
+		s.broker.Close()
 		s.conns.Wait()
 		close(done)
 	}()

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/cl5-relay/cl5-relay/signaling/peerjs"
 )
 
 // closeGrace bounds how long a connection lingers after our close frame,
@@ -31,6 +33,7 @@ type Server struct {
 	http        *http.Server // Serve's, with Config.HTTP's timeouts
 	caps        *connCaps    // Serve's listeners', Config.HTTP's caps
 	connsObs    connMetrics
+	broker      *peerjs.Broker // the PeerJS broker, under /peerjs
 
 	mu     sync.Mutex // guards closed and conns.Add against Shutdown
 	closed bool
@@ -58,17 +61,23 @@ func NewServer(cfg Config) *Server {
 	s.http = cfg.HTTP.Server(s)
 	s.http.ErrorLog = slog.NewLogLogger(s.log.Handler(), slog.LevelWarn) // accept errors (EMFILE), bugs
 	s.connsObs = newConnMetrics(cfg.Registerer, s.caps, s.log)
+	s.broker = s.newBroker()
 	return s
 }
 
 // Hub returns the server's hub.
 func (s *Server) Hub() *Hub { return s.hub }
 
-// ServeHTTP accepts CL5 WebSocket connections on "/" and "/signaling", and
-// answers GET /ice.
+// ServeHTTP accepts CL5 WebSocket connections on "/" and "/signaling",
+// answers GET /ice, and hands /peerjs and the paths under it to the PeerJS
+// broker.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Path == "/ice" {
 		s.serveICE(w, r)
+		return
+	}
+	if isBrokerPath(r.URL.Path) {
+		s.broker.ServeHTTP(w, r)
 		return
 	}
 	if r.URL.Path != "/" && r.URL.Path != "/signaling" {
@@ -124,6 +133,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, "server shutting down", http.StatusServiceUnavailable)
 			return
 		}
+		sess.setAddr(clientAddr(r))
 	}
 	conn, err := s.upgrader.Upgrade(w, r, nil)
 	if err != nil {
@@ -139,6 +149,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			_ = conn.Close()
 			return
 		}
+		sess.setAddr(clientAddr(r))
 	}
 	s.serveConn(conn, sess)
 }

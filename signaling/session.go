@@ -1,6 +1,7 @@
 package signaling
 
 import (
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -45,6 +46,7 @@ type player struct {
 	grace      clockwork.Timer // running while held
 	overflowed bool            // pending filled up while held
 	iceKey     string          // GET /ice's secret, set at INIT when there is an ICE provider
+	addr       netip.Addr      // the client address of its latest connection (Server only)
 }
 
 // held reports whether p has lost its connection and waits for a resume.
