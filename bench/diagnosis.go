@@ -7,6 +7,8 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+
+	"github.com/cl5-relay/cl5-relay/signaling"
 )
 
 // A run that measured nothing meaningful (every packet lost, no session
@@ -175,7 +177,8 @@ func cl5SetupCause(errs map[string]int64, target string) string {
 		return fmt.Sprintf("nothing listening at %s (%s): start the server or fix --url", host, seen)
 	case strings.Contains(kind, "HTTP 429"):
 		return fmt.Sprintf("the server refused upgrades (%s): it limits WebSocket upgrades per client IP; for a load test from one host "+
-			"raise limits.upgrades_per_minute (default 60) and limits.upgrade_burst (default 30) in the server's --config file, -1 turns the limit off", seen)
+			"raise limits.upgrades_per_minute (default %d) and limits.upgrade_burst (default %d) in the server's --config file, -1 turns the limit off",
+			seen, signaling.DefaultUpgradesPerMinute, signaling.DefaultUpgradeBurst)
 	case strings.Contains(kind, "HTTP 403"):
 		return fmt.Sprintf("the server refused the Origin header (%s): pass --origin with an origin it allows", seen)
 	case strings.Contains(kind, "HTTP 418"):

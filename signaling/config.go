@@ -15,8 +15,8 @@ import (
 // rather than repeating them.
 const (
 	DefaultMaxFrameBytes     = wire.DefaultMaxFrame
-	DefaultUpgradesPerMinute = 60
-	DefaultUpgradeBurst      = 30
+	DefaultUpgradesPerMinute = 120 // a player opens two sockets: CL5 and the PeerJS broker
+	DefaultUpgradeBurst      = 60
 	DefaultMessagesPerSecond = 50
 	DefaultMessageBurst      = 100
 	DefaultSendQueue         = 256

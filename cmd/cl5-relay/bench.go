@@ -169,7 +169,7 @@ func benchSignalingCommand() *cli.Command {
 		Description: "Session i INITs, then creates lobby i (i < --lobbies) or joins lobby i mod --lobbies; once all\n" +
 			"are set up, each sends --op-rate requests/s (KEEPALIVE, LIST_LOBBIES, FIND_LOBBY) for --duration.\n" +
 			"Reports sessions/s, requests/s, latency percentiles and errors. A cl5-relay server limits\n" +
-			"WebSocket upgrades per client IP (60/min, burst 30): more sessions from one host get HTTP 429,\n" +
+			"WebSocket upgrades per client IP (120/min, burst 60): more sessions from one host get HTTP 429,\n" +
 			"counted as errors; raise limits.upgrades_per_minute and limits.upgrade_burst (-1: off) in the\n" +
 			"server's --config file for a load test.",
 		Flags: benchFlags(benchTargetFlags(), []cli.Flag{
