@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -19,6 +20,7 @@ import (
 	"github.com/cl5-relay/cl5-relay/relaynode/fleet"
 	"github.com/cl5-relay/cl5-relay/relaynode/turncred"
 	"github.com/cl5-relay/cl5-relay/signaling"
+	"github.com/cl5-relay/cl5-relay/signaling/peerjs"
 )
 
 // Config is everything `cl5-relay serve` and `cl5-relay node` can be told.
@@ -49,6 +51,18 @@ type Config struct {
 	TURN      TURNConfig      `yaml:"turn"`
 	Fleet     FleetConfig     `yaml:"fleet"`
 	ICE       ICEConfig       `yaml:"ice"`
+	PeerJS    PeerJSConfig    `yaml:"peerjs"`
+}
+
+// PeerJSConfig is the PeerJS broker on the signaling port (path /peerjs).
+type PeerJSConfig struct {
+	// Keys are the API keys it accepts (the CL5 v1.0 client sends "peerjs").
+	Keys []string `yaml:"keys"`
+	// ExpireTimeout: how long a message waits for its destination's
+	// socket before the sender gets EXPIRE.
+	ExpireTimeout time.Duration `yaml:"expire_timeout"`
+	// AliveTimeout closes a socket that sent nothing (heartbeats included).
+	AliveTimeout time.Duration `yaml:"alive_timeout"`
 }
 
 // TURNConfig is the relay node: in-process in `serve`, alone in `node`.
@@ -183,6 +197,11 @@ func defaultConfig() Config {
 			LobbyListFrames:   signaling.DefaultLobbyListFrames,
 		},
 		Migration: MigrationConfig{Policy: string(migration.DefaultPolicy), ResumeGrace: signaling.DefaultResumeGrace},
+		PeerJS: PeerJSConfig{
+			Keys:          []string{peerjs.DefaultKey},
+			ExpireTimeout: peerjs.DefaultExpireTimeout,
+			AliveTimeout:  peerjs.DefaultAliveTimeout,
+		},
 		TURN: TURNConfig{
 			Listen:                relaynode.DefaultUDPListen,
 			Realm:                 relaynode.DefaultRealm,
@@ -320,6 +339,15 @@ func (c Config) validate(command string) error {
 		p.add("ice.ttl", "%v is not between 1m and 168h", c.ICE.TTL)
 	} else if m := c.TURN.MaxCredentialLifetime; c.TURN.Listen != "" && m > 0 && c.ICE.TTL > m {
 		p.add("ice.ttl", "%v is longer than turn.max_credential_lifetime (%v): the relay node would refuse the credentials it is given", c.ICE.TTL, m)
+	}
+	if len(c.PeerJS.Keys) == 0 || slices.Contains(c.PeerJS.Keys, "") {
+		p.add("peerjs.keys", "give at least one key, none empty (the CL5 v1.0 client sends %q)", peerjs.DefaultKey)
+	}
+	if c.PeerJS.ExpireTimeout < 100*time.Millisecond {
+		p.add("peerjs.expire_timeout", "%v is below 100ms", c.PeerJS.ExpireTimeout)
+	}
+	if c.PeerJS.AliveTimeout < 10*time.Second {
+		p.add("peerjs.alive_timeout", "%v is below 10s (clients send a heartbeat every 5 s)", c.PeerJS.AliveTimeout)
 	}
 	if c.ICE.NodesPerPlayer < 1 || c.ICE.NodesPerPlayer > 8 {
 		p.add("ice.nodes_per_player", "%d is not between 1 and 8", c.ICE.NodesPerPlayer)
@@ -544,23 +572,26 @@ func splitList(in []string) []string {
 func (c Config) signalingConfig(auth signaling.Authenticator, ice signaling.ICEProvider, log *slog.Logger, reg prometheus.Registerer) signaling.Config {
 	policy, _ := migration.ParsePolicy(c.Migration.Policy) // validated
 	return signaling.Config{
-		AllowedOrigins:    c.AllowedOrigins,
-		MaxFrameBytes:     c.Limits.MaxFrameBytes,
-		UpgradesPerMinute: c.Limits.UpgradesPerMinute,
-		UpgradeBurst:      c.Limits.UpgradeBurst,
-		MessagesPerSecond: c.Limits.MessagesPerSecond,
-		MessageBurst:      c.Limits.MessageBurst,
-		SendQueue:         c.Limits.SendQueue,
-		WriteTimeout:      c.Limits.WriteTimeout,
-		PeerTimeout:       c.Limits.PeerTimeout,
-		LobbyListFrames:   c.Limits.LobbyListFrames,
-		HTTP:              signaling.HTTPLimits{MaxConnsPerIP: c.Limits.MaxConnsPerIP, MaxConns: c.Limits.MaxConns},
-		Auth:              auth,
-		MigrationPolicy:   policy,
-		ResumeGrace:       c.Migration.ResumeGrace,
-		ICE:               ice,
-		Logger:            log,
-		Registerer:        reg,
+		AllowedOrigins:      c.AllowedOrigins,
+		MaxFrameBytes:       c.Limits.MaxFrameBytes,
+		UpgradesPerMinute:   c.Limits.UpgradesPerMinute,
+		UpgradeBurst:        c.Limits.UpgradeBurst,
+		MessagesPerSecond:   c.Limits.MessagesPerSecond,
+		MessageBurst:        c.Limits.MessageBurst,
+		SendQueue:           c.Limits.SendQueue,
+		WriteTimeout:        c.Limits.WriteTimeout,
+		PeerTimeout:         c.Limits.PeerTimeout,
+		LobbyListFrames:     c.Limits.LobbyListFrames,
+		PeerJSKeys:          c.PeerJS.Keys,
+		PeerJSExpireTimeout: c.PeerJS.ExpireTimeout,
+		PeerJSAliveTimeout:  c.PeerJS.AliveTimeout,
+		HTTP:                signaling.HTTPLimits{MaxConnsPerIP: c.Limits.MaxConnsPerIP, MaxConns: c.Limits.MaxConns},
+		Auth:                auth,
+		MigrationPolicy:     policy,
+		ResumeGrace:         c.Migration.ResumeGrace,
+		ICE:                 ice,
+		Logger:              log,
+		Registerer:          reg,
 	}
 }
 

@@ -328,3 +328,25 @@ func TestConnectionCapsReachTheServer(t *testing.T) {
 		}
 	}
 }
+
+// TestPeerJSSettingsReachTheServer: the peerjs section is the broker's.
+func TestPeerJSSettingsReachTheServer(t *testing.T) {
+	cfg := defaultConfig()
+	cfg.PeerJS.Keys = []string{"peerjs", "mygame"}
+	cfg.PeerJS.ExpireTimeout = 2 * time.Second
+	if err := cfg.validate("serve"); err != nil {
+		t.Fatal(err)
+	}
+	sc := cfg.signalingConfig(nil, nil, nil, nil)
+	if !reflect.DeepEqual(sc.PeerJSKeys, cfg.PeerJS.Keys) || sc.PeerJSExpireTimeout != 2*time.Second || sc.PeerJSAliveTimeout != cfg.PeerJS.AliveTimeout {
+		t.Errorf("signaling config: keys %v, expire %v, alive %v", sc.PeerJSKeys, sc.PeerJSExpireTimeout, sc.PeerJSAliveTimeout)
+	}
+	cfg.PeerJS.Keys = []string{""}
+	cfg.PeerJS.AliveTimeout = time.Second
+	err := cfg.validate("serve")
+	for _, key := range []string{"peerjs.keys", "peerjs.alive_timeout"} {
+		if err == nil || !strings.Contains(err.Error(), key) {
+			t.Errorf("bad %s accepted: %v", key, err)
+		}
+	}
+}
