@@ -25,7 +25,9 @@ func TestMain(m *testing.M) {
 // holding "peer"), else `npm root -g` (after `npm install -g peer@1.0.2`).
 // Without node or the package the tests that need it are skipped.
 const refServerScript = `
-const { PeerServer } = require("peer");
+// Resolve from NODE_PATH first, not from node_modules above the script.
+const req = require("module").createRequire(require("path").join(process.env.NODE_PATH, "noop.js"));
+const { PeerServer } = req("peer");
 PeerServer({
 	host: "127.0.0.1", port: 0, path: "/", key: "peerjs",
 	expire_timeout: 1000, cleanup_out_msgs: 200,
