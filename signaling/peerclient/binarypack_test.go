@@ -285,3 +285,55 @@ func equalValues(a, b any) bool {
 	}
 	return reflect.DeepEqual(a, b)
 }
+
+var benchEnvelope = `{"opcode":"G_VAR","payload":{"payload":"some value","id":"score"}}`
+
+func BenchmarkBinaryPackMarshalEnvelope(b *testing.B) {
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := Marshal(benchEnvelope); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkBinaryPackUnmarshalEnvelope(b *testing.B) {
+	enc, err := Marshal(benchEnvelope)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.SetBytes(int64(len(enc)))
+	for b.Loop() {
+		if _, err := Unmarshal(enc); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// A 100 kB message cut into chunks and put back together.
+func BenchmarkChunkRoundTrip(b *testing.B) {
+	blob, err := Marshal(strings.Repeat("x", 100_000))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.SetBytes(int64(len(blob)))
+	var c chunker
+	r := newReassembler(1<<20, 4)
+	for b.Loop() {
+		parts, err := c.split(blob)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, p := range parts {
+			v, err := Unmarshal(p)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := r.add(v.(map[string]any)); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+}
