@@ -102,6 +102,14 @@ func (c *DataConn) AcceptChannel(ctx context.Context) (*Channel, error) {
 // connection, as the extension does: a label in use is ignored, otherwise
 // the negotiated channel is created with the given id. It reports whether s
 // was a NEW_CHAN message (and so is not returned by Recv).
+//
+// Known limit (pion/webrtc 4.2): data that arrives on the negotiated
+// stream before this runs reaches pion's SCTP accept loop, which expects a
+// DCEP OPEN there: the message is lost and pion stops accepting channels
+// the remote opens in band (seen with libwebrtc in the interop test). The
+// extension sends on a new channel only when a block runs, after NEW_CHAN
+// has arrived on the same association, so this is rare in practice; a
+// sender that writes the instant its channel opens can hit it.
 func (c *DataConn) handleNewChan(s string) bool {
 	var env newChanEnvelope
 	if json.Unmarshal([]byte(s), &env) != nil || env.Opcode != "NEW_CHAN" {
