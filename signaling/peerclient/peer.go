@@ -1,0 +1,481 @@
+package peerclient
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/pion/webrtc/v4"
+)
+
+// Peer is one id registered with a PeerJS server, like the browser's
+// `new Peer(id, {host, port, path, key})`. It dials and accepts data
+// connections. Close ends the signaling socket and every connection.
+type Peer struct {
+	cfg Config
+	log *slog.Logger
+	api *webrtc.API
+	ws  *websocket.Conn
+
+	writeMu sync.Mutex // one writer on ws at a time
+
+	mu       sync.Mutex
+	closed   bool
+	conns    map[connKey]*DataConn
+	lost     map[connKey][]candidateInit
+	lostN    int
+	incoming chan *DataConn
+
+	closing  chan struct{} // closed by Close
+	sigDone  chan struct{} // closed when the signaling socket is gone
+	sigOnce  sync.Once
+	sigErr   error
+	loops    sync.WaitGroup // readLoop and heartbeatLoop
+	connsWG  sync.WaitGroup // closers of data connections
+	closeOne sync.Once
+}
+
+type connKey struct{ peer, id string }
+
+// Connect opens the signaling socket
+// ws(s)://HOST:PORT{path}peerjs?key=&id=&token=&version= and waits for
+// OPEN. ID-TAKEN, INVALID-KEY and ERROR come back as ErrIDTaken,
+// ErrInvalidKey and ErrServer.
+func Connect(ctx context.Context, cfg Config) (*Peer, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	u := url.URL{
+		Scheme: "ws",
+		Host:   net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port)),
+		Path:   cfg.Path + "peerjs",
+		RawQuery: url.Values{
+			"key": {cfg.Key}, "id": {cfg.ID}, "token": {cfg.Token}, "version": {cfg.Version},
+		}.Encode(),
+	}
+	if cfg.Secure {
+		u.Scheme = "wss"
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, cfg.OpenTimeout)
+		defer cancel()
+	}
+	ws, resp, err := websocket.DefaultDialer.DialContext(ctx, u.String(), nil)
+	if resp != nil && resp.Body != nil {
+		resp.Body.Close()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("peerclient: dial %s: %w", u.Redacted(), err)
+	}
+	ws.SetReadLimit(maxSignalBytes)
+	if err := awaitOpen(ctx, ws); err != nil {
+		ws.Close()
+		return nil, err
+	}
+	p := &Peer{
+		cfg:      cfg,
+		log:      cfg.Logger.With("component", "peerclient", "id", cfg.ID),
+		api:      newAPI(cfg),
+		ws:       ws,
+		conns:    make(map[connKey]*DataConn),
+		lost:     make(map[connKey][]candidateInit),
+		incoming: make(chan *DataConn, 16),
+		closing:  make(chan struct{}),
+		sigDone:  make(chan struct{}),
+	}
+	p.loops.Add(2)
+	go p.readLoop()
+	go p.heartbeatLoop()
+	return p, nil
+}
+
+// awaitOpen reads the server's first message: OPEN, or why not.
+func awaitOpen(ctx context.Context, ws *websocket.Conn) error {
+	deadline, _ := ctx.Deadline()
+	ws.SetReadDeadline(deadline)
+	stop := context.AfterFunc(ctx, func() { ws.SetReadDeadline(time.Unix(1, 0)) })
+	defer stop()
+	_, data, err := ws.ReadMessage()
+	if err != nil {
+		if ctx.Err() != nil {
+			err = ctx.Err()
+		}
+		return fmt.Errorf("peerclient: waiting for OPEN: %w", err)
+	}
+	ws.SetReadDeadline(time.Time{})
+	var m serverMessage
+	if err := json.Unmarshal(data, &m); err != nil {
+		return fmt.Errorf("%w: first message is not JSON: %w", ErrProtocol, err)
+	}
+	if err := serverError(m); err != nil {
+		return err
+	}
+	if m.Type != msgOpen {
+		return fmt.Errorf("%w: first message is %q, not OPEN", ErrProtocol, m.Type)
+	}
+	return nil
+}
+
+// serverError maps the refusals a server may send to errors.
+func serverError(m serverMessage) error {
+	var pl errorPayload
+	_ = json.Unmarshal(m.Payload, &pl) // the message says enough without it
+	switch m.Type {
+	case msgIDTaken:
+		return fmt.Errorf("%w: %s", ErrIDTaken, pl.Msg)
+	case msgInvalidKey:
+		return fmt.Errorf("%w: %s", ErrInvalidKey, pl.Msg)
+	case msgError:
+		return fmt.Errorf("%w: %s", ErrServer, pl.Msg)
+	}
+	return nil
+}
+
+// ID is the registered id.
+func (p *Peer) ID() string { return p.cfg.ID }
+
+// Done is closed when the signaling socket is gone (Close, a server error
+// or a network error); Err tells why. Open data connections stay up until
+// Close, as in PeerJS after a disconnect, but no new ones can be made.
+func (p *Peer) Done() <-chan struct{} { return p.sigDone }
+
+// Err is why Done was closed, or nil before.
+func (p *Peer) Err() error {
+	select {
+	case <-p.sigDone:
+		return p.sigErr
+	default:
+		return nil
+	}
+}
+
+// Close ends the signaling socket and every data connection, and waits for
+// all of them. It is idempotent.
+func (p *Peer) Close() error {
+	p.closeOne.Do(func() {
+		p.mu.Lock()
+		p.closed = true
+		conns := make([]*DataConn, 0, len(p.conns))
+		for _, c := range p.conns {
+			conns = append(conns, c)
+		}
+		p.mu.Unlock()
+		close(p.closing)
+		p.signalingDown(ErrClosed)
+		p.loops.Wait()
+		for _, c := range conns {
+			c.closeWith(ErrClosed)
+		}
+		p.connsWG.Wait()
+	})
+	return nil
+}
+
+func (p *Peer) signalingDown(err error) {
+	p.sigOnce.Do(func() {
+		p.sigErr = err
+		close(p.sigDone)
+		p.ws.Close()
+	})
+}
+
+func (p *Peer) heartbeatLoop() {
+	defer p.loops.Done()
+	t := p.cfg.Clock.NewTicker(p.cfg.PingInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-p.sigDone:
+			return
+		case <-t.Chan():
+			if err := p.send(serverMessage{Type: msgHeartbeat}); err != nil {
+				p.signalingDown(fmt.Errorf("%w: heartbeat: %w", ErrDisconnected, err))
+				return
+			}
+		}
+	}
+}
+
+// send writes one message to the server.
+func (p *Peer) send(m serverMessage) error {
+	select {
+	case <-p.sigDone:
+		return fmt.Errorf("%w: %w", ErrDisconnected, p.sigErr)
+	default:
+	}
+	data, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	p.writeMu.Lock()
+	defer p.writeMu.Unlock()
+	// Network deadlines are wall-clock time, whatever Clock is.
+	p.ws.SetWriteDeadline(time.Now().Add(p.cfg.WriteTimeout))
+	return p.ws.WriteMessage(websocket.TextMessage, data)
+}
+
+func (p *Peer) sendPayload(typ, dst string, payload any) error {
+	raw, err := json.Marshal(payload)
+	if err != nil {
+		return err
+	}
+	return p.send(serverMessage{Type: typ, Dst: dst, Payload: raw})
+}
+
+func (p *Peer) readLoop() {
+	defer p.loops.Done()
+	for {
+		_, data, err := p.ws.ReadMessage()
+		if err != nil {
+			p.signalingDown(fmt.Errorf("%w: %w", ErrDisconnected, err))
+			return
+		}
+		var m serverMessage
+		if err := json.Unmarshal(data, &m); err != nil {
+			p.log.Debug("invalid server message", "err", err) // PeerJS ignores these too
+			continue
+		}
+		p.dispatch(m)
+	}
+}
+
+func (p *Peer) dispatch(m serverMessage) {
+	switch m.Type {
+	case msgOpen, msgHeartbeat:
+	case msgIDTaken, msgInvalidKey, msgError:
+		err := serverError(m)
+		p.log.Warn("server refused the peer", "err", err)
+		p.signalingDown(err)
+	case msgLeave:
+		for _, c := range p.connsTo(m.Src) {
+			c.closeWith(ErrClosedByPeer)
+		}
+	case msgExpire:
+		for _, c := range p.connsTo(m.Src) {
+			if c.originator && !c.isOpen() {
+				c.closeWith(fmt.Errorf("%w: %s", ErrPeerUnavailable, m.Src))
+			}
+		}
+	case msgOffer:
+		var pl offerPayload
+		if err := json.Unmarshal(m.Payload, &pl); err != nil || m.Src == "" {
+			p.log.Debug("malformed OFFER", "src", m.Src, "err", err)
+			return
+		}
+		p.handleOffer(m.Src, pl)
+	case msgAnswer:
+		var pl answerPayload
+		if err := json.Unmarshal(m.Payload, &pl); err != nil {
+			p.log.Debug("malformed ANSWER", "src", m.Src, "err", err)
+			return
+		}
+		if c := p.conn(m.Src, pl.ConnectionID); c != nil {
+			c.handleAnswer(pl.SDP)
+		}
+	case msgCandidate:
+		var pl candidatePayload
+		if err := json.Unmarshal(m.Payload, &pl); err != nil {
+			p.log.Debug("malformed CANDIDATE", "src", m.Src, "err", err)
+			return
+		}
+		if c := p.conn(m.Src, pl.ConnectionID); c != nil {
+			c.addRemoteCandidate(pl.Candidate)
+			return
+		}
+		p.keepLost(connKey{m.Src, pl.ConnectionID}, pl.Candidate)
+	default:
+		p.log.Debug("unknown server message", "type", m.Type)
+	}
+}
+
+func (p *Peer) conn(peer, id string) *DataConn {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.conns[connKey{peer, id}]
+}
+
+func (p *Peer) connsTo(peer string) []*DataConn {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []*DataConn
+	for k, c := range p.conns {
+		if k.peer == peer {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+func (p *Peer) keepLost(k connKey, c candidateInit) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.lostN >= maxLostCandidates {
+		return
+	}
+	p.lost[k] = append(p.lost[k], c)
+	p.lostN++
+}
+
+func (p *Peer) takeLost(k connKey) []candidateInit {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	l := p.lost[k]
+	delete(p.lost, k)
+	p.lostN -= len(l)
+	return l
+}
+
+// register adds c unless the peer is closed or full; an earlier connection
+// under the same key is returned to be closed (PeerJS closes it too).
+func (p *Peer) register(c *DataConn) (old *DataConn, err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return nil, ErrClosed
+	}
+	k := connKey{c.remote, c.connID}
+	old = p.conns[k]
+	if old == nil && len(p.conns) >= p.cfg.MaxConns {
+		return nil, fmt.Errorf("peerclient: %d data connections open", len(p.conns))
+	}
+	p.conns[k] = c
+	return old, nil
+}
+
+func (p *Peer) unregister(c *DataConn) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	k := connKey{c.remote, c.connID}
+	if p.conns[k] == c {
+		delete(p.conns, k)
+	}
+}
+
+// DialOptions for Dial. The zero value is what the CL5 extension uses:
+// label "default", reliable, no metadata.
+type DialOptions struct {
+	// Label of the data channel; "" means "default".
+	Label string
+	// Unreliable asks for an unordered channel (PeerJS reliable: false).
+	Unreliable bool
+	// Metadata is sent JSON-encoded with the offer; nil sends none.
+	Metadata any
+	// ConnectionID; "" means "dc_" and a random token.
+	ConnectionID string
+}
+
+// Dial opens a data connection to the peer with id remote, like the
+// browser's peer.connect(remote, {label, reliable}), and waits until its
+// data channel is open. The server answers EXPIRE (ErrPeerUnavailable)
+// when remote is not there.
+func (p *Peer) Dial(ctx context.Context, remote string, opts DialOptions) (*DataConn, error) {
+	if opts.Label == "" {
+		opts.Label = "default"
+	}
+	if opts.ConnectionID == "" {
+		opts.ConnectionID = connectionIDPrefix + randomToken()
+	}
+	var meta json.RawMessage
+	if opts.Metadata != nil {
+		var err error
+		if meta, err = json.Marshal(opts.Metadata); err != nil {
+			return nil, fmt.Errorf("peerclient: metadata: %w", err)
+		}
+	}
+	select {
+	case <-p.sigDone:
+		return nil, fmt.Errorf("%w: %w", ErrDisconnected, p.sigErr)
+	default:
+	}
+	c, err := p.newConn(remote, opts.ConnectionID, opts.Label, !opts.Unreliable, meta, true)
+	if err != nil {
+		return nil, err
+	}
+	ordered := !opts.Unreliable
+	dc, err := c.pc.CreateDataChannel(opts.Label, &webrtc.DataChannelInit{Ordered: &ordered})
+	if err != nil {
+		c.closeWith(err)
+		return nil, fmt.Errorf("peerclient: data channel: %w", err)
+	}
+	c.attach(dc)
+	if err := c.sendOffer(); err != nil {
+		c.closeWith(err)
+		return nil, err
+	}
+	if err := c.awaitOpen(ctx); err != nil {
+		c.closeWith(err)
+		c.waitClosed()
+		return nil, err
+	}
+	return c, nil
+}
+
+// Accept returns the next incoming data connection once its data channel
+// is open.
+func (p *Peer) Accept(ctx context.Context) (*DataConn, error) {
+	select {
+	case c := <-p.incoming:
+		return c, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-p.closing:
+		return nil, ErrClosed
+	}
+}
+
+func (p *Peer) handleOffer(src string, pl offerPayload) {
+	log := p.log.With("src", src, "connectionId", pl.ConnectionID)
+	if pl.Type != connTypeData {
+		log.Debug("ignoring offer that is not a data connection", "type", pl.Type)
+		return
+	}
+	switch pl.Serialization {
+	case serializationBin, "binary-utf8", "default", "":
+	default:
+		log.Warn("ignoring offer with unsupported serialization", "serialization", pl.Serialization)
+		return
+	}
+	if pl.Label == "" {
+		pl.Label = pl.ConnectionID
+	}
+	c, err := p.newConn(src, pl.ConnectionID, pl.Label, pl.Reliable, pl.Metadata, false)
+	if err != nil {
+		log.Warn("cannot accept offer", "err", err)
+		return
+	}
+	c.pc.OnDataChannel(func(dc *webrtc.DataChannel) {
+		if dc.Label() != c.label || !c.attach(dc) {
+			log.Debug("closing unexpected data channel", "label", dc.Label())
+			dc.Close()
+		}
+	})
+	if err := c.answer(pl.SDP); err != nil {
+		log.Warn("cannot answer offer", "err", err)
+		c.closeWith(err)
+		return
+	}
+	for _, cand := range p.takeLost(connKey{src, pl.ConnectionID}) {
+		c.addRemoteCandidate(cand)
+	}
+}
+
+// deliver hands an accepted, open connection to Accept, or closes it when
+// nobody is taking them.
+func (p *Peer) deliver(c *DataConn) {
+	select {
+	case p.incoming <- c:
+	default:
+		p.log.Warn("accept queue full, closing incoming connection", "src", c.remote)
+		c.closeWith(errors.New("peerclient: accept queue full"))
+	}
+}
