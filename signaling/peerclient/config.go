@@ -64,6 +64,9 @@ type Config struct {
 	Key string
 	// Secure dials wss:// instead of ws://.
 	Secure bool
+	// Origin, if set, is sent as the Origin header, as a browser sends its
+	// page's origin (cl5-relay's broker refuses a socket without one).
+	Origin string
 	// ID to register (required; letters and digits, with single " ", "_"
 	// or "-" between them, as PeerJS validates).
 	ID string

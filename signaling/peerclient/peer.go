@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/url"
 	"strconv"
 	"sync"
@@ -70,7 +71,11 @@ func Connect(ctx context.Context, cfg Config) (*Peer, error) {
 		ctx, cancel = context.WithTimeout(ctx, cfg.OpenTimeout)
 		defer cancel()
 	}
-	ws, resp, err := websocket.DefaultDialer.DialContext(ctx, u.String(), nil)
+	var header http.Header
+	if cfg.Origin != "" {
+		header = http.Header{"Origin": {cfg.Origin}}
+	}
+	ws, resp, err := websocket.DefaultDialer.DialContext(ctx, u.String(), header)
 	if resp != nil && resp.Body != nil {
 		resp.Body.Close()
 	}
