@@ -180,7 +180,7 @@ func TestBrowserPeerJSInterop(t *testing.T) {
 	check := exec.Command(node, "-e", `for (const m of ["peerjs", "@roamhq/wrtc", "ws"]) require.resolve(m)`)
 	check.Env = append(os.Environ(), "NODE_PATH="+nodePath)
 	if out, err := check.CombinedOutput(); err != nil {
-		t.Skipf("browser interop: npm install -g peerjs@1.5.4 @roamhq/wrtc@0.10.0 ws@8: %v %s", err, firstLine(out))
+		skipUnlessRequired(t, "browser interop: npm install -g peerjs@1.5.4 @roamhq/wrtc@0.10.0 ws@8: %v %s", err, firstLine(out))
 	}
 	if !onlyLoopback() {
 		if os.Getenv(netnsEnv) != "" {
@@ -281,7 +281,7 @@ func runInLoopbackNamespace(t *testing.T) {
 	unshare, err1 := exec.LookPath("unshare")
 	_, err2 := exec.LookPath("ip")
 	if os.Geteuid() != 0 || err1 != nil || err2 != nil {
-		t.Skip("browser interop: libwebrtc gathers on every interface; run as root (with unshare and ip) or in a namespace with only loopback: " +
+		skipUnlessRequired(t, "%s", "browser interop: libwebrtc gathers on every interface; run as root (with unshare and ip) or in a namespace with only loopback: "+
 			"unshare -n sh -c 'ip link set lo up && go test -run TestBrowserPeerJSInterop ./signaling/peerclient/'")
 	}
 	cmd := exec.Command(unshare, "-n", "sh", "-c",
@@ -291,7 +291,7 @@ func runInLoopbackNamespace(t *testing.T) {
 	t.Logf("in a loopback-only namespace:\n%s", out)
 	switch {
 	case err != nil && strings.HasPrefix(string(out), "unshare:"):
-		t.Skipf("browser interop: cannot make a network namespace: %v", err)
+		skipUnlessRequired(t, "browser interop: cannot make a network namespace: %v", err)
 	case err != nil:
 		t.Fatalf("browser interop in a loopback-only namespace failed: %v", err)
 	case strings.Contains(string(out), "--- SKIP: TestBrowserPeerJSInterop"):

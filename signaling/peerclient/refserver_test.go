@@ -40,20 +40,20 @@ func referenceNodePath(t *testing.T) (node, nodePath string) {
 	t.Helper()
 	node, err := exec.LookPath("node")
 	if err != nil {
-		t.Skip("reference PeerJS server: node is not installed (apt-get install nodejs npm; npm install -g peer@1.0.2)")
+		skipUnlessRequired(t, "reference PeerJS server: node is not installed (apt-get install nodejs npm; npm install -g peer@1.0.2)")
 	}
 	nodePath = os.Getenv("CL5_PEERJS_NODE_PATH")
 	if nodePath == "" {
 		out, err := exec.Command("npm", "root", "-g").Output()
 		if err != nil {
-			t.Skipf("reference PeerJS server: npm root -g: %v (install npm, then npm install -g peer@1.0.2, or set CL5_PEERJS_NODE_PATH)", err)
+			skipUnlessRequired(t, "reference PeerJS server: npm root -g: %v (install npm, then npm install -g peer@1.0.2, or set CL5_PEERJS_NODE_PATH)", err)
 		}
 		nodePath = strings.TrimSpace(string(out))
 	}
 	check := exec.Command(node, "-e", `require.resolve("peer")`)
 	check.Env = append(os.Environ(), "NODE_PATH="+nodePath)
 	if out, err := check.CombinedOutput(); err != nil {
-		t.Skipf("reference PeerJS server: npm package peer not found under %s (npm install -g peer@1.0.2, or set CL5_PEERJS_NODE_PATH): %v %s",
+		skipUnlessRequired(t, "reference PeerJS server: npm package peer not found under %s (npm install -g peer@1.0.2, or set CL5_PEERJS_NODE_PATH): %v %s",
 			nodePath, err, firstLine(out))
 	}
 	return node, nodePath
@@ -151,4 +151,15 @@ func connectPeer(t *testing.T, port int, id string) *Peer {
 	}
 	t.Cleanup(func() { p.Close() })
 	return p
+}
+
+// skipUnlessRequired skips t for a missing external piece (node, an npm
+// package, a namespace), or fails it where CL5_REQUIRE_PEERJS is set, as
+// .ci/run sets it after installing them: CI must run these tests.
+func skipUnlessRequired(t *testing.T, format string, args ...any) {
+	t.Helper()
+	if os.Getenv("CL5_REQUIRE_PEERJS") != "" {
+		t.Fatalf(format, args...)
+	}
+	t.Skipf(format, args...)
 }
