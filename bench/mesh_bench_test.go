@@ -64,29 +64,44 @@ func meshEnv(tb testing.TB, name string, def int) int {
 }
 
 // TestMeshSmall: 8 players in 2 lobbies mesh completely: every pair of a
-// lobby has a data connection open on both ends.
+// lobby has a data connection open on both ends, whether the members open
+// their broker socket before joining or only after JOIN_ACK.
 func TestMeshSmall(t *testing.T) {
-	benchLeakCheck(t)
-	url := meshServer(t)
-	res, err := RunMesh(context.Background(), MeshConfig{
-		Target: Target{URL: url}, Players: 8, Lobbies: 2, LoopbackOnly: true, Timeout: 60 * time.Second,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Log(res)
-	if res.Expected != 12 || res.Open != res.Expected || res.Ready != 8 || len(res.Errors) != 0 {
-		t.Fatalf("want 8 ready and 12/12 connections open, no errors; got %v", res)
-	}
-	if res.JoinToOpen.Count() != uint64(res.Open) {
-		t.Fatalf("%d latencies recorded for %d open connections", res.JoinToOpen.Count(), res.Open)
+	for _, late := range []bool{false, true} {
+		t.Run("late_broker="+strconv.FormatBool(late), func(t *testing.T) {
+			benchLeakCheck(t)
+			url := meshServer(t)
+			res, err := RunMesh(context.Background(), MeshConfig{
+				Target: Target{URL: url}, Players: 8, Lobbies: 2, LoopbackOnly: true, LateBroker: late,
+				Timeout: 60 * time.Second,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Log(res)
+			if res.Expected != 12 || res.Open != res.Expected || res.Ready != 8 || len(res.Errors) != 0 {
+				t.Fatalf("want 8 ready and 12/12 connections open, no errors; got %v", res)
+			}
+			if res.JoinToOpen.Count() != uint64(res.Open) {
+				t.Fatalf("%d latencies recorded for %d open connections", res.JoinToOpen.Count(), res.Open)
+			}
+		})
 	}
 }
 
 // BenchmarkMesh: CL5_BENCH_MESH_PLAYERS players (default 200) join
-// CL5_BENCH_MESH_LOBBIES lobbies (default 50) at once and mesh. Run it
-// once per count: go test ./bench -run '^$' -bench Mesh -benchtime=1x -count=3
-func BenchmarkMesh(b *testing.B) {
+// CL5_BENCH_MESH_LOBBIES lobbies (default 50) at once and mesh, every
+// broker socket open before the joins. Run it once per count:
+//
+//	go test ./bench -run '^$' -bench 'Mesh$' -benchtime=1x -count=3
+func BenchmarkMesh(b *testing.B) { benchMesh(b, false) }
+
+// BenchmarkMeshLateBroker: as BenchmarkMesh, but members open their broker
+// socket only after JOIN_ACK, so the first offers to them wait in the
+// broker for their OPEN.
+func BenchmarkMeshLateBroker(b *testing.B) { benchMesh(b, true) }
+
+func benchMesh(b *testing.B, late bool) {
 	players := meshEnv(b, "CL5_BENCH_MESH_PLAYERS", 200)
 	lobbies := meshEnv(b, "CL5_BENCH_MESH_LOBBIES", 50)
 	all := &Histogram{}
@@ -96,7 +111,8 @@ func BenchmarkMesh(b *testing.B) {
 		url := meshServer(b)
 		b.StartTimer()
 		res, err := RunMesh(context.Background(), MeshConfig{
-			Target: Target{URL: url}, Players: players, Lobbies: lobbies, LoopbackOnly: true, Timeout: 60 * time.Second,
+			Target: Target{URL: url}, Players: players, Lobbies: lobbies, LoopbackOnly: true, LateBroker: late,
+			Timeout: 60 * time.Second,
 		})
 		if err != nil {
 			b.Fatal(err)

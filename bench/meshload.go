@@ -37,6 +37,11 @@ type MeshConfig struct {
 	// LoopbackOnly gathers only loopback ICE candidates (benches on one
 	// machine).
 	LoopbackOnly bool
+	// LateBroker: members open their broker socket only after JOIN_ACK
+	// (hosts still before CREATE_LOBBY), so the first offers to them wait
+	// in the broker for their OPEN. By default every player's broker
+	// socket is open before any lobby is joined.
+	LateBroker bool
 	// Logger for the data-plane clients; nil discards.
 	Logger *slog.Logger
 }
@@ -115,6 +120,7 @@ type meshPlayer struct {
 // meshRun is the shared state of one RunMesh.
 type meshRun struct {
 	cfg    MeshConfig
+	pcfg   peerclient.Config
 	errs   errCounter
 	mu     sync.Mutex
 	opens  map[meshPair]*meshOpen
@@ -152,7 +158,7 @@ func RunMesh(ctx context.Context, cfg MeshConfig) (*MeshResult, error) {
 
 	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 	defer cancel()
-	r := &meshRun{cfg: cfg, opens: map[meshPair]*meshOpen{}, all: make(chan struct{})}
+	r := &meshRun{cfg: cfg, pcfg: pcfg, opens: map[meshPair]*meshOpen{}, all: make(chan struct{})}
 	size := make([]int, cfg.Lobbies)
 	players := make([]*meshPlayer, cfg.Players)
 	for i := range players {
@@ -191,7 +197,7 @@ func RunMesh(ctx context.Context, cfg MeshConfig) (*MeshResult, error) {
 				return
 			}
 			defer func() { <-sem }()
-			if phase, err := r.setup(ctx, p, wsURL, pcfg); err != nil {
+			if phase, err := r.setup(ctx, p, wsURL); err != nil {
 				r.errs.add(errKind(phase, err), 1)
 				return
 			}
@@ -202,11 +208,10 @@ func RunMesh(ctx context.Context, cfg MeshConfig) (*MeshResult, error) {
 		return res, nil
 	}
 	for _, p := range players {
-		if p.peer == nil {
-			continue
+		if p.peer != nil {
+			wg.Add(1)
+			go func() { defer wg.Done(); r.acceptLoop(ctx, p) }()
 		}
-		wg.Add(1)
-		go func() { defer wg.Done(); r.acceptLoop(ctx, p) }()
 	}
 
 	// Phase 2: the hosts create their lobbies, then every member joins at
@@ -218,13 +223,13 @@ func RunMesh(ctx context.Context, cfg MeshConfig) (*MeshResult, error) {
 	start := time.Now()
 	var ready atomic.Int64
 	for _, p := range players {
-		if p.peer == nil {
+		if p.conn == nil {
 			continue
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if phase, err := r.enter(ctx, p, created); err != nil {
+			if phase, err := r.enter(ctx, p, created, &wg); err != nil {
 				r.errs.add(errKind(phase, err), 1)
 				return
 			}
@@ -272,8 +277,9 @@ func maxTime(a, b time.Time) time.Time {
 }
 
 // setup connects p's CL5 socket, INITs it, and opens its broker socket
-// with the instance id. It returns the phase that failed.
-func (r *meshRun) setup(ctx context.Context, p *meshPlayer, wsURL string, pcfg peerclient.Config) (string, error) {
+// with the instance id (unless LateBroker and p is a member). It returns
+// the phase that failed.
+func (r *meshRun) setup(ctx context.Context, p *meshPlayer, wsURL string) (string, error) {
 	conn, err := dialCL5(ctx, wsURL, r.cfg.Target.Origin)
 	if err != nil {
 		return "connect", err
@@ -294,19 +300,30 @@ func (r *meshRun) setup(ctx context.Context, p *meshPlayer, wsURL string, pcfg p
 		conn.close()
 		return "init", fmt.Errorf("INIT_OK without instance_id: %s", f.Payload)
 	}
-	pcfg.ID = ok.InstanceID
+	p.conn, p.id = conn, ok.InstanceID
+	if r.cfg.LateBroker && !p.host {
+		return "", nil
+	}
+	return r.connectBroker(ctx, p)
+}
+
+// connectBroker opens p's broker socket; on failure it closes p's CL5
+// socket too.
+func (r *meshRun) connectBroker(ctx context.Context, p *meshPlayer) (string, error) {
+	pcfg := r.pcfg
+	pcfg.ID = p.id
 	peer, err := peerclient.Connect(ctx, pcfg)
 	if err != nil {
-		conn.close()
+		p.conn.close()
 		return "broker", err
 	}
-	p.conn, p.peer, p.id = conn, peer, ok.InstanceID
+	p.peer = peer
 	return "", nil
 }
 
 // enter puts p in its lobby: the host creates it, a member waits for
-// that and joins.
-func (r *meshRun) enter(ctx context.Context, p *meshPlayer, created []chan struct{}) (string, error) {
+// that and joins (and with LateBroker then opens its broker socket).
+func (r *meshRun) enter(ctx context.Context, p *meshPlayer, created []chan struct{}, wg *sync.WaitGroup) (string, error) {
 	name := fmt.Sprintf("mesh-%d", p.lobby)
 	if p.host {
 		err := p.conn.send(wire.OpCreateLobby, map[string]any{"name": name, "max_players": -1, "password": "", "locked": false, "enable_relay": false})
@@ -334,6 +351,13 @@ func (r *meshRun) enter(ctx context.Context, p *meshPlayer, created []chan struc
 	r.mu.Lock()
 	p.joined = f.at
 	r.mu.Unlock()
+	if p.peer == nil {
+		if phase, err := r.connectBroker(ctx, p); err != nil {
+			return phase, err
+		}
+		wg.Add(1)
+		go func() { defer wg.Done(); r.acceptLoop(ctx, p) }()
+	}
 	return "", nil
 }
 
