@@ -11,6 +11,7 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/cl5-relay/cl5-relay/signaling/wire"
 )
@@ -122,6 +123,22 @@ func (c *mwsClient) init(name string, extra map[string]any) {
 
 // dropTCP ends the connection without a close frame, like a lost network.
 func (c *mwsClient) dropTCP() { _ = c.ws.NetConn().Close() }
+
+// waitHeld waits until the server holds n players for a resume: it has
+// read the end of a dropped connection. Until then it may still write to
+// the dead socket, and a frame written there is lost (no resume protocol
+// without acknowledgements can replay it), so a test that checks the
+// replay of missed frames must wait for this first.
+func waitHeld(t *testing.T, srv *Server, n float64) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for testutil.ToFloat64(srv.hub.metrics.held) != n {
+		if time.Now().After(deadline) {
+			t.Fatalf("the server holds %v players, want %v", testutil.ToFloat64(srv.hub.metrics.held), n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
 
 // mwsLobby creates a lobby with a host and members (joined in order).
 func mwsLobby(t *testing.T, url, name string, create map[string]any, initExtra map[string]any, members int) (*mwsClient, []*mwsClient) {
@@ -261,13 +278,14 @@ func TestSilentHostDeath(t *testing.T) {
 }
 
 func TestResumeMember(t *testing.T) {
-	_, url := mwsServer(t, Config{ResumeGrace: time.Minute})
+	srv, url := mwsServer(t, Config{ResumeGrace: time.Minute})
 	host, ms := mwsLobby(t, url, "L", map[string]any{"max_players": -1}, map[string]any{"resume": true}, 1)
 	m := ms[0]
 	if m.tok == "" || host.tok == "" {
 		t.Fatal("INIT with resume:true got no resume_token")
 	}
 	m.dropTCP()
+	waitHeld(t, srv, 1)
 	host.quiet() // the lobby sees nothing yet
 
 	late := mwsDial(t, url, "ugi=migtest")
