@@ -21,8 +21,9 @@ import (
 // (section 7 of PROTOCOL.md: each client sees its game's events in one
 // order), and the queue drains from its head. Each frame is delayed at
 // most BrokerHold from when it was queued (deadlines grow along the
-// queue). A queue longer than Config.SendQueue is released at once, in
-// order: holding never drops a frame.
+// queue). A queue longer than half of Config.SendQueue is released at
+// once, in order, so that it fits the send queue: holding never drops a
+// frame.
 //
 // When to hold: only in a game where some player has opened a broker
 // socket since the game began (game.brokerUsed). All of a game's clients
@@ -82,7 +83,7 @@ func (h *Hub) holdFrameLocked(g *game, p *player, f heldFrame) {
 			p.holdOverflowed, p.holdTimedOut = false, false
 		}
 		g.holding[p] = struct{}{}
-		p.holdCap = h.cfg.SendQueue
+		p.holdCap = max(h.cfg.SendQueue/2, 1) // what goes at once fits the send queue
 		h.metrics.brokerHolds.WithLabelValues("held").Inc()
 	}
 	if len(p.holdq) > p.holdCap {

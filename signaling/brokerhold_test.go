@@ -291,3 +291,58 @@ func waitHeld(t *testing.T, s *wsServer, id string, n int) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// RELAY waits like NEW_PEER: for the receiver's socket and the relay's.
+func TestBrokerHoldRelay(t *testing.T) {
+	h, _ := newClockHub(t, Config{BrokerHold: time.Minute})
+	socks := newBrokerSockets(h)
+	host := hubPlayer(t, h, "g", "host", nil)
+	host.send(wire.OpCreateLobby, map[string]any{"name": "L", "max_players": -1, "enable_relay": true})
+	host.expect(wire.OpTransition)
+	host.expect(wire.OpCreateAck)
+	host.expect(wire.OpNewHost)
+	socks.opened(host)
+	r := hubPlayer(t, h, "g", "r", map[string]any{"relay_capable": true})
+	r.joinHeld("L")
+	host.noFrames("r's socket not open")
+	socks.opened(r)
+	host.expectAbout(wire.OpNewPeer, r)
+	if got := host.expect(wire.OpRelay); string(got) != `"`+r.s.InstanceID()+`"` {
+		t.Fatalf("RELAY %s, want r", got)
+	}
+	m := hubPlayer(t, h, "g", "m", nil)
+	m.joinHeld("L")
+	m.noFrames("m's own socket not open")
+	r.noFrames("m's socket not open")
+	socks.opened(m)
+	if got := m.expect(wire.OpRelay); string(got) != `"`+r.s.InstanceID()+`"` {
+		t.Fatalf("RELAY %s, want r", got)
+	}
+	host.expectAbout(wire.OpNewPeer, m)
+	r.expectAbout(wire.OpPeerJoin, m)
+}
+
+// A hold queue past half the send queue goes at once, in order, and the
+// client is not dropped for it.
+func TestBrokerHoldOverflowReleasesInOrder(t *testing.T) {
+	h, _ := newClockHub(t, Config{BrokerHold: time.Minute, SendQueue: 8})
+	socks := newBrokerSockets(h)
+	host := hubPlayer(t, h, "g", "host", nil)
+	host.create("L")
+	socks.opened(host)
+	m := hubPlayer(t, h, "g", "m", nil)
+	m.joinHeld("L")
+	for i := range 3 {
+		host.send(wire.OpKeepalive, i)
+	}
+	host.noFrames("within the bound of 4")
+	host.send(wire.OpKeepalive, 3)
+	host.expectAbout(wire.OpNewPeer, m)
+	for i := range 4 {
+		if got := host.expect(wire.OpKeepaliveAck); string(got) != fmt.Sprint(i) {
+			t.Fatalf("KEEPALIVE_ACK %s, want %d", got, i)
+		}
+	}
+	host.send(wire.OpKeepalive, nil) // not held, not dropped
+	host.expect(wire.OpKeepaliveAck)
+}

@@ -52,7 +52,7 @@ type player struct {
 	holdq          []heldFrame
 	holdTimer      clockwork.Timer // runs while holdq is not empty
 	holdTimedOut   bool            // the head of holdq went at its deadline
-	holdCap        int             // Config.SendQueue, set when holdq starts
+	holdCap        int             // half of Config.SendQueue, set when holdq starts
 	holdOverflowed bool            // holdq went out whole past holdCap
 }
 
