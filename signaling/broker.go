@@ -33,8 +33,10 @@ func (s *Server) newBroker() *peerjs.Broker {
 		Clock:             cfg.Clock,
 		Logger:            cfg.Logger,
 		Registerer:        cfg.Registerer,
+		OnOpen:            s.hub.brokerOpened,
 	})
 	s.hub.sessionEnded = b.SessionEnded
+	s.hub.brokerOpen = b.Open
 	return b
 }
 

@@ -26,6 +26,7 @@ const (
 	// raised to it.
 	MinPeerTimeout     = time.Second
 	DefaultResumeGrace = 10 * time.Second
+	DefaultBrokerHold  = 5 * time.Second
 )
 
 // Config configures the hub and its WebSocket transport. Zero values mean
@@ -109,6 +110,13 @@ type Config struct {
 	// client sends a HEARTBEAT every 5 s) for that long. Default 90 s (the
 	// reference server's).
 	PeerJSAliveTimeout time.Duration
+	// BrokerHold is the longest NEW_PEER, PEER_JOIN and RELAY to a client
+	// are held, in a game whose players use the PeerJS broker, while that
+	// client's or the announced peer's broker socket is not open yet (a
+	// v1.0 client drops an OFFER it makes before its own socket is open).
+	// Later frames to that client wait behind a held one. Default 5 s;
+	// negative: never held.
+	BrokerHold time.Duration
 	// Clock is the hub's time: grace windows and their timers, message rate
 	// limits, migration timings. Default the real clock; tests pass a
 	// clockwork.FakeClock. Socket deadlines stay on the wall clock.
@@ -232,6 +240,9 @@ func (c Config) withDefaults() Config {
 		c.PeerTimeout = DefaultPeerTimeout
 	}
 	c.PeerTimeout = max(c.PeerTimeout, MinPeerTimeout)
+	if c.BrokerHold == 0 {
+		c.BrokerHold = DefaultBrokerHold
+	}
 	if c.ResumeGrace == 0 {
 		c.ResumeGrace = DefaultResumeGrace
 	}

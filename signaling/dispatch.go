@@ -147,7 +147,9 @@ func (h *Hub) sendInitOKLocked(g *game, p *player) {
 		}
 		ok.ResumeToken = tok
 	}
-	p.sendOp(wire.OpInitOK, ok)
+	// First on a resumed connection, even before frames held for the
+	// broker sockets (brokerhold.go).
+	p.deliver(wire.Encode(wire.OpInitOK, ok))
 }
 
 func (h *Hub) createLocked(g *game, s *Session, payload json.RawMessage) {
@@ -239,11 +241,15 @@ func (h *Hub) joinLocked(g *game, s *Session, payload json.RawMessage) {
 	p.sendOp(wire.OpTransition, "peer")
 	p.sendOp(wire.OpJoinAck, "ok")
 	p.sendOp(wire.OpNewHost, l.hostPeer())
-	l.host.sendOp(wire.OpNewPeer, p.peer)
-	broadcastLocked(wire.Encode(wire.OpPeerJoin, p.peer), others)
+	id := p.peer.InstanceID
+	h.sendPeerLocked(g, l.host, wire.OpNewPeer, p.peer, id)
+	join := wire.Encode(wire.OpPeerJoin, p.peer)
+	for _, o := range others {
+		h.sendAboutLocked(g, o, join, id)
+	}
 	switch {
 	case l.relayID != "":
-		p.sendOp(wire.OpRelay, l.relayID)
+		h.sendPeerLocked(g, p, wire.OpRelay, l.relayID, l.relayID)
 	case l.wantRelay && p.relayCap:
 		h.electRelayLocked(g, l, "")
 	}

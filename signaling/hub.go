@@ -47,6 +47,11 @@ type Hub struct {
 	// told the instance id of each player that leaves for good. It is
 	// called with game.mu held and must not block or call into the hub.
 	sessionEnded func(instanceID string)
+	// brokerOpen, if set (by NewServer, before any session exists),
+	// reports whether an instance id's broker socket was sent OPEN; with
+	// it the hub holds NEW_PEER, PEER_JOIN and RELAY (brokerhold.go). It
+	// is called with game.mu held and must not call into the hub.
+	brokerOpen func(instanceID string) bool
 }
 
 // game is one ugi: its players and lobbies. All state of a game is guarded
@@ -62,6 +67,9 @@ type game struct {
 	order   []*lobby // creation order
 	list    lobbyList
 	resumes *migration.Resumes
+
+	brokerUsed bool                 // a player opened a broker socket (brokerhold.go)
+	holding    map[*player]struct{} // players with held frames
 }
 
 // NewHub returns an empty hub.
@@ -93,6 +101,7 @@ func (h *Hub) gameLocked(ugi string) *game {
 			lobbies: make(map[string]*lobby),
 			list:    newLobbyList(h.cfg.LobbyListFrames),
 			resumes: migration.NewResumes(nil),
+			holding: make(map[*player]struct{}),
 		}
 		h.games[ugi] = g
 	}
@@ -273,8 +282,12 @@ func (h *Hub) removePlayerLocked(g *game, p *player, cause string, now time.Time
 	h.leaveLobbyLocked(g, p, cause, now)
 	delete(g.players, p.peer.InstanceID)
 	g.leaveIdleLocked(p)
+	h.dropHeldLocked(g, p)
 	if h.sessionEnded != nil {
 		h.sessionEnded(p.peer.InstanceID)
+	}
+	if len(g.holding) > 0 {
+		h.releaseAllHeldLocked(g) // frames about p need not wait
 	}
 }
 
@@ -314,6 +327,7 @@ func (h *Hub) Close(reason string) {
 		g.stopLobbyListLocked()
 		for _, p := range g.players {
 			h.stopGraceLocked(p)
+			h.dropHeldLocked(g, p)
 			if p.conn != nil {
 				p.conn.shutdown(CloseGoingAway, reason)
 			}

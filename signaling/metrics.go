@@ -20,6 +20,7 @@ type metrics struct {
 	held             prometheus.Gauge
 	resumes          *prometheus.CounterVec
 	relayChanges     prometheus.Counter
+	brokerHolds      *prometheus.CounterVec
 
 	lobbyListFrames   prometheus.Counter
 	lobbyListDeferred prometheus.Counter
@@ -67,6 +68,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		relayChanges: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "cl5_migration_relay_changes_total", Help: "Lobby relays assigned or re-elected.",
 		}),
+		brokerHolds: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cl5_signaling_broker_holds_total",
+			Help: "Clients whose frames were held for broker sockets (event held), and how each hold ended: opened (the sockets opened), timeout (a frame went at the bound), overflow.",
+		}, []string{"event"}),
 		lobbyListFrames: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "cl5_signaling_lobby_list_frames_total",
 			Help: "NEW_LOBBY and LOBBY_CLOSED frames sent to lobby-less players in batches (not those to a closing lobby's own players).",
@@ -82,7 +87,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 	reg.MustRegister(m.sessions, m.lobbies, m.messages, m.violations, m.drops, m.upgradesRejected,
 		m.hostChanges, m.migrationSeconds, m.detection, m.held, m.resumes, m.relayChanges,
-		m.lobbyListFrames, m.lobbyListDeferred)
+		m.brokerHolds, m.lobbyListFrames, m.lobbyListDeferred)
 	return m
 }
 

@@ -64,7 +64,7 @@ func (h *Hub) electRelayLocked(g *game, l *lobby, exclude string) {
 	frame := wire.Encode(wire.OpRelay, id)
 	for _, p := range l.everyone() {
 		if p.peer.InstanceID != id {
-			p.send(frame)
+			h.sendAboutLocked(g, p, frame, id)
 		}
 	}
 }

@@ -47,13 +47,39 @@ type player struct {
 	overflowed bool            // pending filled up while held
 	iceKey     string          // GET /ice's secret, set at INIT when there is an ICE provider
 	addr       netip.Addr      // the client address of its latest connection (Server only)
+
+	// Frames held until broker sockets open (brokerhold.go).
+	holdq          []heldFrame
+	holdTimer      clockwork.Timer // runs while holdq is not empty
+	holdTimedOut   bool            // the head of holdq went at its deadline
+	holdCap        int             // half of Config.SendQueue, set when holdq starts
+	holdOverflowed bool            // holdq went out whole past holdCap
 }
 
 // held reports whether p has lost its connection and waits for a resume.
 func (p *player) held() bool { return p.conn == nil }
 
-// send queues a frame for the player's client, wherever it is connected.
+// send queues a frame for the player's client, wherever it is connected,
+// behind any frame held for the broker sockets (brokerhold.go).
 func (p *player) send(frame []byte) {
+	if len(p.holdq) == 0 {
+		p.deliver(frame)
+		return
+	}
+	p.holdq = append(p.holdq, heldFrame{frame: frame})
+	if len(p.holdq) > p.holdCap {
+		// Holding never drops: past its bound the queue goes at once, in
+		// order. The hub tidies up on the queue's next release.
+		for _, f := range p.holdq {
+			p.deliver(f.frame)
+		}
+		p.holdq, p.holdOverflowed = nil, true
+	}
+}
+
+// deliver queues a frame for the player's client now, wherever it is
+// connected.
+func (p *player) deliver(frame []byte) {
 	if p.conn != nil {
 		p.conn.send(frame)
 		return

@@ -90,6 +90,10 @@ type Config struct {
 	Logger *slog.Logger
 	// Registerer receives the metrics. Default a private registry.
 	Registerer prometheus.Registerer
+	// OnOpen, if set, is told the id of each socket once it has been sent
+	// OPEN (Open(id) is true from then on). It is called without any
+	// broker lock held, on the connecting goroutine, and may call Open.
+	OnOpen func(id string)
 }
 
 func (c Config) withDefaults() Config {
@@ -231,17 +235,22 @@ func (b *Broker) Connect(p Params) (c *Client, ok bool) {
 		return refuse(TypeError, msgNotSession, "not_session")
 	}
 	b.mu.Lock()
-	defer b.mu.Unlock()
 	if b.clients[p.ID] != c { // replaced or ended meanwhile; it is closing
+		b.mu.Unlock()
 		return c, false
 	}
 	c.sendMessage(Message{Type: TypeOpen})
+	c.opened = true
 	if q := b.waiting[p.ID]; q != nil {
 		q.timer.Stop()
 		delete(b.waiting, p.ID)
 		for _, m := range q.msgs {
 			c.sendMessage(m)
 		}
+	}
+	b.mu.Unlock()
+	if b.cfg.OnOpen != nil {
+		b.cfg.OnOpen(p.ID)
 	}
 	return c, true
 }
@@ -316,6 +325,15 @@ func (b *Broker) Connected(id string) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.clients[id] != nil
+}
+
+// Open reports whether id has a broker socket that was sent OPEN: a
+// message to id now goes straight to it.
+func (b *Broker) Open(id string) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	c := b.clients[id]
+	return c != nil && c.opened
 }
 
 // handle runs one message from c (already decoded).

@@ -27,6 +27,7 @@ type Client struct {
 	limiter *rate.Limiter
 
 	registered bool // in b.clients; guarded by b.mu
+	opened     bool // sent OPEN; guarded by b.mu
 
 	mu      sync.Mutex // guards queue and the close fields; a leaf lock
 	queue   [][]byte
