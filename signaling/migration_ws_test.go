@@ -124,12 +124,12 @@ func (c *mwsClient) init(name string, extra map[string]any) {
 // dropTCP ends the connection without a close frame, like a lost network.
 func (c *mwsClient) dropTCP() { _ = c.ws.NetConn().Close() }
 
-// waitHeld waits until the server holds n players for a resume: it has
+// waitResumeHeld waits until the server holds n players for a resume: it has
 // read the end of a dropped connection. Until then it may still write to
 // the dead socket, and a frame written there is lost (no resume protocol
 // without acknowledgements can replay it), so a test that checks the
 // replay of missed frames must wait for this first.
-func waitHeld(t *testing.T, srv *Server, n float64) {
+func waitResumeHeld(t *testing.T, srv *Server, n float64) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for testutil.ToFloat64(srv.hub.metrics.held) != n {
@@ -285,7 +285,7 @@ func TestResumeMember(t *testing.T) {
 		t.Fatal("INIT with resume:true got no resume_token")
 	}
 	m.dropTCP()
-	waitHeld(t, srv, 1)
+	waitResumeHeld(t, srv, 1)
 	host.quiet() // the lobby sees nothing yet
 
 	late := mwsDial(t, url, "ugi=migtest")
