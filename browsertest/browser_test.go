@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,6 +22,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/cl5-relay/cl5-relay/relaynode"
+	"github.com/cl5-relay/cl5-relay/relaynode/fleet"
 	"github.com/cl5-relay/cl5-relay/signaling"
 )
 
@@ -304,7 +307,7 @@ func runDriver(t *testing.T, node, nodePath string, cfg map[string]any) driverRe
 //
 //	apt-get install -y chromium
 //	npm install --prefix /tmp/npmtest playwright-core@1.65.2 peerjs@1.5.4
-//	CL5_PEERJS_NODE_PATH=/tmp/npmtest/node_modules go test -run TestBrowsers ./signaling/browsertest/
+//	CL5_PEERJS_NODE_PATH=/tmp/npmtest/node_modules go test -run TestBrowsers ./browsertest/
 //
 // Without those it skips, unless CL5_REQUIRE_BROWSER is set: then it fails.
 func TestBrowsersMeshThroughOwnBroker(t *testing.T) {
@@ -389,4 +392,92 @@ func sorted(s []string) []string {
 	s = slices.Clone(s)
 	slices.Sort(s)
 	return s
+}
+
+// startRelay runs cl5-relay's in-process TURN node on addrA the way serve
+// wires it: a fleet core minting TURN REST credentials with a secret, the
+// node verifying them and listed in the core's registry, and the core's
+// ICE provider handing them to players in INIT_OK.
+func startRelay(t *testing.T) *fleet.ICE {
+	t.Helper()
+	secretFile := filepath.Join(t.TempDir(), "turn-secret")
+	if err := os.WriteFile(secretFile, []byte("browsertest-turn-secret-0123456789\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(&logWriter{t: t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	reg := prometheus.NewRegistry()
+	core, err := fleet.NewCore(fleet.CoreConfig{
+		Credentials: fleet.CredentialsConfig{TURNSecretFile: secretFile},
+		Logger:      log, Registerer: reg,
+	})
+	if err != nil {
+		t.Fatalf("fleet core: %v", err)
+	}
+	t.Cleanup(func() { _ = core.Close() })
+	node, err := relaynode.New(relaynode.Config{
+		UDPListen: net.JoinHostPort(addrA, "0"),
+		Secrets:   core.TURNSecrets(),
+		// the players' relayed addresses are in the test's private network,
+		// which a relay node refuses as peers by default
+		AllowPeers: []netip.Prefix{netip.MustParsePrefix(addrA + "/24")},
+		Logger:     log, Registerer: reg,
+	})
+	if err != nil {
+		t.Fatalf("relay node: %v", err)
+	}
+	t.Cleanup(func() { _ = node.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := core.Start(ctx); err != nil {
+		t.Fatalf("core start: %v", err)
+	}
+	if err := node.Start(ctx); err != nil {
+		t.Fatalf("relay node start: %v", err)
+	}
+	h, err := node.FleetHello("local", "", "browsertest")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := core.AddLocal(h, node.FleetLoad); err != nil {
+		t.Fatal(err)
+	}
+	return core.ICE()
+}
+
+// TestBrowsersMeshRelayOnly: the same three players, each forced to
+// relay-only ICE (iceTransportPolicy "relay") with the ice_servers INIT_OK
+// gave them, mesh through cl5-relay's in-process TURN node; the broadcast
+// and the private message arrive, and every connection's selected
+// candidate pair is relay to relay. Needs what TestBrowsersMeshThroughOwnBroker
+// needs.
+func TestBrowsersMeshRelayOnly(t *testing.T) {
+	node, nodePath, chromium := tools(t)
+	if !inNamespace(t) {
+		return
+	}
+	ice := startRelay(t)
+	portA, portB, static := startServer(t, nodePath, signaling.Config{ICE: ice})
+	res := runDriver(t, node, nodePath, map[string]any{
+		"chromium": chromium,
+		"page":     fmt.Sprintf("http://%s:%d/page.html", addrA, static),
+		"cl5":      fmt.Sprintf("ws://%s:%d/?ugi=browsertest", addrA, portA),
+		"host":     addrA, "port": portA,
+		"host2": addrB, "port2": portB,
+		"relay": true,
+	})
+	t.Logf("players %+v\nselected pairs %v", res.Players, res.Pairs)
+	checkMesh(t, res)
+	if len(res.Pairs) != len(res.Players) {
+		t.Fatalf("driver reported candidate pairs of %d players, want %d", len(res.Pairs), len(res.Players))
+	}
+	for i, pairs := range res.Pairs {
+		if len(pairs) != 2 {
+			t.Errorf("%s: selected pairs of %d connections, want 2: %v", res.Players[i].Name, len(pairs), pairs)
+		}
+		for peer, types := range pairs {
+			if strings.Join(types, "/") != "relay/relay" {
+				t.Errorf("%s to %s: selected candidate pair %v, want relay/relay", res.Players[i].Name, peer, types)
+			}
+		}
+	}
 }
