@@ -238,6 +238,33 @@ type driverResult struct {
 	Pairs []map[string][]string `json:"pairs"`
 }
 
+const prSetChildSubreaper = 36 // PR_SET_CHILD_SUBREAPER, linux/prctl.h
+
+// reap waits (bounded) for the processes chromium's helpers left to this
+// process, the subreaper. It runs in the re-executed test binary, which
+// has no other children by then.
+func reap(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var ws syscall.WaitStatus
+		pid, err := syscall.Wait4(-1, &ws, syscall.WNOHANG, nil)
+		switch {
+		case err == syscall.ECHILD:
+			return // none left
+		case err == syscall.EINTR || pid > 0:
+			continue
+		case err != nil:
+			t.Logf("reaping chromium's helpers: %v", err)
+			return
+		case time.Now().After(deadline):
+			t.Errorf("chromium's helpers still running 10 s after the browser run")
+			return
+		}
+		time.Sleep(50 * time.Millisecond) // a helper still exiting
+	}
+}
+
 // runDriver runs driver.cjs with cfg and returns its RESULT; chromium and
 // node are killed (the whole process group) if it takes too long.
 func runDriver(t *testing.T, node, nodePath string, cfg map[string]any) driverResult {
@@ -260,6 +287,12 @@ func runDriver(t *testing.T, node, nodePath string, cfg map[string]any) driverRe
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
+	}
+	// Chromium's helpers (zygote, crashpad) fork away from it: with this
+	// process as their subreaper they are left to it, not to init, and
+	// reap below kills and waits for every one of them.
+	if _, _, errno := syscall.RawSyscall6(syscall.SYS_PRCTL, prSetChildSubreaper, 1, 0, 0, 0, 0); errno != 0 {
+		t.Logf("PR_SET_CHILD_SUBREAPER: %v (chromium's helpers are left to init)", errno)
 	}
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start node: %v", err)
@@ -286,6 +319,7 @@ func runDriver(t *testing.T, node, nodePath string, cfg map[string]any) driverRe
 	err = cmd.Wait()
 	// Whatever chromium left in the group goes too.
 	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	reap(t)
 	if ctx.Err() != nil {
 		t.Fatal("the browser run took over 4 minutes and was killed")
 	}
