@@ -4,6 +4,7 @@ package browsertest
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	_ "embed"
 	"encoding/json"
@@ -17,6 +18,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -240,13 +242,19 @@ type driverResult struct {
 
 const prSetChildSubreaper = 36 // PR_SET_CHILD_SUBREAPER, linux/prctl.h
 
-// reap waits (bounded) for the processes chromium's helpers left to this
-// process, the subreaper. It runs in the re-executed test binary, which
-// has no other children by then.
+// reap ends and waits for (bounded) the processes chromium left to this
+// process, the subreaper: the helpers it forked away (zygote, crashpad),
+// and chromium itself when node was killed before playwright could close
+// it (playwright starts it in a process group of its own). It runs in the
+// re-executed test binary after node has exited, when every child left is
+// one of those.
 func reap(t *testing.T) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
+		for _, pid := range children() {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
 		var ws syscall.WaitStatus
 		pid, err := syscall.Wait4(-1, &ws, syscall.WNOHANG, nil)
 		switch {
@@ -258,11 +266,38 @@ func reap(t *testing.T) {
 			t.Logf("reaping chromium's helpers: %v", err)
 			return
 		case time.Now().After(deadline):
-			t.Errorf("chromium's helpers still running 10 s after the browser run")
+			t.Errorf("chromium's processes still running 10 s after the browser run")
 			return
 		}
-		time.Sleep(50 * time.Millisecond) // a helper still exiting
+		time.Sleep(50 * time.Millisecond) // one still exiting
 	}
+}
+
+// children lists the ids of this process's child processes (from /proc).
+func children() []int {
+	self := os.Getpid()
+	dirs, _ := os.ReadDir("/proc")
+	var pids []int
+	for _, d := range dirs {
+		pid, err := strconv.Atoi(d.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", d.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...: comm may hold spaces and parentheses.
+		_, rest, ok := strings.Cut(string(b[bytes.LastIndexByte(b, ')')+1:]), " ")
+		f := strings.Fields(rest)
+		if !ok || len(f) < 2 || f[0] == "Z" {
+			continue
+		}
+		if ppid, _ := strconv.Atoi(f[1]); ppid == self {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
 }
 
 // runDriver runs driver.cjs with cfg and returns its RESULT; chromium and
