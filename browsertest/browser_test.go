@@ -221,7 +221,9 @@ type pageState struct {
 	Name string   `json:"name"`
 	ID   string   `json:"id"`
 	Open []string `json:"open"`
-	Msgs []struct {
+	// BrokerOpen: the page's PeerJS socket to the broker is still open.
+	BrokerOpen bool `json:"broker_open"`
+	Msgs       []struct {
 		From string `json:"from"`
 		Data any    `json:"data"`
 	} `json:"msgs"`
@@ -417,7 +419,8 @@ func TestBrowsersMeshThroughOwnBroker(t *testing.T) {
 
 // checkMesh checks scenario 1: every player has an open connection to
 // each other one and got each broadcast once, from its sender, and bob
-// got alice's private message.
+// got alice's private message; at the end (after the stranger and eve)
+// every player still has its broker socket and saw no error.
 func checkMesh(t *testing.T, res driverResult) {
 	t.Helper()
 	if len(res.Players) != 3 {
@@ -452,6 +455,9 @@ func checkMesh(t *testing.T, res driverResult) {
 		}
 		if strings.Join(sorted(got), "\n") != strings.Join(sorted(want), "\n") {
 			t.Errorf("%s received\n%s\nwant\n%s", p.Name, strings.Join(sorted(got), "\n"), strings.Join(sorted(want), "\n"))
+		}
+		if !p.BrokerOpen {
+			t.Errorf("%s lost its broker socket", p.Name)
 		}
 		if len(p.Errors) != 0 {
 			t.Errorf("%s saw errors %+v", p.Name, p.Errors)
