@@ -380,7 +380,7 @@ func runDriver(t *testing.T, node, nodePath string, cfg map[string]any) driverRe
 //
 //	apt-get install -y chromium
 //	npm install --prefix /tmp/npmtest playwright-core@1.65.2 peerjs@1.5.4
-//	CL5_PEERJS_NODE_PATH=/tmp/npmtest/node_modules go test -run TestBrowsers ./browsertest/
+//	CL5_PEERJS_NODE_PATH=/tmp/npmtest/node_modules go test -run TestBrowsers ./cmd/cl5-relay/browsertest/
 //
 // Without those it skips, unless CL5_REQUIRE_BROWSER is set: then it fails.
 func TestBrowsersMeshThroughOwnBroker(t *testing.T) {
