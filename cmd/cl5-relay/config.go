@@ -63,6 +63,9 @@ type PeerJSConfig struct {
 	ExpireTimeout time.Duration `yaml:"expire_timeout"`
 	// AliveTimeout closes a socket that sent nothing (heartbeats included).
 	AliveTimeout time.Duration `yaml:"alive_timeout"`
+	// HoldTimeout bounds how long NEW_PEER, PEER_JOIN and RELAY wait for
+	// both players' broker sockets to be open; negative: never hold.
+	HoldTimeout time.Duration `yaml:"hold_timeout"`
 }
 
 // TURNConfig is the relay node: in-process in `serve`, alone in `node`.
@@ -201,6 +204,7 @@ func defaultConfig() Config {
 			Keys:          []string{peerjs.DefaultKey},
 			ExpireTimeout: peerjs.DefaultExpireTimeout,
 			AliveTimeout:  peerjs.DefaultAliveTimeout,
+			HoldTimeout:   signaling.DefaultBrokerHold,
 		},
 		TURN: TURNConfig{
 			Listen:                relaynode.DefaultUDPListen,
@@ -346,6 +350,7 @@ func (c Config) validate(command string) error {
 	if c.PeerJS.ExpireTimeout < 100*time.Millisecond {
 		p.add("peerjs.expire_timeout", "%v is below 100ms", c.PeerJS.ExpireTimeout)
 	}
+	p.notZero("peerjs.hold_timeout", c.PeerJS.HoldTimeout == 0, "-1s to never hold")
 	if c.PeerJS.AliveTimeout < 10*time.Second {
 		p.add("peerjs.alive_timeout", "%v is below 10s (clients send a heartbeat every 5 s)", c.PeerJS.AliveTimeout)
 	}
@@ -585,6 +590,7 @@ func (c Config) signalingConfig(auth signaling.Authenticator, ice signaling.ICEP
 		PeerJSKeys:          c.PeerJS.Keys,
 		PeerJSExpireTimeout: c.PeerJS.ExpireTimeout,
 		PeerJSAliveTimeout:  c.PeerJS.AliveTimeout,
+		BrokerHold:          c.PeerJS.HoldTimeout,
 		HTTP:                signaling.HTTPLimits{MaxConnsPerIP: c.Limits.MaxConnsPerIP, MaxConns: c.Limits.MaxConns},
 		Auth:                auth,
 		MigrationPolicy:     policy,

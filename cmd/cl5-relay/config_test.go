@@ -334,11 +334,12 @@ func TestPeerJSSettingsReachTheServer(t *testing.T) {
 	cfg := defaultConfig()
 	cfg.PeerJS.Keys = []string{"peerjs", "mygame"}
 	cfg.PeerJS.ExpireTimeout = 2 * time.Second
+	cfg.PeerJS.HoldTimeout = -1
 	if err := cfg.validate("serve"); err != nil {
 		t.Fatal(err)
 	}
 	sc := cfg.signalingConfig(nil, nil, nil, nil)
-	if !reflect.DeepEqual(sc.PeerJSKeys, cfg.PeerJS.Keys) || sc.PeerJSExpireTimeout != 2*time.Second || sc.PeerJSAliveTimeout != cfg.PeerJS.AliveTimeout {
+	if !reflect.DeepEqual(sc.PeerJSKeys, cfg.PeerJS.Keys) || sc.PeerJSExpireTimeout != 2*time.Second || sc.PeerJSAliveTimeout != cfg.PeerJS.AliveTimeout || sc.BrokerHold != -1 {
 		t.Errorf("signaling config: keys %v, expire %v, alive %v", sc.PeerJSKeys, sc.PeerJSExpireTimeout, sc.PeerJSAliveTimeout)
 	}
 	cfg.PeerJS.Keys = []string{""}
