@@ -111,8 +111,11 @@ func TestTurnDiagnosis(t *testing.T) {
 			server: func(t *testing.T) string {
 				return turnNodeAddr(turnTestNode(t, func(c *relaynode.Config) { c.MaxAllocations = 1 }))
 			},
-			cfg:  TurnConfig{Clients: 4},
-			want: []string{"only 1 of 4 allocations set up", "3 x allocate: 486", "turn.max_allocations"},
+			cfg: TurnConfig{Clients: 4},
+			// The three refusals are usually all 486; on a loaded machine
+			// one may fail otherwise first (a late answer): the
+			// diagnosis still names the quota.
+			want: []string{"only 1 of 4 allocations set up", "x allocate: 486", "turn.max_allocations"},
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
