@@ -1,12 +1,10 @@
 package peerclient
 
 import (
-	"bufio"
 	"context"
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -95,51 +93,7 @@ func onlyLoopback() bool {
 // the returned channel.
 func startJSPlayer(t *testing.T, node, nodePath string, port int, args ...string) <-chan string {
 	t.Helper()
-	script := filepath.Join(t.TempDir(), "player.cjs")
-	if err := os.WriteFile(script, []byte(jsPlayerScript), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(node, append([]string{script, itoa(port)}, args...)...)
-	cmd.Env = append(os.Environ(), "NODE_PATH="+nodePath)
-	cmd.Stderr = &testLogWriter{t: t, prefix: "js player stderr: "}
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	lines := make(chan string, 64)
-	readerDone := make(chan struct{})
-	go func() {
-		defer close(readerDone)
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			t.Log("js player: " + sc.Text())
-			select {
-			case lines <- sc.Text():
-			default:
-			}
-		}
-	}()
-	t.Cleanup(func() {
-		stdin.Close()
-		exited := make(chan struct{})
-		go func() {
-			select {
-			case <-exited:
-			case <-time.After(10 * time.Second):
-				cmd.Process.Kill()
-			}
-		}()
-		<-readerDone
-		cmd.Wait()
-		close(exited)
-	})
+	lines, _ := startNodeScript(t, node, nodePath, "js player", jsPlayerScript, append([]string{itoa(port)}, args...)...)
 	return lines
 }
 

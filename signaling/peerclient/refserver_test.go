@@ -69,13 +69,38 @@ func firstLine(b []byte) string {
 func startReferenceServer(t *testing.T) int {
 	t.Helper()
 	node, nodePath := referenceNodePath(t)
-	script := filepath.Join(t.TempDir(), "peerserver.cjs")
-	if err := os.WriteFile(script, []byte(refServerScript), 0o600); err != nil {
+	lines, exited := startNodeScript(t, node, nodePath, "peer server", refServerScript)
+	deadline := time.After(30 * time.Second)
+	for {
+		select {
+		case l := <-lines:
+			if p, ok := strings.CutPrefix(l, "LISTENING "); ok {
+				if n, err := strconv.Atoi(p); err == nil {
+					return n
+				}
+			}
+		case <-exited:
+			t.Fatal("reference server exited before listening")
+		case <-deadline:
+			t.Fatal("reference server did not report its port within 30 s")
+		}
+	}
+}
+
+// startNodeScript runs script (its source) with node and NODE_PATH for the
+// test: its stderr and stdout are logged under name, its stdout lines are
+// also sent on lines (dropped when nobody reads), and exited closes when
+// its stdout ends. The script must exit when its stdin ends, which the
+// test's cleanup does (and kills it 10 s later if it has not).
+func startNodeScript(t *testing.T, node, nodePath, name, script string, args ...string) (lines <-chan string, exited <-chan struct{}) {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), "script.cjs")
+	if err := os.WriteFile(file, []byte(script), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(node, script)
+	cmd := exec.Command(node, append([]string{file}, args...)...)
 	cmd.Env = append(os.Environ(), "NODE_PATH="+nodePath)
-	cmd.Stderr = &testLogWriter{t: t, prefix: "peer server: "}
+	cmd.Stderr = &testLogWriter{t: t, prefix: name + " stderr: "}
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -85,44 +110,36 @@ func startReferenceServer(t *testing.T) int {
 		t.Fatal(err)
 	}
 	if err := cmd.Start(); err != nil {
-		t.Fatalf("start reference server: %v", err)
+		t.Fatalf("start %s: %v", name, err)
 	}
-	portc := make(chan int, 1)
+	out := make(chan string, 64)
 	readerDone := make(chan struct{})
 	go func() {
 		defer close(readerDone)
 		sc := bufio.NewScanner(stdout)
 		for sc.Scan() {
-			if p, ok := strings.CutPrefix(sc.Text(), "LISTENING "); ok {
-				if n, err := strconv.Atoi(p); err == nil {
-					portc <- n
-				}
+			t.Log(name + ": " + sc.Text())
+			select {
+			case out <- sc.Text():
+			default:
 			}
 		}
 	}()
 	t.Cleanup(func() {
-		stdin.Close() // the script exits when its stdin ends
-		exited := make(chan struct{})
+		stdin.Close()
+		waited := make(chan struct{})
 		go func() {
 			select {
-			case <-exited:
+			case <-waited:
 			case <-time.After(10 * time.Second):
 				cmd.Process.Kill()
 			}
 		}()
 		<-readerDone
 		cmd.Wait()
-		close(exited)
+		close(waited)
 	})
-	select {
-	case p := <-portc:
-		return p
-	case <-readerDone:
-		t.Fatal("reference server exited before listening")
-	case <-time.After(30 * time.Second):
-		t.Fatal("reference server did not report its port within 30 s")
-	}
-	return 0
+	return out, readerDone
 }
 
 type testLogWriter struct {
