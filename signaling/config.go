@@ -173,6 +173,9 @@ const (
 	DefaultMaxConnsPerIP     = 256
 	DefaultMaxConns          = 50_000
 	DefaultLobbyListFrames   = 5000
+	// GET /ice per client address (an IPv6 client: per /64).
+	DefaultICERequestsPerMinute = 30
+	DefaultICEBurst             = 10
 )
 
 // WithDefaults returns l with every zero field set to its default.
@@ -216,10 +219,10 @@ func (c Config) withDefaults() Config {
 		c.UpgradeBurst = DefaultUpgradeBurst
 	}
 	if c.ICERequestsPerMinute == 0 {
-		c.ICERequestsPerMinute = 30
+		c.ICERequestsPerMinute = DefaultICERequestsPerMinute
 	}
 	if c.ICEBurst <= 0 {
-		c.ICEBurst = 10
+		c.ICEBurst = DefaultICEBurst
 	}
 	if c.MessagesPerSecond == 0 {
 		c.MessagesPerSecond = DefaultMessagesPerSecond
