@@ -1,6 +1,7 @@
 package signaling
 
 import (
+	"crypto/subtle"
 	"net"
 	"net/http"
 	"net/netip"
@@ -34,9 +35,12 @@ func (s *Server) newBroker() *peerjs.Broker {
 		Logger:            cfg.Logger,
 		Registerer:        cfg.Registerer,
 		OnOpen:            s.hub.brokerOpened,
+		OnClose:           s.hub.brokerClosed,
 	})
 	s.hub.sessionEnded = b.SessionEnded
 	s.hub.brokerOpen = b.Open
+	s.hub.tellRelay = b.Tell
+	s.hub.promote = b.Promote
 	return b
 }
 
@@ -46,11 +50,16 @@ func isBrokerPath(p string) bool {
 }
 
 // admitBroker checks a broker request as an upgrade is checked: the
-// client address's upgrade budget, then the Origin.
+// client address's upgrade budget, then the Origin. A relay peer of the
+// fleet, which is no browser, needs no Origin: its id and token vouch
+// for it.
 func (s *Server) admitBroker(r *http.Request) (int, string) {
 	if !s.upgrades.allow(clientIP(r), s.hub.clock.Now()) {
 		s.hub.metrics.upgradesRejected.WithLabelValues(http.StatusText(http.StatusTooManyRequests)).Inc()
 		return http.StatusTooManyRequests, "too many connections from your address, try again later"
+	}
+	if q := r.URL.Query(); s.hub.relayVouched(q.Get("id"), q.Get("token")) {
+		return http.StatusOK, ""
 	}
 	status, text := s.checkOrigin(r)
 	if status != http.StatusOK {
@@ -113,15 +122,60 @@ func (d hubDirectory) Session(id string) (netip.Addr, bool) {
 	return p.addr, true
 }
 
-// Route reports whether src and dst are players of one lobby (host or
-// member).
-func (d hubDirectory) Route(src, dst string) bool {
+// Route lets src send to dst when both are players of one lobby (host or
+// member): to dst, or to the lobby's relay, which splices them. A member
+// may also reach the relay of its lobby itself.
+func (d hubDirectory) Route(src, dst string) (string, bool) {
 	g := d.h.gameOf(src)
-	if g == nil || d.h.gameOf(dst) != g {
+	if g == nil {
+		return "", false
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	ps := g.players[src]
+	if ps == nil || ps.lobby == nil {
+		return "", false
+	}
+	l := ps.lobby
+	if dst == l.relayID {
+		return dst, true
+	}
+	pd := g.players[dst]
+	if pd == nil || pd.lobby != l {
+		return "", false
+	}
+	if l.relayID != "" && src != l.relayID {
+		return l.relayID, true
+	}
+	return dst, true
+}
+
+// RelayToken is the fleet's: node-run relay peers.
+func (d hubDirectory) RelayToken(id string) (string, bool) {
+	if d.h.cfg.Relays == nil {
+		return "", false
+	}
+	return d.h.cfg.Relays.RelayToken(id)
+}
+
+// SpeakAs lets relay send to dst as src when it is the relay of the lobby
+// of both (and neither is the relay itself).
+func (d hubDirectory) SpeakAs(relay, src, dst string) bool {
+	if src == relay || dst == relay {
+		return false
+	}
+	g := d.h.gameOf(src)
+	if g == nil {
 		return false
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	ps, pd := g.players[src], g.players[dst]
-	return ps != nil && pd != nil && ps.lobby != nil && ps.lobby == pd.lobby
+	return ps != nil && pd != nil && ps.lobby != nil && ps.lobby == pd.lobby && ps.lobby.relayID == relay
+}
+
+// relayVouched reports whether id and token are a node-run relay peer's.
+func (h *Hub) relayVouched(id, token string) bool {
+	want, ok := hubDirectory{h}.RelayToken(id)
+	return ok && want != "" && subtle.ConstantTimeCompare([]byte(want), []byte(token)) == 1
 }

@@ -58,7 +58,7 @@ func TestHubDirectory(t *testing.T) {
 		}
 	}
 
-	if dir.Route(id(host), id(member)) {
+	if _, ok := dir.Route(id(host), id(member)); ok {
 		t.Fatal("routed between players in no lobby")
 	}
 	host.create("L")
@@ -78,8 +78,9 @@ func TestHubDirectory(t *testing.T) {
 		{id(host), fresh.InstanceID(), false},
 		{id(host), "nobody", false},
 	} {
-		if got := dir.Route(tc.src, tc.dst); got != tc.want {
-			t.Errorf("Route(%s, %s) = %v, want %v", tc.src, tc.dst, got, tc.want)
+		to, got := dir.Route(tc.src, tc.dst)
+		if got != tc.want || got && to != tc.dst {
+			t.Errorf("Route(%s, %s) = %q %v, want %v", tc.src, tc.dst, to, got, tc.want)
 		}
 	}
 
@@ -91,7 +92,10 @@ func TestHubDirectory(t *testing.T) {
 	expectEnded()
 	clock.Advance(DefaultResumeGrace + time.Second)
 	expectEnded(id(member))
-	if _, ok := dir.Session(id(member)); ok || dir.Route(id(host), id(member)) {
+	if _, routed := dir.Route(id(host), id(member)); routed {
+		t.Fatal("an ended player is still routed")
+	}
+	if _, ok := dir.Session(id(member)); ok {
 		t.Fatal("an ended player is still live or routed")
 	}
 

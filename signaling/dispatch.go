@@ -203,7 +203,7 @@ func (h *Hub) createLocked(g *game, s *Session, payload json.RawMessage) {
 	p.sendOp(wire.OpTransition, "host")
 	p.sendOp(wire.OpCreateAck, "ok")
 	p.sendOp(wire.OpNewHost, l.hostPeer())
-	h.electRelayLocked(g, l, "")
+	h.electRelayLocked(g, l)
 	h.lobbyListChangedLocked(g)
 }
 
@@ -250,7 +250,8 @@ func (h *Hub) joinLocked(g *game, s *Session, payload json.RawMessage) {
 	switch {
 	case l.relayID != "":
 		h.sendPeerLocked(g, p, wire.OpRelay, l.relayID, l.relayID)
-	case l.wantRelay && p.relayCap:
-		h.electRelayLocked(g, l, "")
+		h.relayMembersChangedLocked(g, l, false)
+	case l.wantRelay:
+		h.electRelayLocked(g, l)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/oklog/ulid/v2"
 
 	"github.com/cl5-relay/cl5-relay/migration"
+	"github.com/cl5-relay/cl5-relay/signaling/peerjs"
 	"github.com/cl5-relay/cl5-relay/signaling/wire"
 )
 
@@ -52,6 +53,15 @@ type Hub struct {
 	// it the hub holds NEW_PEER, PEER_JOIN and RELAY (brokerhold.go). It
 	// is called with game.mu held and must not call into the hub.
 	brokerOpen func(instanceID string) bool
+	// tellRelay and promote, if set (by NewServer), send a server message
+	// to a broker socket, and give a player's socket a relay's limits
+	// while it is a lobby's relay (relay.go). They are called with
+	// game.mu held and must not block or call into the hub.
+	tellRelay func(id string, m peerjs.Message) bool
+	promote   func(id string, on bool)
+
+	relayMu      sync.Mutex     // guards relayLobbies; a leaf lock
+	relayLobbies map[string]int // lobbies each relay carries
 }
 
 // game is one ugi: its players and lobbies. All state of a game is guarded

@@ -121,6 +121,7 @@ func (h *Hub) closeLobbyLocked(g *game, l *lobby) {
 		leave(l.host)
 		l.host = nil
 	}
+	h.relayMembersChangedLocked(g, l, true)
 	delete(g.lobbies, l.name)
 	if i := slices.Index(g.order, l); i >= 0 {
 		g.order = slices.Delete(g.order, i, i+1)
@@ -144,7 +145,9 @@ func (h *Hub) leaveLobbyLocked(g *game, p *player, cause string, start time.Time
 		l.members = slices.DeleteFunc(l.members, func(m *player) bool { return m == p })
 		broadcastLocked(left, []*player{l.host}, l.members)
 		if l.relayID == p.peer.InstanceID {
-			h.electRelayLocked(g, l, p.peer.InstanceID)
+			h.replaceRelayLocked(g, l, p.peer.InstanceID)
+		} else {
+			h.relayMembersChangedLocked(g, l, false)
 		}
 		return
 	}
@@ -165,6 +168,8 @@ func (h *Hub) leaveLobbyLocked(g *game, p *player, cause string, start time.Time
 	h.changeHostLocked(l, nh, cause, start)
 	broadcastLocked(left, []*player{nh}, l.members)
 	if l.relayID == nh.peer.InstanceID {
-		h.electRelayLocked(g, l, nh.peer.InstanceID) // a host does not relay
+		h.replaceRelayLocked(g, l, nh.peer.InstanceID) // a host does not relay
+	} else {
+		h.relayMembersChangedLocked(g, l, false)
 	}
 }

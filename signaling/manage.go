@@ -86,7 +86,7 @@ func (h *Hub) manageLocked(g *game, s *Session, payload json.RawMessage) {
 		p.state = stateMember
 		h.changeHostLocked(l, nh, causeTransfer, start)
 		if l.relayID == nh.peer.InstanceID {
-			h.electRelayLocked(g, l, nh.peer.InstanceID) // a host does not relay
+			h.replaceRelayLocked(g, l, nh.peer.InstanceID) // a host does not relay
 		}
 		ack(ackOK)
 	default:

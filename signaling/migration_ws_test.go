@@ -3,6 +3,7 @@ package signaling
 import (
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -389,45 +390,24 @@ type fakeRelays struct {
 	next []string
 }
 
-func (f *fakeRelays) PickRelay(_, _, exclude string) (string, bool) {
+func (f *fakeRelays) PickRelay(_, _, _ string, usable func(string) (int, bool)) (string, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for _, id := range f.next {
-		if id != exclude {
+		if _, ok := usable(id); ok {
 			return id, true
 		}
 	}
 	return "", false
 }
 
-// TestRelayFromPicker: a relay lobby gets its relay from the RelayPicker;
-// the creator and each joiner are told, last.
-func TestRelayFromPicker(t *testing.T) {
-	relays := &fakeRelays{next: []string{"relayA", "relayB"}}
-	_, url := mwsServer(t, Config{Relays: relays})
-	host := mwsDial(t, url, "ugi=migtest")
-	host.init("host", nil)
-	host.send(wire.OpCreateLobby, map[string]any{"name": "R", "max_players": -1, "enable_relay": true})
-	host.next(wire.OpTransition)
-	host.next(wire.OpCreateAck)
-	host.nextPeer(wire.OpNewHost)
-	if host.next(wire.OpRelay) != "relayA" {
-		t.Fatal("creator not sent the relay")
+func (f *fakeRelays) RelayToken(id string) (string, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if slices.Contains(f.next, id) {
+		return "tok-" + id, true
 	}
-	m := mwsDial(t, url, "ugi=migtest")
-	m.init("m", nil)
-	m.send(wire.OpJoinLobby, map[string]any{"name": "R"})
-	m.next(wire.OpTransition)
-	m.next(wire.OpJoinAck)
-	m.nextPeer(wire.OpNewHost)
-	if m.next(wire.OpRelay) != "relayA" {
-		t.Fatal("joiner not sent the relay last")
-	}
-	host.nextPeer(wire.OpNewPeer)
-	m.send(wire.OpFindLobby, "R")
-	if info := m.next(wire.OpFindAck).(map[string]any); info["relay_enabled"] != true {
-		t.Fatalf("FIND_ACK relay_enabled false: %v", info)
-	}
+	return "", false
 }
 
 func TestRelayCapableMemberPromoted(t *testing.T) {

@@ -66,6 +66,10 @@ type ClientConfig struct {
 	// HandshakeTimeout bounds each attempt's QUIC handshake, Hello and
 	// Welcome. Default DefaultHandshakeTimeout.
 	HandshakeTimeout time.Duration
+	// OnRelay, if set, is given the relay grant of each registration whose
+	// Hello asked for one (Hello.Relay): a new id and token each time the
+	// node registers. It is called on Run's goroutine and must not block.
+	OnRelay func(RelayGrant)
 	// Logger receives registration and failure events. Default: discard.
 	Logger *slog.Logger
 }
@@ -273,7 +277,10 @@ func (c *Client) session(ctx context.Context, shared *quic.Transport) (time.Dura
 	c.registered.Store(true)
 	defer c.registered.Store(false)
 	c.log.Info("registered with core", "remote", addr.String(), "interval", interval,
-		"dead_after", writeTimeout, "draining", c.draining.Load())
+		"dead_after", writeTimeout, "draining", c.draining.Load(), "relay", w.Relay != nil)
+	if w.Relay != nil && c.cfg.OnRelay != nil {
+		c.cfg.OnRelay(*w.Relay)
+	}
 
 	readErr := make(chan error, 1)
 	var wg sync.WaitGroup

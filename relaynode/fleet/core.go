@@ -37,6 +37,10 @@ type CoreConfig struct {
 	// ICETTL is how long minted TURN credentials last. Default
 	// DefaultICETTL.
 	ICETTL time.Duration
+	// BrokerURL is this core's PeerJS broker as relay nodes reach it,
+	// sent to them with their relay grant. Default "": nodes use their
+	// configured one.
+	BrokerURL string
 	// Logger receives the fleet's events. Default: discard.
 	Logger *slog.Logger
 	// Registerer receives the cl5_fleet_* metrics. Default: none.
@@ -90,6 +94,7 @@ func NewCore(cfg CoreConfig) (*Core, error) {
 			Listen:     cfg.Listen,
 			TLS:        creds.TLS,
 			DeadAfter:  cfg.DeadAfter,
+			BrokerURL:  cfg.BrokerURL,
 			Logger:     cfg.Logger,
 			Registerer: cfg.Registerer,
 		})

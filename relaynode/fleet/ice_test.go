@@ -19,7 +19,7 @@ func iceRegistry(t *testing.T, nodes ...Hello) *testRegistry {
 	t.Helper()
 	r := newTestRegistry(t, RegistryConfig{})
 	for i, h := range nodes {
-		gen, _, err := r.register(h, "")
+		gen, _, _, err := r.register(h, "")
 		if err != nil {
 			t.Fatal(err)
 		}

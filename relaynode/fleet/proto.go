@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/url"
 	"strconv"
 	"time"
 )
@@ -64,6 +65,8 @@ type Addrs struct {
 // Capacity is what a node is configured to carry. Zero means unbounded.
 type Capacity struct {
 	MaxAllocations int `json:"max_allocations,omitempty"`
+	// MaxRelayLobbies bounds the lobbies its relay peer carries.
+	MaxRelayLobbies int `json:"max_relay_lobbies,omitempty"`
 	// BandwidthBytesPerSec is the node's relay cap in bytes per second,
 	// the unit of relaynode.Config.NodeBandwidth.
 	BandwidthBytesPerSec int64 `json:"bandwidth_bytes_per_sec,omitempty"`
@@ -83,6 +86,19 @@ type Hello struct {
 	Version  string   `json:"version,omitempty"`
 	Addrs    Addrs    `json:"addrs"`
 	Capacity Capacity `json:"capacity"`
+	// Relay: the node runs a relay peer (relaynode/relaypeer) and wants a
+	// RelayGrant in the Welcome.
+	Relay bool `json:"relay,omitempty"`
+}
+
+// RelayGrant is what a relay peer needs to join the core's PeerJS broker:
+// the id the core gives it for this registration, the token its broker
+// socket presents, and the broker's URL as the core advertises it ("" when
+// the core advertises none: the node uses its configured one).
+type RelayGrant struct {
+	ID        string `json:"id"`
+	Token     string `json:"token"`
+	BrokerURL string `json:"broker_url,omitempty"`
 }
 
 // Load is a node's periodic report. The counters are totals since the node
@@ -107,6 +123,8 @@ type welcome struct {
 	// DeadAfterMS is how long the core waits for a Load before it
 	// declares the node dead.
 	DeadAfterMS int64 `json:"dead_after_ms"`
+	// Relay is the node's relay peer grant, when its Hello asked for one.
+	Relay *RelayGrant `json:"relay,omitempty"`
 }
 
 // errorBody is the core's refusal; the core closes the connection after it.
@@ -246,6 +264,9 @@ func (h *Hello) validate() error {
 	if h.Capacity.MaxAllocations < 0 || h.Capacity.MaxAllocations > maxCount {
 		return fmt.Errorf("capacity.max_allocations %d out of range", h.Capacity.MaxAllocations)
 	}
+	if h.Capacity.MaxRelayLobbies < 0 || h.Capacity.MaxRelayLobbies > maxCount {
+		return fmt.Errorf("capacity.max_relay_lobbies %d out of range", h.Capacity.MaxRelayLobbies)
+	}
 	if h.Capacity.BandwidthBytesPerSec < 0 {
 		return fmt.Errorf("capacity.bandwidth_bytes_per_sec %d is negative", h.Capacity.BandwidthBytesPerSec)
 	}
@@ -268,7 +289,57 @@ func (w *welcome) validate() error {
 	if w.IntervalMS <= 0 || w.IntervalMS > max || w.DeadAfterMS <= 0 || w.DeadAfterMS > max {
 		return fmt.Errorf("interval_ms %d or dead_after_ms %d not within 1..%d", w.IntervalMS, w.DeadAfterMS, max)
 	}
+	if w.Relay != nil {
+		return w.Relay.validate()
+	}
 	return nil
+}
+
+// Bounds of a RelayGrant.
+const (
+	maxRelayID    = 64
+	maxRelayToken = 128
+	maxBrokerURL  = 512
+)
+
+func (g *RelayGrant) validate() error {
+	if g.ID == "" || len(g.ID) > maxRelayID || !isPeerID(g.ID) {
+		return fmt.Errorf("relay.id %q is not a PeerJS id of at most %d bytes", clip(g.ID), maxRelayID)
+	}
+	if g.Token == "" || len(g.Token) > maxRelayToken || !isLabel(g.Token) {
+		return fmt.Errorf("relay.token: want 1 to %d label bytes", maxRelayToken)
+	}
+	if len(g.BrokerURL) > maxBrokerURL || !isPrintable(g.BrokerURL) {
+		return fmt.Errorf("relay.broker_url: want at most %d printable bytes", maxBrokerURL)
+	}
+	if g.BrokerURL != "" {
+		u, err := url.Parse(g.BrokerURL)
+		if err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
+			return fmt.Errorf("relay.broker_url %q is not a ws:// or wss:// URL", clip(g.BrokerURL))
+		}
+	}
+	return nil
+}
+
+// isPeerID: letters and digits in groups joined by single ' ', '_' or '-'
+// (what PeerJS accepts as an id).
+func isPeerID(s string) bool {
+	prevSep := true
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+			prevSep = false
+		case c == ' ' || c == '_' || c == '-':
+			if prevSep {
+				return false
+			}
+			prevSep = true
+		default:
+			return false
+		}
+	}
+	return !prevSep
 }
 
 func (e *errorBody) validate() error {

@@ -116,6 +116,11 @@ type Registry struct {
 	nodes  map[string]*entry
 	gen    uint64
 	sticky *stickyMap
+	relays map[string]*entry // by relay peer id (relaypick.go)
+	// goneRegion remembers the region of relay peers whose node left, so a
+	// lobby moving off one prefers its region (bounded by MaxNodes).
+	goneRegion  map[string]string
+	onRelayGone func(relayID string)
 }
 
 type entry struct {
@@ -131,6 +136,8 @@ type entry struct {
 	// estimate of load that the report has not caught up with yet, so a
 	// burst of players within one report interval spreads out.
 	pending int
+	// relay is the node's relay peer grant (ID "" when it runs none).
+	relay RelayGrant
 }
 
 // NewRegistry returns an empty registry. A Server makes its own; this is
@@ -141,6 +148,9 @@ func NewRegistry(cfg RegistryConfig) *Registry {
 		cfg:    cfg,
 		nodes:  make(map[string]*entry),
 		sticky: newStickyMap(cfg.Pick.Keys, cfg.Pick.KeyTTL),
+		relays: make(map[string]*entry),
+
+		goneRegion: make(map[string]string),
 	}
 }
 
@@ -203,7 +213,7 @@ func (r *Registry) AddLocal(h Hello, load func() Load) (remove func(), err error
 	}
 	r.gen++
 	gen := r.gen
-	r.nodes[h.NodeID] = &entry{
+	e := &entry{
 		gen:   gen,
 		local: load,
 		info: NodeInfo{
@@ -212,6 +222,11 @@ func (r *Registry) AddLocal(h Hello, load func() Load) (remove func(), err error
 			Remote: "local", Since: now, LastSeen: now,
 		},
 	}
+	if h.Relay {
+		e.relay = newRelayGrant()
+		r.relays[e.relay.ID] = e
+	}
+	r.nodes[h.NodeID] = e
 	r.updateGaugesLocked()
 	r.mu.Unlock()
 	r.refreshLocal()
@@ -243,19 +258,24 @@ func (r *Registry) refreshLocal() {
 
 // register adds or replaces h.NodeID for a new connection and returns the
 // connection's generation. replaced reports that an entry existed.
-func (r *Registry) register(h Hello, remote string) (gen uint64, replaced bool, err error) {
+func (r *Registry) register(h Hello, remote string) (gen uint64, replaced bool, grant RelayGrant, err error) {
 	now := r.cfg.Clock.Now()
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	old, replaced := r.nodes[h.NodeID]
 	if replaced && old.local != nil {
-		return 0, false, fmt.Errorf("%w: %q is the core's own relay", ErrNodeIDTaken, h.NodeID)
+		r.mu.Unlock()
+		return 0, false, RelayGrant{}, fmt.Errorf("%w: %q is the core's own relay", ErrNodeIDTaken, h.NodeID)
 	}
 	if !replaced && len(r.nodes) >= r.cfg.MaxNodes {
-		return 0, false, errFull
+		r.mu.Unlock()
+		return 0, false, RelayGrant{}, errFull
+	}
+	var gone string
+	if replaced {
+		gone = r.forgetRelayLocked(old)
 	}
 	r.gen++
-	r.nodes[h.NodeID] = &entry{
+	e := &entry{
 		gen: r.gen,
 		info: NodeInfo{
 			ID: h.NodeID, Region: h.Region, Version: h.Version,
@@ -263,8 +283,15 @@ func (r *Registry) register(h Hello, remote string) (gen uint64, replaced bool, 
 			Remote: remote, Since: now, LastSeen: now,
 		},
 	}
+	if h.Relay {
+		e.relay = newRelayGrant()
+		r.relays[e.relay.ID] = e
+	}
+	r.nodes[h.NodeID] = e
 	r.updateGaugesLocked()
-	return r.gen, replaced, nil
+	r.mu.Unlock()
+	r.relayGone(gone)
+	return e.gen, replaced, e.relay, nil
 }
 
 // report records a Load from connection gen of id. Draining is sticky on
@@ -273,9 +300,9 @@ func (r *Registry) register(h Hello, remote string) (gen uint64, replaced bool, 
 func (r *Registry) report(id string, gen uint64, l Load) (drained, ok bool) {
 	now := r.cfg.Clock.Now()
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	e := r.nodes[id]
 	if e == nil || e.gen != gen {
+		r.mu.Unlock()
 		return false, false
 	}
 	was := e.info.Load.Draining
@@ -284,23 +311,32 @@ func (r *Registry) report(id string, gen uint64, l Load) (drained, ok bool) {
 	e.info.LastSeen = now
 	e.reported = true
 	e.pending = 0
-	if l.Draining && !was {
+	drained = l.Draining && !was
+	var relay string
+	if drained {
 		r.updateGaugesLocked()
-		return true, true
+		// A draining node's relay peer keeps its socket (and its grant)
+		// while its lobbies move away.
+		relay = e.relay.ID
 	}
-	return false, true
+	r.mu.Unlock()
+	r.relayGone(relay)
+	return drained, true
 }
 
 // remove drops id if connection gen still owns it.
 func (r *Registry) remove(id string, gen uint64) (NodeInfo, bool) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	e := r.nodes[id]
 	if e == nil || e.gen != gen {
+		r.mu.Unlock()
 		return NodeInfo{}, false
 	}
 	delete(r.nodes, id)
+	gone := r.forgetRelayLocked(e)
 	r.updateGaugesLocked()
+	r.mu.Unlock()
+	r.relayGone(gone)
 	return e.info, true
 }
 

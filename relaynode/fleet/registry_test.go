@@ -57,7 +57,7 @@ func (r *testRegistry) add(t testing.TB, n node) {
 	t.Helper()
 	h := hello(n.id, n.region)
 	h.Capacity = Capacity{MaxAllocations: n.maxAllocs}
-	gen, _, err := r.register(h, "198.51.100.9:4000")
+	gen, _, _, err := r.register(h, "198.51.100.9:4000")
 	if err != nil {
 		t.Fatalf("register %s: %v", n.id, err)
 	}
@@ -272,11 +272,11 @@ func TestPickMemoryBounded(t *testing.T) {
 
 func TestRegistryGenerations(t *testing.T) {
 	r := newTestRegistry(t, RegistryConfig{})
-	old, replaced, err := r.register(hello("n", "eu"), "old")
+	old, replaced, _, err := r.register(hello("n", "eu"), "old")
 	if err != nil || replaced {
 		t.Fatalf("register = %d, %v, %v", old, replaced, err)
 	}
-	cur, replaced, err := r.register(hello("n", "us"), "new")
+	cur, replaced, _, err := r.register(hello("n", "us"), "new")
 	if err != nil || !replaced || cur == old {
 		t.Fatalf("re-register = %d, %v, %v", cur, replaced, err)
 	}
@@ -304,10 +304,10 @@ func TestRegistryGenerations(t *testing.T) {
 
 func TestRegistryMaxNodes(t *testing.T) {
 	r := newTestRegistry(t, RegistryConfig{MaxNodes: 2}, node{id: "a"}, node{id: "b"})
-	if _, _, err := r.register(hello("c", ""), ""); err != errFull {
+	if _, _, _, err := r.register(hello("c", ""), ""); err != errFull {
 		t.Errorf("third node: %v, want errFull", err)
 	}
-	if _, replaced, err := r.register(hello("a", ""), ""); err != nil || !replaced {
+	if _, replaced, _, err := r.register(hello("a", ""), ""); err != nil || !replaced {
 		t.Errorf("re-registering a known id when full: %v, %v", replaced, err)
 	}
 }
@@ -382,7 +382,7 @@ func TestAddLocal(t *testing.T) {
 	if _, err := r.AddLocal(hello("local", ""), nil); !errors.Is(err, ErrNodeIDTaken) {
 		t.Errorf("second AddLocal = %v, want ErrNodeIDTaken", err)
 	}
-	if _, _, err := r.register(hello("local", ""), "x"); !errors.Is(err, ErrNodeIDTaken) {
+	if _, _, _, err := r.register(hello("local", ""), "x"); !errors.Is(err, ErrNodeIDTaken) {
 		t.Errorf("remote registration of a local id = %v, want ErrNodeIDTaken", err)
 	}
 	if _, err := r.AddLocal(Hello{NodeID: "bad id"}, nil); err == nil {

@@ -65,6 +65,10 @@ type ServerConfig struct {
 	MaxNodes int
 	// Pick tunes Registry.Pick.
 	Pick PickConfig
+	// BrokerURL is the core's PeerJS broker as relay nodes reach it
+	// ("wss://cl5.example.com/"), sent in each relay grant. Default "":
+	// nodes use the URL they are configured with.
+	BrokerURL string
 	// Logger receives node up, drain and down events. Default: discard.
 	Logger *slog.Logger
 	// Registerer receives the cl5_fleet_* metrics. Default: none.
@@ -104,6 +108,12 @@ func (c ServerConfig) validate() error {
 		errs = append(errs, errors.New("fleet: DeadAfter, Interval and MaxNodes must not be negative"))
 	case c.Interval < MinInterval || c.Interval > c.DeadAfter/2:
 		errs = append(errs, fmt.Errorf("fleet: Interval %v not within %v..DeadAfter/2 (%v)", c.Interval, MinInterval, c.DeadAfter/2))
+	}
+	if c.BrokerURL != "" {
+		g := RelayGrant{ID: "x", Token: "x", BrokerURL: c.BrokerURL}
+		if err := g.validate(); err != nil {
+			errs = append(errs, fmt.Errorf("fleet: BrokerURL: %w", err))
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -434,7 +444,7 @@ func (s *Server) admit(nc *nodeConn) (Hello, *quic.Stream, uint64, bool) {
 		_ = nc.conn.CloseWithError(codeShutdown, "core shutting down")
 		return Hello{}, nil, 0, false
 	}
-	gen, replaced, err := s.reg.register(h, nc.remote)
+	gen, replaced, grant, err := s.reg.register(h, nc.remote)
 	if err != nil {
 		s.mu.Unlock()
 		if errors.Is(err, ErrNodeIDTaken) {
@@ -457,10 +467,15 @@ func (s *Server) admit(nc *nodeConn) (Hello, *quic.Stream, uint64, bool) {
 			"node", h.NodeID, "remote", nc.remote, "old_remote", old.remote)
 	}
 
-	frame, err := encodeFrame(message{Type: typeWelcome, Welcome: &welcome{
+	w := &welcome{
 		IntervalMS:  s.cfg.Interval.Milliseconds(),
 		DeadAfterMS: s.cfg.DeadAfter.Milliseconds(),
-	}})
+	}
+	if grant.ID != "" {
+		grant.BrokerURL = s.cfg.BrokerURL
+		w.Relay = &grant
+	}
+	frame, err := encodeFrame(message{Type: typeWelcome, Welcome: w})
 	if err == nil {
 		_ = stream.SetWriteDeadline(time.Now().Add(s.cfg.DeadAfter))
 		_, err = stream.Write(frame)

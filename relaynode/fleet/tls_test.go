@@ -289,7 +289,7 @@ func TestRegistryConcurrentUse(t *testing.T) {
 	r := NewRegistry(RegistryConfig{})
 	gens := map[string]uint64{}
 	for _, id := range []string{"a", "b", "c"} {
-		gen, _, _ := r.register(hello(id, ""), "")
+		gen, _, _, _ := r.register(hello(id, ""), "")
 		gens[id] = gen
 		r.report(id, gen, Load{})
 	}

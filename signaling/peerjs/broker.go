@@ -11,6 +11,7 @@
 package peerjs
 
 import (
+	"crypto/subtle"
 	"log/slog"
 	"net/http"
 	"net/netip"
@@ -29,6 +30,10 @@ const (
 	DefaultMessagesPerSecond = 50
 	DefaultMessageBurst      = 100
 	DefaultSendQueue         = 256
+	// A relay peer's socket carries the signaling of all its lobbies.
+	DefaultRelayMessagesPerSecond = 5000
+	DefaultRelayMessageBurst      = 10000
+	DefaultRelaySendQueue         = 16384
 	// DefaultExpireTimeout is how long a message waits for its destination
 	// to connect (the reference server's expire_timeout).
 	DefaultExpireTimeout = 5 * time.Second
@@ -47,9 +52,18 @@ type Directory interface {
 	// socket, and the client address it connected from (as ClientAddr
 	// computes it).
 	Session(id string) (addr netip.Addr, ok bool)
-	// Route reports whether src may send to dst: both are live sessions
-	// in the same lobby.
-	Route(src, dst string) bool
+	// Route reports where a message src sends to dst goes: to dst (both
+	// are live sessions in the same lobby), or to the relay peer of their
+	// lobby, which splices their connection. ok is false when src may not
+	// send to dst.
+	Route(src, dst string) (to string, ok bool)
+	// RelayToken reports whether id is a relay peer the core knows, and
+	// the token its socket must present. A relay peer connects from
+	// anywhere (no address check).
+	RelayToken(id string) (token string, ok bool)
+	// SpeakAs reports whether the relay peer relay may send to dst as src:
+	// it is the relay of the lobby of both.
+	SpeakAs(relay, src, dst string) bool
 }
 
 // Config configures a Broker. Zero values mean the documented defaults.
@@ -69,6 +83,12 @@ type Config struct {
 	// not read is closed beyond it); half of it bounds the messages waiting
 	// for one id to connect (more are dropped). Default 256.
 	SendQueue int
+	// RelayMessagesPerSecond, RelayMessageBurst and RelaySendQueue are the
+	// same limits for a relay peer's socket, which carries the signaling
+	// of every lobby it relays. Defaults 5000, 10000 and 16384.
+	RelayMessagesPerSecond float64
+	RelayMessageBurst      int
+	RelaySendQueue         int
 	// ExpireTimeout is how long messages wait for their destination to
 	// connect before each sender gets EXPIRE. Default 5 s.
 	ExpireTimeout time.Duration
@@ -94,6 +114,10 @@ type Config struct {
 	// OPEN (Open(id) is true from then on). It is called without any
 	// broker lock held, on the connecting goroutine, and may call Open.
 	OnOpen func(id string)
+	// OnClose, if set, is told the id of each socket that was sent OPEN
+	// once it is gone (not when a new socket of the same client replaced
+	// it). It is called without any broker lock held.
+	OnClose func(id string)
 }
 
 func (c Config) withDefaults() Config {
@@ -111,6 +135,15 @@ func (c Config) withDefaults() Config {
 	}
 	if c.SendQueue <= 0 {
 		c.SendQueue = DefaultSendQueue
+	}
+	if c.RelayMessagesPerSecond == 0 {
+		c.RelayMessagesPerSecond = DefaultRelayMessagesPerSecond
+	}
+	if c.RelayMessageBurst <= 0 {
+		c.RelayMessageBurst = DefaultRelayMessageBurst
+	}
+	if c.RelaySendQueue <= 0 {
+		c.RelaySendQueue = DefaultRelaySendQueue
 	}
 	if c.ExpireTimeout <= 0 {
 		c.ExpireTimeout = DefaultExpireTimeout
@@ -190,7 +223,8 @@ type Params struct {
 // closing already, and ok is false. Messages that waited for the id follow
 // OPEN.
 func (b *Broker) Connect(p Params) (c *Client, ok bool) {
-	c = b.newClient(p.ID, p.Token)
+	relay := b.relayVouched(p.ID, p.Token)
+	c = b.newClient(p.ID, p.Token, relay)
 	refuse := func(typ, text, reason string) (*Client, bool) {
 		b.metrics.refused.WithLabelValues(reason).Inc()
 		b.log.Debug("socket refused", "reason", reason, "id", p.ID, "addr", p.Addr)
@@ -203,7 +237,7 @@ func (b *Broker) Connect(p Params) (c *Client, ok bool) {
 		return refuse(TypeError, msgMissingParams, "params")
 	case !slices.Contains(b.cfg.Keys, p.Key):
 		return refuse(TypeInvalidKey, msgInvalidKey, "key")
-	case !b.vouched(p.ID, p.Addr):
+	case !relay && !b.vouched(p.ID, p.Addr):
 		return refuse(TypeError, msgNotSession, "not_session")
 	}
 	b.mu.Lock()
@@ -228,7 +262,7 @@ func (b *Broker) Connect(p Params) (c *Client, ok bool) {
 
 	// The session may have ended between the check and the registration,
 	// before SessionEnded could find the client: check again.
-	if !b.vouched(p.ID, p.Addr) {
+	if relay && !b.relayVouched(p.ID, p.Token) || !relay && !b.vouched(p.ID, p.Addr) {
 		b.mu.Lock()
 		b.unregisterLocked(c)
 		b.mu.Unlock()
@@ -260,6 +294,12 @@ func (b *Broker) vouched(id string, addr netip.Addr) bool {
 	return ok && got.IsValid() && got == addr
 }
 
+// relayVouched reports whether id is a relay peer and token is its token.
+func (b *Broker) relayVouched(id, token string) bool {
+	want, ok := b.dir.RelayToken(id)
+	return ok && want != "" && subtle.ConstantTimeCompare([]byte(want), []byte(token)) == 1
+}
+
 // unregisterLocked forgets c, if it is the client of its id.
 func (b *Broker) unregisterLocked(c *Client) {
 	if c.registered && b.clients[c.id] == c {
@@ -274,9 +314,27 @@ func (b *Broker) unregisterLocked(c *Client) {
 // once it sees the close is not told ID-TAKEN.
 func (b *Broker) Disconnect(c *Client) {
 	b.mu.Lock()
+	gone := c.registered && b.clients[c.id] == c && c.opened
 	b.unregisterLocked(c)
 	b.mu.Unlock()
 	c.shutdown(closeGoingAway, "connection closed")
+	if gone && b.cfg.OnClose != nil {
+		b.cfg.OnClose(c.id)
+	}
+}
+
+// Tell queues a server message to id's socket, if it is open; it reports
+// whether it was queued. It never blocks and may be called with the
+// caller's locks held.
+func (b *Broker) Tell(id string, m Message) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	c := b.clients[id]
+	if c == nil || !c.opened {
+		return false
+	}
+	c.sendMessage(m)
+	return true
 }
 
 // SessionEnded closes the broker socket of id, if any: the signaling
@@ -353,31 +411,46 @@ func (b *Broker) handle(c *Client, m Message) {
 		b.metrics.drops.WithLabelValues("no_dst").Inc()
 		return
 	}
-	// A message to oneself is always forwarded (never EXPIRE: the v1.0
-	// client answers EXPIRE by dialling its own id, and would loop).
-	if m.Dst != c.id && !b.dir.Route(c.id, m.Dst) {
-		b.metrics.drops.WithLabelValues("route").Inc()
+	src, to := c.id, m.Dst
+	speakAs := m.Src != "" && m.Src != c.id && m.Dst != c.id
+	switch {
+	case speakAs && b.dir.SpeakAs(c.id, m.Src, m.Dst):
+		// A relay peer speaking as a member, to a member, of a lobby it
+		// carries (the splice's other leg).
+		src = m.Src
+	case speakAs && c.relay:
+		b.metrics.drops.WithLabelValues("speak_as").Inc()
 		return
+	case m.Dst == c.id:
+		// A message to oneself is always forwarded (never EXPIRE: the
+		// v1.0 client answers EXPIRE by dialling its own id, and would
+		// loop).
+	default:
+		var ok bool
+		if to, ok = b.dir.Route(c.id, m.Dst); !ok {
+			b.metrics.drops.WithLabelValues("route").Inc()
+			return
+		}
 	}
-	out := Message{Type: m.Type, Src: c.id, Dst: m.Dst, Payload: m.Payload}
+	out := Message{Type: m.Type, Src: src, Dst: m.Dst, Payload: m.Payload}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if c.closing.Load() || b.clients[c.id] != c {
 		return // ended while we routed
 	}
-	if dst := b.clients[m.Dst]; dst != nil {
+	if dst := b.clients[to]; dst != nil {
 		dst.sendMessage(out)
 		return
 	}
 	if m.Type == TypeLeave {
 		return // as the reference server: a LEAVE is not kept
 	}
-	q := b.waiting[m.Dst]
+	q := b.waiting[to]
 	if q == nil {
 		if b.closed {
 			return
 		}
-		dst := m.Dst
+		dst := to
 		q = &waitQueue{}
 		q.timer = b.clock.AfterFunc(b.cfg.ExpireTimeout, func() { b.expire(dst, q) })
 		b.waiting[dst] = q

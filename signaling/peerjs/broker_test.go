@@ -27,16 +27,46 @@ var (
 	other = netip.MustParseAddr("127.0.0.2")
 )
 
-// fakeDir is a Directory: ids with their address and lobby ("" = none).
+// fakeDir is a Directory: ids with their address and lobby ("" = none),
+// and relay peers with their token and the lobbies they carry.
 type fakeDir struct {
 	mu       sync.Mutex
 	addr     map[string]netip.Addr
 	lobby    map[string]string
-	sessions int // Session calls
+	relayTok map[string]string // relay id -> token
+	relayOf  map[string]string // lobby -> relay id
+	sessions int               // Session calls
 }
 
 func newFakeDir() *fakeDir {
-	return &fakeDir{addr: map[string]netip.Addr{}, lobby: map[string]string{}}
+	return &fakeDir{addr: map[string]netip.Addr{}, lobby: map[string]string{},
+		relayTok: map[string]string{}, relayOf: map[string]string{}}
+}
+
+// addRelay makes id a relay peer with token, carrying lobby ("" none).
+func (d *fakeDir) addRelay(id, token, lobby string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.relayTok[id] = token
+	if lobby != "" {
+		d.relayOf[lobby] = id
+	}
+}
+
+func (d *fakeDir) RelayToken(id string) (string, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	t, ok := d.relayTok[id]
+	return t, ok
+}
+
+func (d *fakeDir) SpeakAs(relay, src, dst string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	l := d.lobby[src]
+	_, s := d.addr[src]
+	_, t := d.addr[dst]
+	return s && t && l != "" && l == d.lobby[dst] && d.relayOf[l] == relay
 }
 
 func (d *fakeDir) add(id, lobby string) {
@@ -60,12 +90,22 @@ func (d *fakeDir) Session(id string) (netip.Addr, bool) {
 	return a, ok
 }
 
-func (d *fakeDir) Route(src, dst string) bool {
+func (d *fakeDir) Route(src, dst string) (string, bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	_, s := d.addr[src]
+	l := d.lobby[src]
+	if s && l != "" && d.relayOf[l] == dst {
+		return dst, true // a member to its lobby's relay itself
+	}
 	_, t := d.addr[dst]
-	return s && t && d.lobby[src] != "" && d.lobby[src] == d.lobby[dst]
+	if !s || !t || l == "" || l != d.lobby[dst] {
+		return "", false
+	}
+	if r := d.relayOf[l]; r != "" {
+		return r, true
+	}
+	return dst, true
 }
 
 type env struct {

@@ -24,7 +24,9 @@ type Client struct {
 	b       *Broker
 	id      string
 	token   string
-	limiter *rate.Limiter
+	relay   bool          // a relay peer (Directory.RelayToken), not a player
+	limiter *rate.Limiter // guarded by mu (Promote swaps it)
+	maxQ    int           // send queue bound; guarded by mu
 
 	registered bool // in b.clients; guarded by b.mu
 	opened     bool // sent OPEN; guarded by b.mu
@@ -40,13 +42,10 @@ type Client struct {
 	reason  string
 }
 
-func (b *Broker) newClient(id, token string) *Client {
-	lim := rate.NewLimiter(rate.Inf, 0)
-	if b.cfg.MessagesPerSecond > 0 {
-		lim = rate.NewLimiter(rate.Limit(b.cfg.MessagesPerSecond), b.cfg.MessageBurst)
-	}
+func (b *Broker) newClient(id, token string, relay bool) *Client {
+	lim, maxQ := b.limits(relay)
 	return &Client{
-		b: b, id: id, token: token, limiter: lim,
+		b: b, id: id, token: token, relay: relay, limiter: lim, maxQ: maxQ,
 		notify: make(chan struct{}, 1),
 		done:   make(chan struct{}),
 	}
@@ -81,7 +80,10 @@ func (c *Client) Handle(frame []byte) {
 // allow counts a message (or a control frame) against the rate limit; over
 // it the client gets ERROR and is closed.
 func (c *Client) allow() bool {
-	if c.limiter.AllowN(c.b.clock.Now(), 1) {
+	c.mu.Lock()
+	lim := c.limiter
+	c.mu.Unlock()
+	if lim.AllowN(c.b.clock.Now(), 1) {
 		return true
 	}
 	c.fail("rate", msgRate)
@@ -105,7 +107,7 @@ func (c *Client) send(frame []byte) {
 		c.mu.Unlock()
 		return
 	}
-	if len(c.queue) >= c.b.cfg.SendQueue {
+	if len(c.queue) >= c.maxQ {
 		c.mu.Unlock()
 		c.b.metrics.drops.WithLabelValues("send_queue_full").Inc()
 		c.shutdown(closePolicy, "send queue full")
@@ -175,4 +177,34 @@ func (c *Client) shutdown(code int, reason string) {
 			wake()
 		}
 	})
+}
+
+// limits returns a new socket's rate limiter and send queue bound: a
+// player's, or a relay's (which carries the signaling of many pairs).
+func (b *Broker) limits(relay bool) (*rate.Limiter, int) {
+	perSec, burst, maxQ := b.cfg.MessagesPerSecond, b.cfg.MessageBurst, b.cfg.SendQueue
+	if relay {
+		perSec, burst, maxQ = b.cfg.RelayMessagesPerSecond, b.cfg.RelayMessageBurst, b.cfg.RelaySendQueue
+	}
+	if perSec <= 0 {
+		return rate.NewLimiter(rate.Inf, 0), maxQ
+	}
+	return rate.NewLimiter(rate.Limit(perSec), burst), maxQ
+}
+
+// Promote gives id's socket a relay's limits (on) or a player's again: a
+// relay-capable player elected as its lobby's relay carries the signaling
+// of every pair. It never blocks and may be called with the caller's
+// locks held.
+func (b *Broker) Promote(id string, on bool) {
+	b.mu.Lock()
+	c := b.clients[id]
+	b.mu.Unlock()
+	if c == nil {
+		return
+	}
+	lim, maxQ := b.limits(on)
+	c.mu.Lock()
+	c.limiter, c.maxQ = lim, maxQ
+	c.mu.Unlock()
 }

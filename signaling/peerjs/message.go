@@ -20,10 +20,26 @@ const (
 	TypeIDTaken    = "ID-TAKEN"
 	TypeInvalidKey = "INVALID-KEY"
 	TypeError      = "ERROR"
+	// TypeSplice is cl5-relay's own: the core tells a relay peer the
+	// members of a lobby it carries (payload Splice).
+	TypeSplice = "SPLICE"
 )
 
+// Splice is the payload of SPLICE, sent to a relay peer whenever the
+// members of a lobby it carries change. Lobby is an opaque key, stable for
+// the lobby's life. Members are the PeerJS ids of its players; none means
+// the relay no longer carries the lobby (it closes its connections). Dial
+// asks the relay to open every member pair itself (it replaces a relay
+// that died or drained: the players' old connections went with it).
+type Splice struct {
+	Lobby   string   `json:"lobby"`
+	Members []string `json:"members"`
+	Dial    bool     `json:"dial,omitempty"`
+}
+
 // Message is one PeerJS frame, both ways. The server sets Src on what it
-// forwards; a client's src is never read.
+// forwards. A client's src is read only from a relay peer, which may speak
+// as a member of its lobby (Directory.SpeakAs); anyone else's is ignored.
 type Message struct {
 	Type    string          `json:"type"`
 	Src     string          `json:"src,omitempty"`
@@ -31,10 +47,10 @@ type Message struct {
 	Payload json.RawMessage `json:"payload,omitempty"`
 }
 
-// clientMessage is what is decoded from a client: src is not a field, so a
-// client's src is dropped at decoding.
+// clientMessage is what is decoded from a client.
 type clientMessage struct {
 	Type    string          `json:"type"`
+	Src     string          `json:"src"`
 	Dst     string          `json:"dst"`
 	Payload json.RawMessage `json:"payload"`
 }
@@ -46,7 +62,7 @@ var (
 )
 
 // Decode parses one client frame of at most maxBytes: a JSON object whose
-// type and dst, when present, are strings.
+// type, src and dst, when present, are strings.
 func Decode(frame []byte, maxBytes int) (Message, error) {
 	if len(frame) > maxBytes {
 		return Message{}, ErrTooLarge
@@ -58,7 +74,7 @@ func Decode(frame []byte, maxBytes int) (Message, error) {
 	if err := json.Unmarshal(frame, &m); err != nil {
 		return Message{}, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
-	return Message{Type: m.Type, Dst: m.Dst, Payload: m.Payload}, nil
+	return Message{Type: m.Type, Src: m.Src, Dst: m.Dst, Payload: m.Payload}, nil
 }
 
 // encode marshals a server frame. It cannot fail for a Message whose
