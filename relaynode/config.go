@@ -140,6 +140,11 @@ type Config struct {
 	// either way.
 	StrictChannelNumbers bool
 
+	// SelfPeerPorts are UDP ports of the node's machine that allocations
+	// may reach at the node's relay address, as they reach its live relay
+	// ports: the node's relay peer (relaynode/relaypeer), so that a player
+	// limited to relay candidates reaches it through this node.
+	SelfPeerPorts []uint16
 	// AllowPeers lists peer prefixes to allow even inside the default deny
 	// list (for example a LAN deployment's own range). Default none.
 	AllowPeers []netip.Prefix

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -176,9 +177,14 @@ func (r *relayAllocator) bind(network string, requestedPort int) (relaySocket, e
 	return nil, errNoRelayPort
 }
 
-func (r *relayAllocator) isLive(port int) bool {
+// isSelfPort reports whether port, at the node's relay address, is one
+// allocations may reach: a live relay port or a SelfPeerPorts one.
+func (r *relayAllocator) isSelfPort(port int) bool {
 	if port <= 0 || port > 65535 {
 		return false
+	}
+	if slices.Contains(r.n.cfg.SelfPeerPorts, uint16(port)) {
+		return true // reached like a relay port (Config.SelfPeerPorts)
 	}
 	r.mu.RLock()
 	_, ok := r.live[uint16(port)]
@@ -260,7 +266,7 @@ func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
 // would through the NAT.
 func (c *relayConn) peerAddr(src netip.AddrPort) netip.AddrPort {
 	src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
-	if c.r.localIP.IsValid() && src.Addr() == c.r.localIP && c.r.isLive(int(src.Port())) {
+	if c.r.localIP.IsValid() && src.Addr() == c.r.localIP && c.r.isSelfPort(int(src.Port())) {
 		return netip.AddrPortFrom(c.r.relayIP, src.Port())
 	}
 	return src
@@ -293,7 +299,7 @@ func (c *relayConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 func (c *relayConn) admitToPeer(peer netip.AddrPort, size int) (netip.AddrPort, bool) {
 	if peer.Addr() == c.r.relayIP {
 		switch {
-		case c.r.isLive(int(peer.Port())):
+		case c.r.isSelfPort(int(peer.Port())):
 			if c.r.localIP.IsValid() {
 				peer = netip.AddrPortFrom(c.r.localIP, peer.Port())
 			}

@@ -7,7 +7,9 @@ import (
 )
 
 // TestSignalingAndRelaynodeIndependent: neither side depends on the other
-// (cmd composes them); only the protocol leaf signaling/wire is shared.
+// (cmd composes them); only the protocol leaves are shared: signaling/wire
+// and the PeerJS client signaling/peerclient (the relay peer speaks
+// PeerJS), which import nothing else of the module.
 func TestSignalingAndRelaynodeIndependent(t *testing.T) {
 	const module = "github.com/cl5-relay/cl5-relay/"
 	deps := func(pattern string) []string {
@@ -17,14 +19,26 @@ func TestSignalingAndRelaynodeIndependent(t *testing.T) {
 		}
 		return strings.Fields(string(out))
 	}
+	leaves := map[string]bool{module + "signaling/wire": true, module + "signaling/peerclient": true}
 	for _, d := range deps("../signaling/...") {
 		if strings.HasPrefix(d, module+"relaynode") {
 			t.Errorf("signaling depends on %s", d)
 		}
 	}
 	for _, d := range deps("../relaynode/...") {
-		if strings.HasPrefix(d, module+"signaling") && d != module+"signaling/wire" {
+		if strings.HasPrefix(d, module+"signaling") && !leaves[d] {
 			t.Errorf("relaynode depends on %s", d)
+		}
+	}
+	for leaf := range leaves {
+		out, err := exec.Command("go", "list", "-deps", "../"+strings.TrimPrefix(leaf, module)).Output()
+		if err != nil {
+			t.Fatalf("go list %s: %v", leaf, err)
+		}
+		for _, d := range strings.Fields(string(out)) {
+			if strings.HasPrefix(d, module) && !leaves[d] {
+				t.Errorf("the protocol leaf %s depends on %s", leaf, d)
+			}
 		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"net/url"
 	"os"
 	"slices"
 	"strconv"
@@ -18,6 +19,7 @@ import (
 	"github.com/cl5-relay/cl5-relay/migration"
 	"github.com/cl5-relay/cl5-relay/relaynode"
 	"github.com/cl5-relay/cl5-relay/relaynode/fleet"
+	"github.com/cl5-relay/cl5-relay/relaynode/relaypeer"
 	"github.com/cl5-relay/cl5-relay/relaynode/turncred"
 	"github.com/cl5-relay/cl5-relay/signaling"
 	"github.com/cl5-relay/cl5-relay/signaling/peerjs"
@@ -52,6 +54,30 @@ type Config struct {
 	Fleet     FleetConfig     `yaml:"fleet"`
 	ICE       ICEConfig       `yaml:"ice"`
 	PeerJS    PeerJSConfig    `yaml:"peerjs"`
+	RelayPeer RelayPeerConfig `yaml:"relay_peer"`
+}
+
+// RelayPeerConfig is a relay node's relay peer, which splices the data
+// connections of lobbies created with enable_relay (in-process in
+// `serve`, beside TURN in `node`).
+type RelayPeerConfig struct {
+	// Listen is the one UDP address of its WebRTC connections; "" turns
+	// the relay peer off. Players reach it at the node's public address
+	// (turn.public_ip when set), directly or through the node's TURN.
+	Listen string `yaml:"listen"`
+	// BrokerURL is the core's PeerJS broker as nodes reach it
+	// (wss://cl5.example.com/). A core advertises it to its nodes; a node
+	// uses it when its core advertises none. serve's own relay peer
+	// reaches its core over loopback.
+	BrokerURL string `yaml:"broker_url"`
+	// MaxLobbies, MaxMembers (per lobby) and MaxPairs bound what it
+	// carries; LobbyMessagesPerSecond and LobbyBytesPerSecond are each
+	// lobby's buckets (negative: none).
+	MaxLobbies             int     `yaml:"max_lobbies"`
+	MaxMembers             int     `yaml:"max_members"`
+	MaxPairs               int     `yaml:"max_pairs"`
+	LobbyMessagesPerSecond float64 `yaml:"lobby_messages_per_second"`
+	LobbyBytesPerSecond    float64 `yaml:"lobby_bytes_per_second"`
 }
 
 // PeerJSConfig is the PeerJS broker on the signaling port (path /peerjs).
@@ -176,6 +202,8 @@ const (
 	defaultAuth          = "open"
 	defaultLogLevel      = "info"
 	defaultLogFormat     = "text"
+	// defaultRelayPeerListen: beside TURN's 3478.
+	defaultRelayPeerListen = ":3479"
 )
 
 // defaultConfig is the embedded default: a working server on a fresh machine.
@@ -216,7 +244,15 @@ func defaultConfig() Config {
 			RelaySocketBuffer:     relaynode.DefaultRelaySocketBuffer,
 		},
 		Fleet: FleetConfig{DeadAfter: fleet.DefaultDeadAfter},
-		ICE:   ICEConfig{TTL: fleet.DefaultICETTL, NodesPerPlayer: fleet.DefaultICECount},
+		RelayPeer: RelayPeerConfig{
+			Listen:                 defaultRelayPeerListen,
+			MaxLobbies:             relaypeer.DefaultMaxLobbies,
+			MaxMembers:             relaypeer.DefaultMaxMembers,
+			MaxPairs:               relaypeer.DefaultMaxPairs,
+			LobbyMessagesPerSecond: relaypeer.DefaultLobbyMessagesPerSecond,
+			LobbyBytesPerSecond:    relaypeer.DefaultLobbyBytesPerSecond,
+		},
+		ICE: ICEConfig{TTL: fleet.DefaultICETTL, NodesPerPlayer: fleet.DefaultICECount},
 	}
 }
 
@@ -230,6 +266,7 @@ var keyFlags = map[string]string{
 	"fleet.cluster_key_file": "cluster-key-file", "turn.listen": "turn-listen", "turn.relay_ports": "relay-ports",
 	"turn.public_ip": "public-ip", "turn.realm": "realm", "turn.secret_file": "turn-secret-file",
 	"turn.drain_timeout": "drain-timeout", "turn.allow_loopback_peers": "allow-loopback-peers",
+	"relay_peer.listen": "relay-peer-listen", "relay_peer.broker_url": "broker-url",
 }
 
 // setting names a config key as the user may have written it: the YAML
@@ -339,6 +376,7 @@ func (c Config) validate(command string) error {
 	}
 	c.TURN.validate(&p)
 	c.Fleet.validate(&p)
+	c.RelayPeer.validate(&p)
 	if c.ICE.TTL < time.Minute || c.ICE.TTL > 7*24*time.Hour {
 		p.add("ice.ttl", "%v is not between 1m and 168h", c.ICE.TTL)
 	} else if m := c.TURN.MaxCredentialLifetime; c.TURN.Listen != "" && m > 0 && c.ICE.TTL > m {
@@ -404,6 +442,76 @@ func (t TURNConfig) validate(p *problems) {
 	}
 }
 
+func (r RelayPeerConfig) validate(p *problems) {
+	p.addr("relay_peer.listen", r.Listen, false)
+	if r.Listen != "" {
+		if _, port, err := net.SplitHostPort(r.Listen); err == nil && port == "0" {
+			p.add("relay_peer.listen", "%q: give a fixed port (players' TURN allocations reach it there)", r.Listen)
+		}
+	}
+	if r.BrokerURL != "" {
+		if u, err := url.Parse(r.BrokerURL); err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
+			p.add("relay_peer.broker_url", "%q is not a ws:// or wss:// URL of the core's signaling port", r.BrokerURL)
+		}
+	}
+	for _, f := range []struct {
+		key string
+		v   int
+	}{{"relay_peer.max_lobbies", r.MaxLobbies}, {"relay_peer.max_members", r.MaxMembers}, {"relay_peer.max_pairs", r.MaxPairs}} {
+		if f.v < 1 {
+			p.add(f.key, "%d is below 1", f.v)
+		}
+	}
+	p.notZero("relay_peer.lobby_messages_per_second", r.LobbyMessagesPerSecond == 0, "-1 for no limit")
+	p.notZero("relay_peer.lobby_bytes_per_second", r.LobbyBytesPerSecond == 0, "-1 for no limit")
+}
+
+// relayConfig is the relay peer's config; brokerURL is where it joins the
+// core (the core's advertised one wins). r is validated.
+func (c Config) relayConfig(brokerURL string, log *slog.Logger, reg prometheus.Registerer) relaypeer.Config {
+	r := c.RelayPeer
+	rc := relaypeer.Config{
+		BrokerURL:    brokerURL,
+		ICEUDPListen: r.Listen,
+		Limits: relaypeer.Limits{
+			MaxLobbies: r.MaxLobbies, MaxMembers: r.MaxMembers, MaxPairs: r.MaxPairs,
+			LobbyMessagesPerSecond: r.LobbyMessagesPerSecond, LobbyBytesPerSecond: r.LobbyBytesPerSecond,
+		},
+		Logger:     log,
+		Registerer: reg,
+	}
+	if c.TURN.PublicIP != "" {
+		rc.PublicIPs = []string{c.TURN.PublicIP}
+	}
+	return rc
+}
+
+// relayPeerPort is the port of relay_peer.listen, which the node lets its
+// allocations reach; 0 when the relay peer is off.
+func (r RelayPeerConfig) relayPeerPort() uint16 {
+	if r.Listen == "" {
+		return 0
+	}
+	_, port, _ := net.SplitHostPort(r.Listen)
+	n, _ := strconv.ParseUint(port, 10, 16)
+	return uint16(n)
+}
+
+// localBrokerURL is serve's own broker as its in-process relay peer
+// reaches it: the signaling listener, over loopback when it listens on
+// every address.
+func localBrokerURL(ln net.Addr) string {
+	ap, err := netip.ParseAddrPort(ln.String())
+	if err != nil {
+		return ""
+	}
+	ip := ap.Addr().Unmap()
+	if ip.IsUnspecified() {
+		ip = netip.AddrFrom4([4]byte{127, 0, 0, 1})
+	}
+	return "ws://" + netip.AddrPortFrom(ip, ap.Port()).String() + "/"
+}
+
 func (f FleetConfig) validate(p *problems) {
 	p.addr("fleet.listen", f.Listen, false)
 	if f.Core != "" {
@@ -455,6 +563,8 @@ func turnFlags(d Config, listenUsage string) []cli.Flag {
 		&cli.StringFlag{Name: "turn-secret-file", Usage: "TURN REST shared secrets, one per line", EnvVars: envVars("turn-secret-file")},
 		&cli.DurationFlag{Name: "drain-timeout", Usage: "on SIGTERM, how long the relay node waits for live allocations to end", Value: d.TURN.DrainTimeout, EnvVars: envVars("drain-timeout")},
 		&cli.BoolFlag{Name: "allow-loopback-peers", Usage: "relay to loopback and private addresses (tests on one machine only; unsafe)", EnvVars: envVars("allow-loopback-peers")},
+		&cli.StringFlag{Name: "relay-peer-listen", Usage: `UDP address of the relay peer that splices relay lobbies ("": off)`, Value: d.RelayPeer.Listen, EnvVars: envVars("relay-peer-listen")},
+		&cli.StringFlag{Name: "broker-url", Usage: "the core's PeerJS broker as relay nodes reach it, ws(s)://host:port/ (core: advertised to nodes; node: used when the core advertises none)", EnvVars: envVars("broker-url")},
 	}
 }
 
@@ -523,6 +633,8 @@ func resolveConfig(c *cli.Context) (Config, error) {
 	set("turn-secret-file", func() { cfg.TURN.SecretFile = c.String("turn-secret-file") })
 	set("drain-timeout", func() { cfg.TURN.DrainTimeout = c.Duration("drain-timeout") })
 	set("allow-loopback-peers", func() { cfg.TURN.AllowLoopbackPeers = c.Bool("allow-loopback-peers") })
+	set("relay-peer-listen", func() { cfg.RelayPeer.Listen = c.String("relay-peer-listen") })
+	set("broker-url", func() { cfg.RelayPeer.BrokerURL = c.String("broker-url") })
 	return cfg, errors.Join(cfg.validate(c.Command.Name), cfg.checkFiles(c.Command.Name))
 }
 
@@ -620,6 +732,7 @@ func (c Config) coreConfig(log *slog.Logger, reg prometheus.Registerer) fleet.Co
 		Region:         c.Region,
 		NodesPerPlayer: c.ICE.NodesPerPlayer,
 		ICETTL:         c.ICE.TTL,
+		BrokerURL:      c.RelayPeer.BrokerURL,
 		Logger:         log,
 		Registerer:     reg,
 	}
@@ -627,7 +740,11 @@ func (c Config) coreConfig(log *slog.Logger, reg prometheus.Registerer) fleet.Co
 
 // nodeConfig is the relay node t describes, verifying secrets. t is
 // validated; it reads the static users file.
-func (t TURNConfig) nodeConfig(secrets []string, log *slog.Logger, reg prometheus.Registerer) (relaynode.Config, error) {
+func (t TURNConfig) nodeConfig(secrets []string, relayPeerPort uint16, log *slog.Logger, reg prometheus.Registerer) (relaynode.Config, error) {
+	var selfPorts []uint16
+	if relayPeerPort != 0 {
+		selfPorts = []uint16{relayPeerPort}
+	}
 	lo, hi, _ := relaynode.ParsePortRange(t.RelayPorts) // validated
 	allow, _ := relaynode.ParsePrefixes(t.AllowPeers)
 	deny, _ := relaynode.ParsePrefixes(t.DenyPeers)
@@ -651,6 +768,7 @@ func (t TURNConfig) nodeConfig(secrets []string, log *slog.Logger, reg prometheu
 		MaxCredentialLifetime: t.MaxCredentialLifetime,
 		UDPSocketBuffer:       t.UDPSocketBuffer,
 		RelaySocketBuffer:     t.RelaySocketBuffer,
+		SelfPeerPorts:         selfPorts,
 		Logger:                log,
 		Registerer:            reg,
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/cl5-relay/cl5-relay/relaynode"
 	"github.com/cl5-relay/cl5-relay/relaynode/fleet"
+	"github.com/cl5-relay/cl5-relay/relaynode/relaypeer"
 )
 
 // node runs a relay node alone, as on an edge VPS: TURN, its metrics, and
@@ -30,7 +31,7 @@ func node(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	rc, err := cfg.TURN.nodeConfig(creds.TURNSecrets, log, reg)
+	rc, err := cfg.TURN.nodeConfig(creds.TURNSecrets, cfg.RelayPeer.relayPeerPort(), log, reg)
 	if err != nil {
 		return err
 	}
@@ -72,12 +73,26 @@ func node(c *cli.Context) error {
 		return errors.Join(listenErrs...)
 	}
 	var member *fleet.Client
+	var relay *relaypeer.Relay
 	if cfg.Fleet.Core != "" {
 		h, err := n.FleetHello(cfg.Fleet.NodeID, cfg.Region, versionString())
 		if err != nil {
 			return err
 		}
-		member, err = fleet.NewClient(fleet.ClientConfig{Core: cfg.Fleet.Core, TLS: creds.TLS, Hello: h, Load: n.FleetLoad, Logger: log})
+		mc := fleet.ClientConfig{Core: cfg.Fleet.Core, TLS: creds.TLS, Hello: h, Load: n.FleetLoad, Logger: log}
+		if cfg.RelayPeer.Listen != "" {
+			// The relay peer joins the core's broker under the id each
+			// registration grants.
+			if relay, err = relaypeer.New(cfg.relayConfig(cfg.RelayPeer.BrokerURL, log, reg)); err != nil {
+				return err
+			}
+			mc.Hello.Relay = true
+			mc.Hello.Capacity.MaxRelayLobbies = cfg.RelayPeer.MaxLobbies
+			mc.OnRelay = func(g fleet.RelayGrant) {
+				relay.SetGrant(relaypeer.Grant{ID: g.ID, Token: g.Token, BrokerURL: g.BrokerURL})
+			}
+		}
+		member, err = fleet.NewClient(mc)
 		if err != nil {
 			return err
 		}
@@ -96,6 +111,12 @@ func node(c *cli.Context) error {
 	if member != nil {
 		g.Go(func() error { return member.Run(memberCtx) })
 	}
+	relayCtx, stopRelay := context.WithCancel(context.Background())
+	defer stopRelay()
+	if relay != nil {
+		g.Go(func() error { return relay.Run(relayCtx) })
+		log.Info("relay peer on", "udp", cfg.RelayPeer.Listen)
+	}
 	log.Info("cl5-relay node started", "version", versionString(), "region", cfg.Region, "core", cfg.Fleet.Core)
 
 	g.Go(func() error {
@@ -108,6 +129,14 @@ func node(c *cli.Context) error {
 		dctx, cancel := context.WithTimeout(context.Background(), cfg.TURN.DrainTimeout)
 		defer cancel()
 		var errs []error
+		if relay != nil {
+			// The core moves this relay's lobbies once it hears of the
+			// drain; wait for that before the relay peer goes.
+			if err := relay.Drain(dctx); err != nil {
+				log.Warn("relay peer drain ended before every lobby moved", "err", err)
+			}
+			stopRelay()
+		}
 		if err := n.Drain(dctx); err != nil {
 			log.Warn("drain ended before every allocation did", "err", err)
 		}

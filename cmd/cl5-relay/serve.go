@@ -15,6 +15,7 @@ import (
 
 	"github.com/cl5-relay/cl5-relay/relaynode"
 	"github.com/cl5-relay/cl5-relay/relaynode/fleet"
+	"github.com/cl5-relay/cl5-relay/relaynode/relaypeer"
 	"github.com/cl5-relay/cl5-relay/signaling"
 )
 
@@ -53,7 +54,7 @@ func serve(c *cli.Context) error {
 	defer core.Close()
 	var node *relaynode.Node
 	if cfg.TURN.Listen != "" {
-		rc, err := cfg.TURN.nodeConfig(core.TURNSecrets(), log, reg)
+		rc, err := cfg.TURN.nodeConfig(core.TURNSecrets(), cfg.RelayPeer.relayPeerPort(), log, reg)
 		if err != nil {
 			return err
 		}
@@ -63,7 +64,18 @@ func serve(c *cli.Context) error {
 		defer node.Close()
 	}
 
-	sig := signaling.NewServer(cfg.signalingConfig(auth, core.ICE(), log, reg))
+	// Relay lobbies go to the fleet's relay peers (this process's own and
+	// those of remote nodes); lobbies move when one is gone.
+	sc := cfg.signalingConfig(auth, core.ICE(), log, reg)
+	sc.Relays = core.Registry()
+	sig := signaling.NewServer(sc)
+	core.Registry().OnRelayGone(sig.Hub().RelayGone)
+	var relay *relaypeer.Relay
+	if node != nil && cfg.RelayPeer.Listen != "" {
+		if relay, err = relaypeer.New(cfg.relayConfig("", log, reg)); err != nil {
+			return err
+		}
+	}
 
 	var ready atomic.Bool
 	// The signaling Server runs its own hardened HTTP server (timeouts,
@@ -118,15 +130,29 @@ func serve(c *cli.Context) error {
 		if err != nil {
 			return err
 		}
+		h.Relay = relay != nil
+		h.Capacity.MaxRelayLobbies = cfg.RelayPeer.MaxLobbies
 		if err := core.AddLocal(h, node.FleetLoad); err != nil {
 			return err
 		}
+	}
+	if relay != nil {
+		// The in-process relay peer joins this process's broker over
+		// loopback, under the grant the registry gave the local node.
+		grant, _ := core.Registry().RelayGrant(localNodeID)
+		relay.SetGrant(relaypeer.Grant{ID: grant.ID, Token: grant.Token, BrokerURL: localBrokerURL(servers[0].ln.Addr())})
 	}
 
 	g, gctx := errgroup.WithContext(ctx)
 	for _, s := range servers {
 		g.Go(func() error { return s.serve() })
 		log.Info("listening", "server", s.name, "addr", s.ln.Addr().String())
+	}
+	relayCtx, stopRelay := context.WithCancel(context.Background())
+	defer stopRelay()
+	if relay != nil {
+		g.Go(func() error { return relay.Run(relayCtx) })
+		log.Info("relay peer on", "udp", cfg.RelayPeer.Listen)
 	}
 	if a := core.Addr(); a != nil {
 		log.Info("listening", "server", "fleet", "addr", a.String())
@@ -145,6 +171,7 @@ func serve(c *cli.Context) error {
 		stop() // a second signal now kills the process
 		ready.Store(false)
 		log.Info("shutting down")
+		stopRelay() // its lobbies end with the signaling server
 		sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 		defer cancel()
 		// The signaling Server closes its WebSockets (1001) at once and cuts
