@@ -99,6 +99,18 @@ type Config struct {
 	// MaxChannels bounds the NEW_CHAN channels of one data connection; 0
 	// means 32.
 	MaxChannels int
+	// Relay lets this peer take part in splices (see Splicer): offers
+	// addressed to another id (dst is not ID, as a PeerJS broker redirects
+	// a relay lobby's member-to-member signaling to its relay) are handed
+	// to the Splicer, and Dial may speak as another id (DialOptions.As).
+	// Without it such offers are ignored, as before.
+	Relay bool
+	// IgnoreOwnOffers leaves offers addressed to ID itself unanswered. A
+	// relay node sets it: a v1.0 client dials the relay id after the RELAY
+	// opcode, and an answered connection would show the relay as a player
+	// (empty username) and get every broadcast once more. A promoted
+	// player leaves it false: its own connections are ordinary ones.
+	IgnoreOwnOffers bool
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger
 	// Clock drives the heartbeat; nil means the real clock.
