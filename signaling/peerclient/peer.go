@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -24,7 +25,10 @@ type Peer struct {
 	cfg Config
 	log *slog.Logger
 	api *webrtc.API
+	mux io.Closer // the shared ICE socket, or nil
 	ws  *websocket.Conn
+
+	iceAddrs []string // of mux
 
 	writeMu sync.Mutex // one writer on ws at a time
 
@@ -89,22 +93,39 @@ func Connect(ctx context.Context, cfg Config) (*Peer, error) {
 	if cfg.Origin != "" {
 		header = http.Header{"Origin": {cfg.Origin}}
 	}
+	api, mux, err := newAPI(cfg)
+	if err != nil {
+		return nil, err
+	}
+	var iceAddrs []string
+	var muxCloser io.Closer
+	if mux != nil {
+		iceAddrs, muxCloser = iceListenAddrs(mux), mux
+	}
 	ws, resp, err := websocket.DefaultDialer.DialContext(ctx, u.String(), header)
 	if resp != nil && resp.Body != nil {
 		resp.Body.Close()
 	}
 	if err != nil {
+		if mux != nil {
+			mux.Close()
+		}
 		return nil, fmt.Errorf("peerclient: dial %s: %w", u.Redacted(), err)
 	}
 	ws.SetReadLimit(maxSignalBytes)
 	if err := awaitOpen(ctx, ws); err != nil {
 		ws.Close()
+		if mux != nil {
+			mux.Close()
+		}
 		return nil, err
 	}
 	p := &Peer{
 		cfg:      cfg,
 		log:      cfg.Logger.With("component", "peerclient", "id", cfg.ID),
-		api:      newAPI(cfg),
+		api:      api,
+		mux:      muxCloser,
+		iceAddrs: iceAddrs,
 		ws:       ws,
 		conns:    make(map[connKey]*DataConn),
 		lost:     make(map[connKey][]candidateInit),
@@ -197,9 +218,16 @@ func (p *Peer) Close() error {
 			c.closeWith(ErrClosed)
 		}
 		p.connsWG.Wait()
+		if p.mux != nil {
+			p.mux.Close()
+		}
 	})
 	return nil
 }
+
+// ICEAddrs are the local addresses of the shared ICE socket
+// (Config.ICEUDPListen), nil without one.
+func (p *Peer) ICEAddrs() []string { return p.iceAddrs }
 
 func (p *Peer) signalingDown(err error) {
 	p.sigOnce.Do(func() {
