@@ -130,8 +130,12 @@ func (b *relayBroker) routeLocked(sender string, m serverMessage) (*brokerSock, 
 			return nil, m
 		}
 		src = m.Src
-	} else if lobby := b.lobbyOf[sender]; lobby != "" && b.lobbyOf[m.Dst] == lobby && b.relayOf[lobby] != "" {
-		to = b.relayOf[lobby] // member to member: to the relay, unchanged
+	} else if lobby := b.lobbyOf[sender]; lobby != "" && b.lobbyOf[m.Dst] == lobby {
+		// Member to member: to the relay, unchanged (not what the relay,
+		// a promoted member, sends or is sent itself).
+		if relay := b.relayOf[lobby]; relay != "" && relay != sender && relay != m.Dst {
+			to = relay
+		}
 	}
 	out := serverMessage{Type: m.Type, Src: src, Dst: m.Dst, Payload: m.Payload}
 	if sock := b.socks[to]; sock != nil {
@@ -197,3 +201,14 @@ func (b *relayBroker) connect(t testing.TB, id string, opts ...func(*Config)) *P
 }
 
 func asRelay(c *Config) { c.Relay = true }
+
+// inject sends m as it is to the socket of id.
+func (b *relayBroker) inject(id string, m serverMessage) {
+	b.mu.Lock()
+	sock := b.socks[id]
+	b.mu.Unlock()
+	if sock == nil {
+		b.t.Fatalf("inject: no socket %s", id)
+	}
+	sock.write(m)
+}
