@@ -11,7 +11,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"regexp"
+	"strconv"
 	"time"
 
 	"github.com/jonboulle/clockwork"
@@ -87,6 +89,16 @@ type Config struct {
 	// ignores remote candidates elsewhere (tests and benchmarks on one
 	// machine); mDNS is off then.
 	LoopbackOnly bool
+	// ICEUDPListen, "ip:port", makes every peer connection share one UDP
+	// socket (pion's ICE UDP mux), so a relay node needs one firewall
+	// port. An unspecified ip ("0.0.0.0:3479", ":3479") listens on each
+	// local address with that port, which must then not be 0. "" means a
+	// fresh socket per connection, as browsers do.
+	ICEUDPListen string
+	// PublicIPs are announced as the host candidates instead of the local
+	// addresses (1:1 NAT, e.g. a cloud VM's public address); mDNS is off
+	// then. None by default.
+	PublicIPs []string
 	// MaxMessageBytes bounds one received message after reassembly, and all
 	// partly received chunked messages of a connection together; 0 means
 	// 8 MiB.
@@ -99,6 +111,18 @@ type Config struct {
 	// MaxChannels bounds the NEW_CHAN channels of one data connection; 0
 	// means 32.
 	MaxChannels int
+	// Relay lets this peer take part in splices (see Splicer): offers
+	// addressed to another id (dst is not ID, as a PeerJS broker redirects
+	// a relay lobby's member-to-member signaling to its relay) are handed
+	// to the Splicer, and Dial may speak as another id (DialOptions.As).
+	// Without it such offers are ignored, as before.
+	Relay bool
+	// IgnoreOwnOffers leaves offers addressed to ID itself unanswered. A
+	// relay node sets it: a v1.0 client dials the relay id after the RELAY
+	// opcode, and an answered connection would show the relay as a player
+	// (empty username) and get every broadcast once more. A promoted
+	// player leaves it false: its own connections are ordinary ones.
+	IgnoreOwnOffers bool
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger
 	// Clock drives the heartbeat; nil means the real clock.
@@ -117,6 +141,22 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if !validID.MatchString(c.ID) {
 		errs = append(errs, fmt.Errorf("ID %q is not a valid PeerJS id", c.ID))
+	}
+	if c.ICEUDPListen != "" {
+		if host, port, err := net.SplitHostPort(c.ICEUDPListen); err != nil {
+			errs = append(errs, fmt.Errorf("ICEUDPListen: %w", err))
+		} else if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+			errs = append(errs, fmt.Errorf("ICEUDPListen port %q is not a port number", port))
+		} else if ip := net.ParseIP(host); (host == "" || ip != nil && ip.IsUnspecified()) && n == 0 {
+			errs = append(errs, errors.New("ICEUDPListen on every address needs a port other than 0"))
+		} else if host != "" && ip == nil {
+			errs = append(errs, fmt.Errorf("ICEUDPListen host %q is not an IP address", host))
+		}
+	}
+	for _, s := range c.PublicIPs {
+		if net.ParseIP(s) == nil {
+			errs = append(errs, fmt.Errorf("PublicIPs: %q is not an IP address", s))
+		}
 	}
 	if len(errs) > 0 {
 		return c, fmt.Errorf("%w: %w", ErrConfig, errors.Join(errs...))

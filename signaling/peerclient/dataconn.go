@@ -24,14 +24,21 @@ const (
 // RTCPeerConnection with one data channel (its label, "default" for CL5),
 // plus the negotiated channels that NEW_CHAN opens.
 type DataConn struct {
-	p          *Peer
-	remote     string
-	connID     string
-	label      string
-	reliable   bool
-	metadata   json.RawMessage
-	originator bool
-	pc         *webrtc.PeerConnection
+	p             *Peer
+	remote        string
+	local         string // the id this side speaks as
+	connID        string
+	label         string
+	reliable      bool
+	metadata      json.RawMessage
+	serialization string
+	originator    bool
+	pc            *webrtc.PeerConnection
+	// Set by a Splicer before the data channel can exist: onRaw takes
+	// every message instead of the BinaryPack path, onOpen runs once the
+	// channel is open instead of delivering to Accept.
+	onRaw  func(webrtc.DataChannelMessage)
+	onOpen func()
 
 	mu           sync.Mutex
 	dc           *webrtc.DataChannel
@@ -56,24 +63,29 @@ type DataConn struct {
 	finished  chan struct{} // closed once pc is fully closed
 }
 
-func (p *Peer) newConn(remote, connID, label string, reliable bool, meta json.RawMessage, originator bool) (*DataConn, error) {
+func (p *Peer) newConn(spec connSpec, originator bool) (*DataConn, error) {
+	if spec.serialization == "" {
+		spec.serialization = serializationBin
+	}
 	c := &DataConn{
-		p:          p,
-		remote:     remote,
-		connID:     connID,
-		label:      label,
-		reliable:   reliable,
-		metadata:   meta,
-		originator: originator,
-		channels:   make(map[string]*Channel),
-		nextChanID: 2, // the CL5 extension's first NEW_CHAN id
-		reasm:      newReassembler(p.cfg.MaxMessageBytes, maxPendingChunked),
-		inbox:      make(chan any, inboxSize),
-		chanInbox:  make(chan *Channel, chanInboxSize),
-		bufLow:     make(chan struct{}, 1),
-		opened:     make(chan struct{}),
-		done:       make(chan struct{}),
-		finished:   make(chan struct{}),
+		p:             p,
+		remote:        spec.remote,
+		local:         spec.local,
+		connID:        spec.connID,
+		label:         spec.label,
+		reliable:      spec.reliable,
+		metadata:      spec.metadata,
+		serialization: spec.serialization,
+		originator:    originator,
+		channels:      make(map[string]*Channel),
+		nextChanID:    2, // the CL5 extension's first NEW_CHAN id
+		reasm:         newReassembler(p.cfg.MaxMessageBytes, maxPendingChunked),
+		inbox:         make(chan any, inboxSize),
+		chanInbox:     make(chan *Channel, chanInboxSize),
+		bufLow:        make(chan struct{}, 1),
+		opened:        make(chan struct{}),
+		done:          make(chan struct{}),
+		finished:      make(chan struct{}),
 	}
 	pc, err := p.api.NewPeerConnection(webrtc.Configuration{ICEServers: pionICEServers(p.cfg.ICEServers)})
 	if err != nil {
@@ -104,6 +116,13 @@ func (p *Peer) newConn(remote, connID, label string, reliable bool, meta json.Ra
 
 // Peer is the remote peer's id.
 func (c *DataConn) Peer() string { return c.remote }
+
+// Local is the id this side speaks as: the Peer's own, or, for a
+// connection made with DialOptions.As or in a splice, the id it stands in
+// for.
+func (c *DataConn) Local() string { return c.local }
+
+func (c *DataConn) key() connKey { return connKey{c.remote, c.local, c.connID} }
 
 // Label is the data channel's label ("default" for CL5).
 func (c *DataConn) Label() string { return c.label }
@@ -158,13 +177,19 @@ func (c *DataConn) attach(dc *webrtc.DataChannel) bool {
 	dc.OnOpen(func() {
 		c.openOnce.Do(func() {
 			close(c.opened)
-			if !c.originator {
+			if c.onOpen != nil {
+				c.onOpen()
+			} else if !c.originator {
 				c.p.deliver(c)
 			}
 		})
 	})
 	dc.OnClose(func() { c.closeWith(ErrClosedByPeer) })
-	dc.OnMessage(c.onMessage)
+	if c.onRaw != nil {
+		dc.OnMessage(c.onRaw)
+	} else {
+		dc.OnMessage(c.onMessage)
+	}
 	return true
 }
 
@@ -195,14 +220,14 @@ func (c *DataConn) sendOffer() error {
 	if err := c.pc.SetLocalDescription(offer); err != nil {
 		return fmt.Errorf("peerclient: set local offer: %w", err)
 	}
-	err = c.p.sendPayload(msgOffer, c.remote, offerPayload{
+	err = c.p.sendPayload(msgOffer, c.local, c.remote, offerPayload{
 		SDP:           sessionDesc{Type: offer.Type.String(), SDP: offer.SDP},
 		Type:          connTypeData,
 		ConnectionID:  c.connID,
 		Metadata:      c.metadata,
 		Label:         c.label,
 		Reliable:      c.reliable,
-		Serialization: serializationBin,
+		Serialization: c.serialization,
 	})
 	if err != nil {
 		return fmt.Errorf("peerclient: send offer: %w", err)
@@ -225,7 +250,7 @@ func (c *DataConn) answer(offer sessionDesc) error {
 	if err := c.pc.SetLocalDescription(ans); err != nil {
 		return fmt.Errorf("peerclient: set local answer: %w", err)
 	}
-	err = c.p.sendPayload(msgAnswer, c.remote, answerPayload{
+	err = c.p.sendPayload(msgAnswer, c.local, c.remote, answerPayload{
 		SDP:          sessionDesc{Type: ans.Type.String(), SDP: ans.SDP},
 		Type:         connTypeData,
 		ConnectionID: c.connID,
@@ -291,7 +316,7 @@ func (c *DataConn) writeCandidate(cand candidateInit) {
 		return
 	default:
 	}
-	err := c.p.sendPayload(msgCandidate, c.remote, candidatePayload{Candidate: cand, Type: connTypeData, ConnectionID: c.connID})
+	err := c.p.sendPayload(msgCandidate, c.local, c.remote, candidatePayload{Candidate: cand, Type: connTypeData, ConnectionID: c.connID})
 	if err != nil {
 		c.p.log.Debug("cannot send candidate", "dst", c.remote, "err", err)
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -24,7 +25,10 @@ type Peer struct {
 	cfg Config
 	log *slog.Logger
 	api *webrtc.API
+	mux io.Closer // the shared ICE socket, or nil
 	ws  *websocket.Conn
+
+	iceAddrs []string // of mux
 
 	writeMu sync.Mutex // one writer on ws at a time
 
@@ -34,6 +38,7 @@ type Peer struct {
 	lost     map[connKey][]candidateInit
 	lostN    int
 	incoming chan *DataConn
+	splices  chan splicedOffer // offers for other ids (Config.Relay)
 
 	closing  chan struct{} // closed by Close
 	sigDone  chan struct{} // closed when the signaling socket is gone
@@ -44,7 +49,20 @@ type Peer struct {
 	closeOne sync.Once
 }
 
-type connKey struct{ peer, id string }
+// connKey names a data connection: the remote peer, the id this side
+// speaks as (the Peer's own, or another one in a splice) and PeerJS's
+// connection id.
+type connKey struct{ peer, local, id string }
+
+// splicedOffer is an OFFER addressed to another id than ours, taken by a
+// Splicer.
+type splicedOffer struct {
+	from, to string
+	pl       offerPayload
+}
+
+// maxQueuedSplices bounds the offers waiting for a Splicer.
+const maxQueuedSplices = 64
 
 // Connect opens the signaling socket
 // ws(s)://HOST:PORT{path}peerjs?key=&id=&token=&version= and waits for
@@ -75,26 +93,44 @@ func Connect(ctx context.Context, cfg Config) (*Peer, error) {
 	if cfg.Origin != "" {
 		header = http.Header{"Origin": {cfg.Origin}}
 	}
+	api, mux, err := newAPI(cfg)
+	if err != nil {
+		return nil, err
+	}
+	var iceAddrs []string
+	var muxCloser io.Closer
+	if mux != nil {
+		iceAddrs, muxCloser = iceListenAddrs(mux), mux
+	}
 	ws, resp, err := websocket.DefaultDialer.DialContext(ctx, u.String(), header)
 	if resp != nil && resp.Body != nil {
 		resp.Body.Close()
 	}
 	if err != nil {
+		if mux != nil {
+			mux.Close()
+		}
 		return nil, fmt.Errorf("peerclient: dial %s: %w", u.Redacted(), err)
 	}
 	ws.SetReadLimit(maxSignalBytes)
 	if err := awaitOpen(ctx, ws); err != nil {
 		ws.Close()
+		if mux != nil {
+			mux.Close()
+		}
 		return nil, err
 	}
 	p := &Peer{
 		cfg:      cfg,
 		log:      cfg.Logger.With("component", "peerclient", "id", cfg.ID),
-		api:      newAPI(cfg),
+		api:      api,
+		mux:      muxCloser,
+		iceAddrs: iceAddrs,
 		ws:       ws,
 		conns:    make(map[connKey]*DataConn),
 		lost:     make(map[connKey][]candidateInit),
 		incoming: make(chan *DataConn, 16),
+		splices:  make(chan splicedOffer, maxQueuedSplices),
 		closing:  make(chan struct{}),
 		sigDone:  make(chan struct{}),
 	}
@@ -182,9 +218,16 @@ func (p *Peer) Close() error {
 			c.closeWith(ErrClosed)
 		}
 		p.connsWG.Wait()
+		if p.mux != nil {
+			p.mux.Close()
+		}
 	})
 	return nil
 }
+
+// ICEAddrs are the local addresses of the shared ICE socket
+// (Config.ICEUDPListen), nil without one.
+func (p *Peer) ICEAddrs() []string { return p.iceAddrs }
 
 func (p *Peer) signalingDown(err error) {
 	p.sigOnce.Do(func() {
@@ -229,12 +272,19 @@ func (p *Peer) send(m serverMessage) error {
 	return p.ws.WriteMessage(websocket.TextMessage, data)
 }
 
-func (p *Peer) sendPayload(typ, dst string, payload any) error {
+// sendPayload sends a message from local (our own id, or the id a
+// spliced connection speaks as: then it goes out with that src, which the
+// broker honours only for its relay) to dst.
+func (p *Peer) sendPayload(typ, local, dst string, payload any) error {
 	raw, err := json.Marshal(payload)
 	if err != nil {
 		return err
 	}
-	return p.send(serverMessage{Type: typ, Dst: dst, Payload: raw})
+	m := serverMessage{Type: typ, Dst: dst, Payload: raw}
+	if local != p.cfg.ID {
+		m.Src = local
+	}
+	return p.send(m)
 }
 
 func (p *Peer) readLoop() {
@@ -257,24 +307,48 @@ func (p *Peer) readLoop() {
 func (p *Peer) dispatch(m serverMessage) {
 	switch m.Type {
 	case msgOpen, msgHeartbeat:
+		return
 	case msgIDTaken, msgInvalidKey, msgError:
 		err := serverError(m)
 		p.log.Warn("server refused the peer", "err", err)
 		p.signalingDown(err)
+		return
+	}
+	// local is the id the message is for: ours, or (Config.Relay) the id
+	// a spliced connection speaks as.
+	local := m.Dst
+	if local == "" {
+		local = p.cfg.ID
+	}
+	if local != p.cfg.ID && !p.cfg.Relay {
+		p.log.Debug("ignoring message for another id", "type", m.Type, "src", m.Src, "dst", m.Dst)
+		return
+	}
+	switch m.Type {
 	case msgLeave:
-		for _, c := range p.connsTo(m.Src) {
+		for _, c := range p.connsTo(m.Src, local, false) {
 			c.closeWith(ErrClosedByPeer)
 		}
 	case msgExpire:
-		for _, c := range p.connsTo(m.Src) {
+		// The server may address EXPIRE for an offer we sent as another id
+		// to that id or to us.
+		for _, c := range p.connsTo(m.Src, local, local == p.cfg.ID) {
 			if c.originator && !c.isOpen() {
 				c.closeWith(fmt.Errorf("%w: %s", ErrPeerUnavailable, m.Src))
 			}
 		}
 	case msgOffer:
 		var pl offerPayload
-		if err := json.Unmarshal(m.Payload, &pl); err != nil || m.Src == "" {
-			p.log.Debug("malformed OFFER", "src", m.Src, "err", err)
+		if err := json.Unmarshal(m.Payload, &pl); err != nil || m.Src == "" || m.Src == local {
+			p.log.Debug("malformed OFFER", "src", m.Src, "dst", m.Dst, "err", err)
+			return
+		}
+		if local != p.cfg.ID {
+			p.queueSplice(splicedOffer{from: m.Src, to: local, pl: pl})
+			return
+		}
+		if p.cfg.IgnoreOwnOffers {
+			p.log.Debug("leaving an offer to our own id unanswered", "src", m.Src)
 			return
 		}
 		p.handleOffer(m.Src, pl)
@@ -284,7 +358,7 @@ func (p *Peer) dispatch(m serverMessage) {
 			p.log.Debug("malformed ANSWER", "src", m.Src, "err", err)
 			return
 		}
-		if c := p.conn(m.Src, pl.ConnectionID); c != nil {
+		if c := p.conn(connKey{m.Src, local, pl.ConnectionID}); c != nil {
 			c.handleAnswer(pl.SDP)
 		}
 	case msgCandidate:
@@ -293,28 +367,41 @@ func (p *Peer) dispatch(m serverMessage) {
 			p.log.Debug("malformed CANDIDATE", "src", m.Src, "err", err)
 			return
 		}
-		if c := p.conn(m.Src, pl.ConnectionID); c != nil {
+		k := connKey{m.Src, local, pl.ConnectionID}
+		if c := p.conn(k); c != nil {
 			c.addRemoteCandidate(pl.Candidate)
 			return
 		}
-		p.keepLost(connKey{m.Src, pl.ConnectionID}, pl.Candidate)
+		p.keepLost(k, pl.Candidate)
 	default:
 		p.log.Debug("unknown server message", "type", m.Type)
 	}
 }
 
-func (p *Peer) conn(peer, id string) *DataConn {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.conns[connKey{peer, id}]
+// queueSplice hands an offer for another id to the Splicer, or drops it
+// when offers pile up (nobody runs one, or it cannot keep up).
+func (p *Peer) queueSplice(o splicedOffer) {
+	select {
+	case p.splices <- o:
+	default:
+		p.log.Warn("splice queue full, leaving an offer unanswered", "src", o.from, "dst", o.to)
+	}
 }
 
-func (p *Peer) connsTo(peer string) []*DataConn {
+func (p *Peer) conn(k connKey) *DataConn {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.conns[k]
+}
+
+// connsTo returns the connections to peer that speak as local, or as
+// any id with anyLocal.
+func (p *Peer) connsTo(peer, local string, anyLocal bool) []*DataConn {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	var out []*DataConn
 	for k, c := range p.conns {
-		if k.peer == peer {
+		if k.peer == peer && (anyLocal || k.local == local) {
 			out = append(out, c)
 		}
 	}
@@ -348,7 +435,7 @@ func (p *Peer) register(c *DataConn) (old *DataConn, err error) {
 	if p.closed {
 		return nil, ErrClosed
 	}
-	k := connKey{c.remote, c.connID}
+	k := c.key()
 	old = p.conns[k]
 	if old == nil && len(p.conns) >= p.cfg.MaxConns {
 		return nil, fmt.Errorf("peerclient: %d data connections open", len(p.conns))
@@ -360,7 +447,7 @@ func (p *Peer) register(c *DataConn) (old *DataConn, err error) {
 func (p *Peer) unregister(c *DataConn) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	k := connKey{c.remote, c.connID}
+	k := c.key()
 	if p.conns[k] == c {
 		delete(p.conns, k)
 	}
@@ -377,6 +464,10 @@ type DialOptions struct {
 	Metadata any
 	// ConnectionID; "" means "dc_" and a random token.
 	ConnectionID string
+	// As dials as another id than the Peer's own (Config.Relay only): the
+	// offer and candidates go out with that src, which a broker honours
+	// only for the relay of a lobby of both ids. "" means our own id.
+	As string
 }
 
 // Dial opens a data connection to the peer with id remote, like the
@@ -397,17 +488,57 @@ func (p *Peer) Dial(ctx context.Context, remote string, opts DialOptions) (*Data
 			return nil, fmt.Errorf("peerclient: metadata: %w", err)
 		}
 	}
+	if opts.As == "" {
+		opts.As = p.cfg.ID
+	}
+	if opts.As != p.cfg.ID && !p.cfg.Relay {
+		return nil, fmt.Errorf("%w: dialling as %q needs Config.Relay", ErrConfig, opts.As)
+	}
+	if opts.As == remote {
+		return nil, fmt.Errorf("%w: dialling %q as itself", ErrConfig, remote)
+	}
+	c, err := p.dialConn(connSpec{
+		remote: remote, local: opts.As, connID: opts.ConnectionID, label: opts.Label,
+		reliable: !opts.Unreliable, metadata: meta, serialization: serializationBin,
+	}, nil)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.awaitOpen(ctx); err != nil {
+		c.closeWith(err)
+		c.waitClosed()
+		return nil, err
+	}
+	return c, nil
+}
+
+// connSpec is what a data connection is made of.
+type connSpec struct {
+	remote, local, connID, label string
+	reliable                     bool
+	metadata                     json.RawMessage
+	serialization                string
+}
+
+// dialConn makes an originating connection, creates its data channel and
+// sends the offer, without waiting for it to open. setup, if not nil, runs
+// before anything can arrive on the connection (a Splicer installs its
+// handlers there).
+func (p *Peer) dialConn(spec connSpec, setup func(*DataConn)) (*DataConn, error) {
 	select {
 	case <-p.sigDone:
 		return nil, fmt.Errorf("%w: %w", ErrDisconnected, p.sigErr)
 	default:
 	}
-	c, err := p.newConn(remote, opts.ConnectionID, opts.Label, !opts.Unreliable, meta, true)
+	c, err := p.newConn(spec, true)
 	if err != nil {
 		return nil, err
 	}
-	ordered := !opts.Unreliable
-	dc, err := c.pc.CreateDataChannel(opts.Label, &webrtc.DataChannelInit{Ordered: &ordered})
+	if setup != nil {
+		setup(c)
+	}
+	ordered := spec.reliable
+	dc, err := c.pc.CreateDataChannel(spec.label, &webrtc.DataChannelInit{Ordered: &ordered})
 	if err != nil {
 		c.closeWith(err)
 		return nil, fmt.Errorf("peerclient: data channel: %w", err)
@@ -415,11 +546,6 @@ func (p *Peer) Dial(ctx context.Context, remote string, opts DialOptions) (*Data
 	c.attach(dc)
 	if err := c.sendOffer(); err != nil {
 		c.closeWith(err)
-		return nil, err
-	}
-	if err := c.awaitOpen(ctx); err != nil {
-		c.closeWith(err)
-		c.waitClosed()
 		return nil, err
 	}
 	return c, nil
@@ -439,39 +565,61 @@ func (p *Peer) Accept(ctx context.Context) (*DataConn, error) {
 }
 
 func (p *Peer) handleOffer(src string, pl offerPayload) {
-	log := p.log.With("src", src, "connectionId", pl.ConnectionID)
+	if _, err := p.answerOffer(src, p.cfg.ID, pl, nil); err != nil {
+		p.log.Warn("cannot accept offer", "src", src, "connectionId", pl.ConnectionID, "err", err)
+	}
+}
+
+// offerSpec checks an offer and returns the connection it asks for.
+func offerSpec(src, local string, pl offerPayload) (connSpec, error) {
 	if pl.Type != connTypeData {
-		log.Debug("ignoring offer that is not a data connection", "type", pl.Type)
-		return
+		return connSpec{}, fmt.Errorf("%w: offer of a %q connection, not a data one", ErrProtocol, pl.Type)
 	}
 	switch pl.Serialization {
 	case serializationBin, "binary-utf8", "default", "":
 	default:
-		log.Warn("ignoring offer with unsupported serialization", "serialization", pl.Serialization)
-		return
+		return connSpec{}, fmt.Errorf("%w: unsupported serialization %q", ErrProtocol, pl.Serialization)
+	}
+	if pl.ConnectionID == "" {
+		return connSpec{}, fmt.Errorf("%w: offer without a connectionId", ErrProtocol)
 	}
 	if pl.Label == "" {
 		pl.Label = pl.ConnectionID
 	}
-	c, err := p.newConn(src, pl.ConnectionID, pl.Label, pl.Reliable, pl.Metadata, false)
+	return connSpec{
+		remote: src, local: local, connID: pl.ConnectionID, label: pl.Label,
+		reliable: pl.Reliable, metadata: pl.Metadata, serialization: pl.Serialization,
+	}, nil
+}
+
+// answerOffer makes the answering connection for an offer from src to
+// local and sends the answer. setup is as for dialConn.
+func (p *Peer) answerOffer(src, local string, pl offerPayload, setup func(*DataConn)) (*DataConn, error) {
+	spec, err := offerSpec(src, local, pl)
 	if err != nil {
-		log.Warn("cannot accept offer", "err", err)
-		return
+		return nil, err
+	}
+	c, err := p.newConn(spec, false)
+	if err != nil {
+		return nil, err
+	}
+	if setup != nil {
+		setup(c)
 	}
 	c.pc.OnDataChannel(func(dc *webrtc.DataChannel) {
 		if dc.Label() != c.label || !c.attach(dc) {
-			log.Debug("closing unexpected data channel", "label", dc.Label())
+			p.log.Debug("closing unexpected data channel", "src", src, "label", dc.Label())
 			dc.Close()
 		}
 	})
 	if err := c.answer(pl.SDP); err != nil {
-		log.Warn("cannot answer offer", "err", err)
 		c.closeWith(err)
-		return
+		return nil, err
 	}
-	for _, cand := range p.takeLost(connKey{src, pl.ConnectionID}) {
+	for _, cand := range p.takeLost(c.key()) {
 		c.addRemoteCandidate(cand)
 	}
+	return c, nil
 }
 
 // deliver hands an accepted, open connection to Accept, or closes it when

@@ -134,7 +134,7 @@ func TestSignalingIgnoresGarbage(t *testing.T) {
 	if !errors.Is(p.Err(), ErrIDTaken) {
 		t.Fatalf("Err = %v, want the final ErrIDTaken", p.Err())
 	}
-	if p.conn("x", "dc_2") != nil {
+	if p.conn(connKey{"x", "garbage", "dc_2"}) != nil {
 		t.Error("a connection with unusable SDP was kept")
 	}
 }
