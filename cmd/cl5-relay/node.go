@@ -69,6 +69,13 @@ func node(c *cli.Context) error {
 		// Only probed: with the metrics port taken, nothing starts.
 		listenErrs = append(listenErrs, listenError("turn.listen", cfg.TURN.Listen, err))
 	}
+	if cfg.Fleet.Core != "" && cfg.RelayPeer.Listen != "" {
+		// The relay peer binds its port when it joins the broker: a taken
+		// port is reported now, with the others.
+		if err := probeListen(cfg.RelayPeer.Listen, "udp"); err != nil {
+			listenErrs = append(listenErrs, listenError("relay_peer.listen", cfg.RelayPeer.Listen, err))
+		}
+	}
 	if len(listenErrs) > 0 {
 		return errors.Join(listenErrs...)
 	}

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -58,6 +59,9 @@ type inProcess struct {
 
 func runInProcess(t *testing.T, args ...string) *inProcess {
 	t.Helper()
+	if len(args) > 0 && (args[0] == "serve" || args[0] == "node") && !slices.Contains(args, "--relay-peer-listen") {
+		args = append(args, "--relay-peer-listen", "") // see startCommand
+	}
 	app := newApp()
 	p := &inProcess{done: make(chan error, 1), out: &logBuffer{}, logs: &logBuffer{}}
 	app.Writer, app.ErrWriter = p.out, p.logs

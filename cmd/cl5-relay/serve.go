@@ -122,6 +122,13 @@ func serve(c *cli.Context) error {
 			listenErrs = append(listenErrs, turnErr(err))
 		}
 	}
+	if relay != nil {
+		// The relay peer binds its port when it joins the broker: a taken
+		// port is reported now, with the others.
+		if err := probeListen(cfg.RelayPeer.Listen, "udp"); err != nil {
+			listenErrs = append(listenErrs, listenError("relay_peer.listen", cfg.RelayPeer.Listen, err))
+		}
+	}
 	if len(listenErrs) > 0 {
 		return errors.Join(listenErrs...)
 	}

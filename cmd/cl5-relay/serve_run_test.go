@@ -17,8 +17,9 @@ func TestServeAndNodeInProcess(t *testing.T) {
 	key := filepath.Join(t.TempDir(), "cluster.key")
 	core := runInProcess(t, "serve", "--log-format", "json", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0",
 		"--turn-listen", "127.0.0.1:0", "--fleet-listen", "127.0.0.1:0", "--cluster-key-file", key, "--region", "eu",
-		"--allowed-origins", "http://localhost:8000")
+		"--allowed-origins", "http://localhost:8000", "--relay-peer-listen", freeUDP(t))
 	core.waitLog(t, "cl5-relay started")
+	core.waitLog(t, "relay peer joined the broker") // the in-process node's, over loopback
 	core.waitLog(t, "created a new cluster key; copy this file to every relay node")
 	a := core.addrs()
 	for _, s := range []string{"signaling", "metrics", "fleet", "turn-udp", "turn-tcp"} {
@@ -41,9 +42,11 @@ func TestServeAndNodeInProcess(t *testing.T) {
 	}
 
 	edge := runInProcess(t, "node", "--log-format", "json", "--core", a["fleet"], "--cluster-key-file", key,
-		"--turn-listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--node-id", "edge", "--region", "eu")
+		"--turn-listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--node-id", "edge", "--region", "eu",
+		"--relay-peer-listen", freeUDP(t), "--broker-url", "ws://"+a["signaling"]+"/")
 	edge.waitLog(t, "cl5-relay node started")
 	core.waitLog(t, "node up", "node", "edge")
+	edge.waitLog(t, "relay peer joined the broker") // with the id its registration granted
 	edgeUDP := edge.addrs()["turn-udp"]
 	var servers []iceServer
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
@@ -208,4 +211,15 @@ func TestServeDefaultTURNPortTaken(t *testing.T) {
 	if strings.Contains(logs, "cl5-relay started") {
 		t.Fatalf("started without its relay:\n%s", logs)
 	}
+}
+
+// freeUDP returns a loopback UDP address with a port free a moment ago.
+func freeUDP(t *testing.T) string {
+	t.Helper()
+	c, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	return c.LocalAddr().String()
 }

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -74,6 +75,11 @@ func startServer(t *testing.T, bin string, args ...string) *runningServer {
 // its started log line, recording the "listening" addresses.
 func startCommand(t *testing.T, bin, sub, started string, args ...string) *runningServer {
 	t.Helper()
+	if (sub == "serve" || sub == "node") && !slices.Contains(args, "--relay-peer-listen") {
+		// Tests run many processes at once: no relay peer on the fixed
+		// default port unless a test asks for one.
+		args = append(args, "--relay-peer-listen", "")
+	}
 	cmd := exec.Command(bin, append([]string{sub, "--log-format", "json"}, args...)...)
 	cmd.Env = append(os.Environ(), "CL5_LOG_LEVEL=info")
 	stderr, err := cmd.StderrPipe()

@@ -38,7 +38,8 @@ type Peer struct {
 	lost     map[connKey][]candidateInit
 	lostN    int
 	incoming chan *DataConn
-	splices  chan splicedOffer // offers for other ids (Config.Relay)
+	splices  chan splicedOffer  // offers for other ids (Config.Relay)
+	other    chan ServerMessage // see ServerMessages
 
 	closing  chan struct{} // closed by Close
 	sigDone  chan struct{} // closed when the signaling socket is gone
@@ -131,6 +132,7 @@ func Connect(ctx context.Context, cfg Config) (*Peer, error) {
 		lost:     make(map[connKey][]candidateInit),
 		incoming: make(chan *DataConn, 16),
 		splices:  make(chan splicedOffer, maxQueuedSplices),
+		other:    make(chan ServerMessage, maxQueuedServerMessages),
 		closing:  make(chan struct{}),
 		sigDone:  make(chan struct{}),
 	}
@@ -374,9 +376,31 @@ func (p *Peer) dispatch(m serverMessage) {
 		}
 		p.keepLost(k, pl.Candidate)
 	default:
-		p.log.Debug("unknown server message", "type", m.Type)
+		// A server's own messages (cl5-relay's SPLICE to a relay peer)
+		// are for whoever reads ServerMessages; nobody may be.
+		select {
+		case p.other <- ServerMessage{Type: m.Type, Payload: m.Payload}:
+		default:
+			p.log.Debug("server message dropped: nobody reads them", "type", m.Type)
+		}
 	}
 }
+
+// ServerMessage is a message of the server's own: a type this client does
+// not handle, and its payload.
+type ServerMessage struct {
+	Type    string
+	Payload json.RawMessage
+}
+
+// maxQueuedServerMessages bounds the unread server messages; more are
+// dropped.
+const maxQueuedServerMessages = 256
+
+// ServerMessages delivers the server's messages of types PeerJS does not
+// define (cl5-relay's SPLICE to a relay peer), in order. Unread ones
+// beyond 256 are dropped.
+func (p *Peer) ServerMessages() <-chan ServerMessage { return p.other }
 
 // queueSplice hands an offer for another id to the Splicer, or drops it
 // when offers pile up (nobody runs one, or it cannot keep up).
