@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"testing"
@@ -28,6 +29,12 @@ import (
 // (its per-lobby buckets off unless lim says otherwise) that has joined
 // its broker, and returns the server's URL.
 func relayServer(tb testing.TB, lim relaypeer.Limits) string {
+	tb.Helper()
+	return relayServerReg(tb, lim, prometheus.NewRegistry())
+}
+
+// relayServerReg is relayServer with the relay peer's metrics on reg.
+func relayServerReg(tb testing.TB, lim relaypeer.Limits, reg *prometheus.Registry) string {
 	tb.Helper()
 	core, err := fleet.NewCore(fleet.CoreConfig{})
 	if err != nil {
@@ -60,7 +67,6 @@ func relayServer(tb testing.TB, lim relaypeer.Limits) string {
 	if !ok {
 		tb.Fatal("no relay grant for the local node")
 	}
-	reg := prometheus.NewRegistry()
 	url := "ws://" + ln.Addr().String() + "/"
 	relay, err := relaypeer.New(relaypeer.Config{BrokerURL: url, LoopbackOnly: true, Limits: lim, Registerer: reg})
 	if err != nil {
@@ -69,7 +75,10 @@ func relayServer(tb testing.TB, lim relaypeer.Limits) string {
 	relay.SetGrant(relaypeer.Grant{ID: grant.ID, Token: grant.Token})
 	ctx, cancel := context.WithCancel(context.Background())
 	ran := make(chan error, 1)
-	go func() { ran <- relay.Run(ctx) }()
+	// The relay's goroutines (pion's included: they inherit the label
+	// from the goroutine that starts them) are labelled, so a CPU profile
+	// of BenchmarkRelay splits: go tool pprof -tagfocus cl5=relay.
+	go pprof.Do(ctx, pprof.Labels("cl5", "relay"), func(ctx context.Context) { ran <- relay.Run(ctx) })
 	tb.Cleanup(func() {
 		cancel()
 		if err := <-ran; err != nil {
