@@ -2,7 +2,7 @@
 // `cl5-relay bench`, usable from Go as well, and (in _test files) Go
 // benchmarks of the hot paths.
 //
-// Three engines, each bounded in clients and time, each stopping by
+// Four engines, each bounded in clients and time, each stopping by
 // itself, each returning a Report (a readable table, or JSON that Compare
 // sets side by side):
 //
@@ -19,6 +19,14 @@
 //   - RunMigration fills lobbies, kills every host (close frame, silence,
 //     or a dropped TCP connection) and measures how long each member takes
 //     to learn its new host.
+//   - RunRelay fills lobbies created with enable_relay with Go players
+//     (a CL5 socket, a PeerJS broker socket and WebRTC data connections
+//     each), so that the server's relay peer splices every connection,
+//     then has every player send paced messages to every other; the same
+//     on plain lobbies (a direct mesh) is the baseline. It measures
+//     delivered messages/s, loss, duplicates, misattribution (by the
+//     connection's Peer()), one-way latency and the latency the relay
+//     adds, and the server's CPU per relayed message.
 //
 // A run that measured nothing meaningful (no allocation or session set
 // up, most of them refused, most packets lost, no lobby migrated) is not
