@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -164,6 +165,33 @@ func TestRelaySmall(t *testing.T) {
 		if _, ok := rep.Metric(name); !ok {
 			t.Errorf("report lacks %s", name)
 		}
+	}
+}
+
+// TestRelayLobbyBuckets: a relay peer's per-lobby message bucket drops
+// what goes over it; the bench counts those as lost (not duplicated or
+// misattributed) and its report names the bucket.
+func TestRelayLobbyBuckets(t *testing.T) {
+	benchLeakCheck(t)
+	url := relayServer(t, relaypeer.Limits{LobbyMessagesPerSecond: 100, LobbyBytesPerSecond: -1})
+	res, err := RunRelay(context.Background(), RelayConfig{
+		Target: Target{URL: url}, Lobbies: 1, Players: 3, Messages: 100, Rate: 3000, LoopbackOnly: true, NoBaseline: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ph := res.Relayed
+	t.Logf("sent %d, delivered %d, lost %d, errors %v", ph.Sent, ph.Delivered, ph.Lost(), ph.Errors)
+	// 600 messages in about 0.2 s through a bucket of 100/s, burst 100.
+	if ph.Sent != 600 || ph.Lost() < 300 || ph.Delivered < 100 || ph.Dupes != 0 || ph.Misattributed != 0 {
+		t.Fatalf("want 600 sent, most lost to the bucket, none duplicated or misattributed")
+	}
+	rep := res.Report()
+	if !slices.ContainsFunc(rep.Notes, func(n string) bool { return strings.Contains(n, "relay_peer.lobby_messages_per_second") }) {
+		t.Errorf("no note names the bucket: %v", rep.Notes)
+	}
+	if !strings.Contains(rep.Failure, "lost through the relay") || !strings.Contains(rep.Failure, "relay_peer.lobby_messages_per_second") {
+		t.Errorf("failure %q: want the loss and the bucket", rep.Failure)
 	}
 }
 

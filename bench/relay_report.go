@@ -85,6 +85,12 @@ func (r *RelayResult) Report() *Report {
 					"not only the relay, limited this run", label, ph.Late, ph.Sent))
 			}
 		}
+		if ph.Relayed && ph.Lost() > 0 && ph.Window > 0 {
+			perLobby := float64(ph.Sent) / ph.Window.Seconds() / float64(max(cfg.Lobbies, 1))
+			rep.Notes = append(rep.Notes, fmt.Sprintf("%d relayed messages lost: a relay peer drops messages over its per-lobby buckets "+
+				"(relay_peer.lobby_messages_per_second, default 5000, and lobby_bytes_per_second; this run sent about %.0f/s per lobby) "+
+				"and counts them in cl5_relaypeer_drops_total{reason=\"rate\"}", ph.Lost(), perLobby))
+		}
 		if ph.Relayed && len(ph.RelayIDs) > 0 {
 			rep.Notes = append(rep.Notes, fmt.Sprintf("relayed by %s (RELAY at %d of %d ready players)", strings.Join(ph.RelayIDs, ", "), ph.GotRelay, ph.Ready))
 		}
