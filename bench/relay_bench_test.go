@@ -234,10 +234,12 @@ func TestRelayDiagnoses(t *testing.T) {
 // CL5_BENCH_RELAY_MESSAGES messages (default 2000) of
 // CL5_BENCH_RELAY_SIZE bytes (default 100) to each other player at
 // CL5_BENCH_RELAY_RATE messages/s in all (default 20000; "unpaced" sends
-// as fast as the connections take them), through one in-process relay
-// peer and then directly; it reports both rates and latencies and the
-// latency the relay adds. Server, relay and players share this process
-// (and its CPU). Run it once per count:
+// as fast as the connections take them), each player sending what fell
+// due every CL5_BENCH_RELAY_TICK (default 1ms; 16ms sends a game frame's
+// messages together), through one in-process relay peer and then
+// directly; it reports both rates and latencies and the latency the relay
+// adds. Server, relay and players share this process (and its CPU). Run
+// it once per count:
 //
 //	go test ./bench -run '^$' -bench 'Relay$' -benchtime=1x -count=3
 func BenchmarkRelay(b *testing.B) {
@@ -248,6 +250,7 @@ func BenchmarkRelay(b *testing.B) {
 		Messages:     meshEnv(b, "CL5_BENCH_RELAY_MESSAGES", 2000),
 		Size:         meshEnv(b, "CL5_BENCH_RELAY_SIZE", 100),
 		Rate:         rate,
+		Tick:         relayEnvTick(b),
 		LoopbackOnly: true,
 	}
 	relayed, direct := &Histogram{}, &Histogram{}
@@ -287,6 +290,18 @@ func BenchmarkRelay(b *testing.B) {
 	b.ReportMetric(rs.P99-ds.P99, "added_p99_ms")
 	b.ReportMetric(float64(lost)/float64(b.N), "lost")
 	b.ReportMetric(float64(wrong)/float64(b.N), "dupes+misattributed")
+}
+
+func relayEnvTick(tb testing.TB) time.Duration {
+	v := os.Getenv("CL5_BENCH_RELAY_TICK")
+	if v == "" {
+		return 0
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 || d > MaxRelayTick {
+		tb.Fatalf("CL5_BENCH_RELAY_TICK=%q: want a duration up to %s", v, MaxRelayTick)
+	}
+	return d
 }
 
 func relayEnvRate(tb testing.TB) int {

@@ -15,6 +15,7 @@ type relayReportConfig struct {
 	Messages   int     `json:"messages_per_pair_direction"`
 	Size       int     `json:"size_bytes"`
 	Rate       int     `json:"rate"`
+	TickMS     float64 `json:"tick_ms"`
 	Duration   float64 `json:"duration_s"`
 	Baseline   bool    `json:"baseline"`
 	ServerPIDs []int   `json:"server_pids,omitempty"`
@@ -25,6 +26,9 @@ func describeRelay(cfg RelayConfig) string {
 	rate := "unpaced"
 	if cfg.Rate > 0 {
 		rate = fmt.Sprintf("%d msg/s in all", cfg.Rate)
+		if cfg.Tick != relayDefaultTick {
+			rate += fmt.Sprintf(" sent every %s", cfg.Tick)
+		}
 	}
 	return fmt.Sprintf("%s, %d lobbies x %d players, %d messages of %d B per sender and receiver, %s",
 		redactURL(cfg.Target.URL), cfg.Lobbies, cfg.Players, cfg.Messages, cfg.Size, rate)
@@ -42,7 +46,7 @@ func (r *RelayResult) Report() *Report {
 		Interrupted: r.Interrupted,
 		Config: relayReportConfig{
 			URL: redactURL(cfg.Target.URL), Lobbies: cfg.Lobbies, Players: cfg.Players, Messages: cfg.Messages,
-			Size: cfg.Size, Rate: cfg.Rate, Duration: cfg.Duration.Seconds(), Baseline: !cfg.NoBaseline,
+			Size: cfg.Size, Rate: cfg.Rate, TickMS: float64(cfg.Tick) / float64(time.Millisecond), Duration: cfg.Duration.Seconds(), Baseline: !cfg.NoBaseline,
 			ServerPIDs: cfg.ServerPIDs, GOMAXPROCS: runtime.GOMAXPROCS(0),
 		},
 		Errors: map[string]int64{},
@@ -79,9 +83,9 @@ func (r *RelayResult) Report() *Report {
 		}
 		rep.addSummary(prefix+"_latency", label+": one-way latency", ph.Latency.Summary())
 		if ph.Late > 0 {
-			rep.add(prefix+"_generator_late", label+": messages the generator sent over 5 ms late", float64(ph.Late), "", BetterLower)
+			rep.add(prefix+"_generator_late", label+": messages the generator sent late", float64(ph.Late), "", BetterLower)
 			if 10*ph.Late > ph.Sent {
-				rep.Notes = append(rep.Notes, fmt.Sprintf("%s: the generator sent %d of %d messages over 5 ms late: the bench (or a full send buffer), "+
+				rep.Notes = append(rep.Notes, fmt.Sprintf("%s: the generator sent %d of %d messages over a tick and 5 ms late: the bench (or a full send buffer), "+
 					"not only the relay, limited this run", label, ph.Late, ph.Sent))
 			}
 		}

@@ -51,9 +51,11 @@ const (
 	MaxRelayRate     = 2_000_000
 	MaxRelayDuration = 10 * time.Minute
 
-	relayHeaderLen   = 3 // BinaryPack binary of 16..65535 bytes: 0xda, length
-	relayPayloadMin  = 20
-	relayTick        = time.Millisecond
+	relayHeaderLen  = 3 // BinaryPack binary of 16..65535 bytes: 0xda, length
+	relayPayloadMin = 20
+	// MaxRelayTick bounds the pacing step.
+	MaxRelayTick     = time.Second
+	relayDefaultTick = time.Millisecond
 	relayLateAfter   = 5 * time.Millisecond
 	relayDrainWait   = 5 * time.Second
 	relayRelayWait   = 10 * time.Second // beyond the broker's 5 s hold
@@ -78,6 +80,12 @@ type RelayConfig struct {
 	// Rate is the aggregate send rate of all players, messages/s.
 	// Default 20000; negative: as fast as the connections take them.
 	Rate int
+	// Tick is the pacing step: every Tick each player sends, back to back,
+	// the messages that fell due since the last. Default 1 ms (at most one
+	// or two messages at a time: each its own SCTP packet, the relay's
+	// costliest case); a game frame (16 ms) sends a frame's messages
+	// together as a game does, and SCTP bundles them. At most MaxRelayTick.
+	Tick time.Duration
 	// Duration bounds each phase's sending. Default 30 s, at most
 	// MaxRelayDuration.
 	Duration time.Duration
@@ -117,6 +125,9 @@ func (c RelayConfig) withDefaults() RelayConfig {
 	if c.Rate == 0 {
 		c.Rate = relayDefaultRate
 	}
+	if c.Tick == 0 {
+		c.Tick = relayDefaultTick
+	}
 	if c.Duration == 0 {
 		c.Duration = 30 * time.Second
 	}
@@ -151,6 +162,9 @@ func (c RelayConfig) Validate() error {
 	if c.Rate > MaxRelayRate {
 		p.add("rate %d: want at most %d messages/s (negative: unpaced)", c.Rate, MaxRelayRate)
 	}
+	if c.Tick < 0 || c.Tick > MaxRelayTick {
+		p.add("tick %s: want up to %s", c.Tick, MaxRelayTick)
+	}
 	if c.Duration < 0 || c.Duration > MaxRelayDuration {
 		p.add("duration %s: want up to %s", c.Duration, MaxRelayDuration)
 	}
@@ -178,8 +192,8 @@ type RelayPhase struct {
 	// came on the connection of another player than their sender (or for
 	// another receiver); Malformed could not be read as a bench message.
 	Sent, Delivered, Dupes, Misattributed, Malformed uint64
-	// Late counts messages the generator sent more than 5 ms after their
-	// due time: the bench, not the server, was then the limit.
+	// Late counts messages the generator sent more than a Tick and 5 ms
+	// after their due time: the bench, not the server, was then the limit.
 	Late uint64
 	// Window is from the first message sent to the last delivered (or to
 	// the end of the drain).
@@ -699,7 +713,7 @@ func (r *relayRun) send(ctx context.Context, from int, conns []*peerclient.DataC
 			now := time.Now()
 			if rate > 0 {
 				dueAt := start.Add(time.Duration(float64(sched) / rate * float64(time.Second)))
-				if now.Sub(dueAt) > relayLateAfter {
+				if now.Sub(dueAt) > r.cfg.Tick+relayLateAfter {
 					r.late.Add(1)
 				}
 			}
@@ -723,7 +737,7 @@ func (r *relayRun) send(ctx context.Context, from int, conns []*peerclient.DataC
 			return
 		}
 		select {
-		case <-time.After(relayTick):
+		case <-time.After(r.cfg.Tick):
 		case <-ctx.Done():
 			return
 		}

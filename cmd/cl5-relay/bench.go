@@ -251,8 +251,10 @@ func benchRelayCommand() *cli.Command {
 		Description: "Fills --lobbies lobbies of --players Go players (a CL5 socket, a PeerJS broker socket and WebRTC\n" +
 			"data connections each) created with enable_relay, so that the server's relay peer splices every\n" +
 			"connection; then each player sends --messages messages of --size bytes to each other player of its\n" +
-			"lobby, --rate messages/s in all (0: as fast as the connections take them). Receivers check that\n" +
-			"each arrives once and from its sender. The same run on plain lobbies (a direct mesh) is the baseline:\n" +
+			"lobby, --rate messages/s in all (0: as fast as the connections take them), sending what fell due\n" +
+			"every --tick (1ms: about one message at a time, each its own packet; 16ms: a game frame's worth\n" +
+			"at once, which SCTP bundles). Receivers check that each arrives once and from its sender.\n" +
+			"The same run on plain lobbies (a direct mesh) is the baseline:\n" +
 			"the report has delivered messages/s, loss and one-way latency of both, the latency the relay adds\n" +
 			"(p50 and p99, relayed minus direct), and with --server-pid the server's CPU per relayed message.\n" +
 			"The players run on this machine; with the server on it too, --loopback-only keeps ICE on loopback.\n" +
@@ -264,6 +266,7 @@ func benchRelayCommand() *cli.Command {
 			&cli.IntFlag{Name: "messages", Usage: fmt.Sprintf("messages each player sends to each other player (max %d)", bench.MaxRelayMessages), Value: 1000},
 			&cli.IntFlag{Name: "size", Usage: fmt.Sprintf("bytes per data channel message (%d..%d)", bench.MinRelaySize, bench.MaxRelaySize), Value: 100},
 			&cli.IntFlag{Name: "rate", Usage: fmt.Sprintf("messages per second, all players together (0: unpaced; max %d)", bench.MaxRelayRate), Value: 20000},
+			&cli.DurationFlag{Name: "tick", Usage: fmt.Sprintf("pacing step: each player sends what fell due every tick, back to back (a game frame: 16ms; max %s)", bench.MaxRelayTick), Value: time.Millisecond},
 			&cli.DurationFlag{Name: "duration", Usage: fmt.Sprintf("most sending time per phase (max %s)", bench.MaxRelayDuration), Value: 30 * time.Second},
 			&cli.DurationFlag{Name: "timeout", Usage: "most setup time per phase (sessions, lobbies, data connections)", Value: 60 * time.Second},
 			&cli.BoolFlag{Name: "no-baseline", Usage: "skip the direct mesh run (no added latency then)"},
@@ -290,6 +293,7 @@ func benchRelayCommand() *cli.Command {
 				Messages:     c.Int("messages"),
 				Size:         c.Int("size"),
 				Rate:         rate,
+				Tick:         c.Duration("tick"),
 				Duration:     c.Duration("duration"),
 				Timeout:      c.Duration("timeout"),
 				NoBaseline:   c.Bool("no-baseline"),

@@ -62,11 +62,11 @@ func TestBenchRelayCLI(t *testing.T) {
 
 	// The table, relayed only.
 	out, errOut, err = runBenchCLI(t, "bench", "relay", "--url", "ws://"+addr+"/", "--lobbies", "1", "--players", "2",
-		"--messages", "20", "--loopback-only", "--no-baseline")
+		"--messages", "20", "--rate", "1000", "--tick", "16ms", "--loopback-only", "--no-baseline")
 	if err != nil {
 		t.Fatalf("%v\n%s\n%s", err, out, errOut)
 	}
-	for _, want := range []string{"cl5-relay bench relay:", "relayed: delivered", "relayed: one-way latency p99", "relayed by cl5relay-", "errors: none"} {
+	for _, want := range []string{"cl5-relay bench relay:", "1000 msg/s in all sent every 16ms", "relayed: delivered", "relayed: one-way latency p99", "relayed by cl5relay-", "errors: none"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("table lacks %q:\n%s", want, out)
 		}
@@ -99,6 +99,7 @@ func TestBenchRelayDiagnosis(t *testing.T) {
 		{[]string{"--size", "10"}, "size 10"},
 		{[]string{"--rate", "-5"}, "--rate -5"},
 		{[]string{"--lobbies", "1000"}, "lobbies 1000"},
+		{[]string{"--tick", "2s"}, "tick 2s"},
 	} {
 		args := append([]string{"bench", "relay", "--url", "ws://127.0.0.1:9/"}, tc.args...)
 		_, _, err := runBenchCLI(t, args...)
