@@ -417,17 +417,10 @@ func runRelayPhase(ctx context.Context, cfg RelayConfig, pcfg peerclient.Config,
 	if relayed {
 		// RELAY may be held until both broker sockets are open: wait for
 		// it a little beyond the broker's hold.
-		wait := time.NewTimer(relayRelayWait)
-		for !allGotRelay(players) {
-			select {
-			case <-time.After(10 * time.Millisecond):
-				continue
-			case <-wait.C:
-			case <-phaseCtx.Done():
-			}
-			break
+		deadline := time.Now().Add(relayRelayWait)
+		for !allGotRelay(players) && time.Now().Before(deadline) && phaseCtx.Err() == nil {
+			time.Sleep(10 * time.Millisecond)
 		}
-		wait.Stop()
 	}
 	r.mu.Lock()
 	ph.Open = r.both
