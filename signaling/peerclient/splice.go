@@ -48,6 +48,11 @@ type SpliceConfig struct {
 	// OpenTimeout bounds the time until both legs of a pair are open; then
 	// the pair is closed (ClosedOpenTimeout). 0 means 30 s.
 	OpenTimeout time.Duration
+	// OnServerMessage, if set, is given each server message of the
+	// server's own (cl5-relay's SPLICE) on Run's goroutine, in order with
+	// the offers: an offer that follows a message is handled after it.
+	// Without it they are dropped.
+	OnServerMessage func(ServerMessage)
 	// Logger; nil means the Peer's.
 	Logger *slog.Logger
 	// Clock times the stall and open timeouts; nil means the Peer's.
@@ -170,6 +175,12 @@ func (s *Splicer) Run(ctx context.Context) error {
 	for {
 		select {
 		case o := <-s.p.splices:
+			if o.server != nil {
+				if s.cfg.OnServerMessage != nil {
+					s.cfg.OnServerMessage(*o.server)
+				}
+				continue
+			}
 			s.spliceOffer(o)
 		case <-ctx.Done():
 			return ctx.Err()
