@@ -533,4 +533,3 @@ func TestRelayPromotedPlayer(t *testing.T) {
 		t.Fatalf("PEER_LEFT %v, want the bot", left)
 	}
 }
-
