@@ -2,12 +2,14 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -78,18 +80,21 @@ func (w testLogWriter) Write(b []byte) (int, error) {
 
 // relayNode is a node of the fleet that runs only a relay peer.
 type relayNode struct {
-	id     string
-	relay  *relaypeer.Relay
-	reg    *prometheus.Registry
-	cancel context.CancelFunc
-	done   chan struct{}
+	id       string
+	relay    *relaypeer.Relay
+	reg      *prometheus.Registry
+	cancel   context.CancelFunc
+	done     chan struct{}
+	draining atomic.Bool // what its load reports
 }
 
-// addRelayNode lists a relay node in the registry and runs its relay peer.
-func (e *relayEnv) addRelayNode(id string) *relayNode {
+// addRelayNode lists a relay node in the registry and runs its relay peer
+// with lim.
+func (e *relayEnv) addRelayNode(id string, lim ...relaypeer.Limits) *relayNode {
 	e.t.Helper()
+	n := &relayNode{done: make(chan struct{})}
 	h := fleet.Hello{NodeID: id, Addrs: fleet.Addrs{UDP: "127.0.0.1:3478"}, Relay: true}
-	if err := e.core.AddLocal(h, func() fleet.Load { return fleet.Load{} }); err != nil {
+	if err := e.core.AddLocal(h, func() fleet.Load { return fleet.Load{Draining: n.draining.Load()} }); err != nil {
 		e.t.Fatal(err)
 	}
 	grant, ok := e.core.Registry().RelayGrant(id)
@@ -97,15 +102,17 @@ func (e *relayEnv) addRelayNode(id string) *relayNode {
 		e.t.Fatal("no relay grant for a node that asked for one")
 	}
 	reg := prometheus.NewRegistry()
-	r, err := relaypeer.New(relaypeer.Config{
-		BrokerURL: "ws://" + e.addr + "/", LoopbackOnly: true, Logger: e.log, Registerer: reg,
-	})
+	cfg := relaypeer.Config{BrokerURL: "ws://" + e.addr + "/", LoopbackOnly: true, Logger: e.log, Registerer: reg}
+	if len(lim) > 0 {
+		cfg.Limits = lim[0]
+	}
+	r, err := relaypeer.New(cfg)
 	if err != nil {
 		e.t.Fatal(err)
 	}
 	r.SetGrant(relaypeer.Grant{ID: grant.ID, Token: grant.Token})
 	ctx, cancel := context.WithCancel(context.Background())
-	n := &relayNode{id: grant.ID, relay: r, reg: reg, cancel: cancel, done: make(chan struct{})}
+	n.id, n.relay, n.reg, n.cancel = grant.ID, r, reg, cancel
 	go func() {
 		defer close(n.done)
 		_ = r.Run(ctx)
@@ -532,4 +539,65 @@ func TestRelayPromotedPlayer(t *testing.T) {
 	if left := host.expect("PEER_LEFT"); left != bot.id {
 		t.Fatalf("PEER_LEFT %v, want the bot", left)
 	}
+}
+
+// TestRelayNodeDrainsLobbyMoves: a node announces drain; its lobby moves to
+// another node before it goes (Relay.Drain returns once it carries none),
+// and the players' connections come back through the new relay.
+func TestRelayNodeDrainsLobbyMoves(t *testing.T) {
+	e := newRelayEnv(t)
+	n1 := e.addRelayNode("n1")
+	host := e.join("host", "L", true, false)
+	a := e.join("alice", "L", false, false)
+	host.connected(a.id)
+	a.connected(host.id)
+	n2 := e.addRelayNode("n2")
+	if n1.relay.Lobbies() != 1 {
+		t.Fatalf("n1 carries %d lobbies, want 1", n1.relay.Lobbies())
+	}
+	n1.draining.Store(true)
+	// The registry pulls the loads of in-process nodes when it is read
+	// (remote nodes report the drain at once).
+	waitFor(t, "drain noticed", func() bool {
+		e.core.Registry().Nodes()
+		return n1.relay.Lobbies() == 0
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := n1.relay.Drain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "connections back through n2", func() bool {
+		c1, c2 := host.conn(a.id), a.conn(host.id)
+		return c1 != nil && c2 != nil && c1.Err() == nil && c2.Err() == nil && n2.metric("cl5_relaypeer_pairs") == 1
+	})
+	exchange("after drain", host, a)
+}
+
+// TestRelayLimits: a relay refuses pairs beyond its lobby's member bound
+// (the offer is left unanswered and counted) and drops messages over the
+// lobby's bucket (counted), while the pairs it admitted carry on.
+func TestRelayLimits(t *testing.T) {
+	e := newRelayEnv(t)
+	n := e.addRelayNode("n1", relaypeer.Limits{MaxMembers: 2, LobbyMessagesPerSecond: 1})
+	host := e.join("host", "L", true, false)
+	a := e.join("alice", "L", false, false)
+	host.connected(a.id)
+	a.connected(host.id)
+	b := e.join("bob", "L", false, false)
+	waitFor(t, "the third member's pairs refused", func() bool {
+		return n.metric("cl5_relaypeer_refusals_total") >= 2
+	})
+	if c := host.conn(b.id); c != nil {
+		t.Fatal("a pair beyond max_members was spliced")
+	}
+	// One message a second: of five sent at once, the burst (1) passes.
+	for i := range 5 {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_ = host.conn(a.id).Send(ctx, fmt.Sprint("m", i))
+		cancel()
+	}
+	waitFor(t, "messages over the bucket dropped", func() bool {
+		return n.metric("cl5_relaypeer_drops_total") >= 3
+	})
 }
