@@ -495,10 +495,7 @@ func TestRelayNodeDiesLobbyMoves(t *testing.T) {
 		return host.relay == n2.id
 	})
 	// The old connections closed with the relay; the new relay's come in.
-	waitFor(t, "connections back through n2", func() bool {
-		c1, c2 := host.conn(a.id), a.conn(host.id)
-		return c1 != nil && c2 != nil && c1.Err() == nil && c2.Err() == nil && n2.metric("cl5_relaypeer_pairs") == 1
-	})
+	reconnected(t, host, a, n2)
 	exchange("after", host, a)
 	t.Logf("messages flow again %v after the relay stopped", time.Since(start).Round(time.Millisecond))
 }
@@ -567,10 +564,7 @@ func TestRelayNodeDrainsLobbyMoves(t *testing.T) {
 	if err := n1.relay.Drain(ctx); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "connections back through n2", func() bool {
-		c1, c2 := host.conn(a.id), a.conn(host.id)
-		return c1 != nil && c2 != nil && c1.Err() == nil && c2.Err() == nil && n2.metric("cl5_relaypeer_pairs") == 1
-	})
+	reconnected(t, host, a, n2)
 	exchange("after drain", host, a)
 }
 
@@ -599,5 +593,15 @@ func TestRelayLimits(t *testing.T) {
 	}
 	waitFor(t, "messages over the bucket dropped", func() bool {
 		return n.metric("cl5_relaypeer_drops_total") >= 3
+	})
+}
+
+// reconnected waits until p and q are connected again through relay n
+// (its one pair), after their lobby moved to it.
+func reconnected(t *testing.T, p, q *v1Player, n *relayNode) {
+	t.Helper()
+	waitFor(t, "connections back through "+n.id, func() bool {
+		c1, c2 := p.conn(q.id), q.conn(p.id)
+		return c1 != nil && c2 != nil && c1.Err() == nil && c2.Err() == nil && n.metric("cl5_relaypeer_pairs") == 1
 	})
 }
