@@ -172,4 +172,3 @@ func (d hubDirectory) SpeakAs(relay, src, dst string) bool {
 	ps, pd := g.players[src], g.players[dst]
 	return ps != nil && pd != nil && ps.lobby != nil && ps.lobby == pd.lobby && ps.lobby.relayID == relay
 }
-
