@@ -413,9 +413,9 @@ func (b *Broker) handle(c *Client, m Message) {
 		return
 	}
 	src, to := c.id, m.Dst
-	speakAs := m.Src != "" && m.Src != c.id && m.Dst != c.id
+	speakAs := m.Src != "" && m.Src != c.id
 	switch {
-	case speakAs && b.dir.SpeakAs(c.id, m.Src, m.Dst):
+	case speakAs && m.Src != m.Dst && m.Dst != c.id && b.dir.SpeakAs(c.id, m.Src, m.Dst):
 		// A relay peer speaking as a member, to a member, of a lobby it
 		// carries (the splice's other leg).
 		src = m.Src
