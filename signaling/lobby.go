@@ -21,8 +21,8 @@ type lobby struct {
 	// orphaned: its relay went and none took over, so its players'
 	// spliced connections are gone; the next relay dials every pair.
 	orphaned bool
-	policy     migration.Policy
-	term       migration.Term
+	policy   migration.Policy
+	term     migration.Term
 
 	host    *player
 	members []*player // join order, host excluded
