@@ -60,6 +60,7 @@ type SpliceStats struct {
 	PairsMade     uint64 // pairs made, from offers and DialPair
 	OffersRefused uint64 // offers Admit refused (left unanswered)
 	OffersFailed  uint64 // offers that could not be spliced (malformed, a leg failed to start)
+	OffersDropped uint64 // offers dropped because too many waited for Run (of the Peer, whatever Splicer)
 	Messages      uint64 // messages forwarded
 	Bytes         uint64 // bytes forwarded
 
@@ -158,7 +159,8 @@ func (s *Splicer) Stats() SpliceStats {
 	return SpliceStats{
 		PairsOpen: c.pairsOpen.Load(), PairsMade: c.pairsMade.Load(),
 		OffersRefused: c.offersRefused.Load(), OffersFailed: c.offersFailed.Load(),
-		Messages: c.messages.Load(), Bytes: c.bytes.Load(), DrainWaits: c.drainWaits.Load(),
+		OffersDropped: s.p.splicesDropped.Load(),
+		Messages:      c.messages.Load(), Bytes: c.bytes.Load(), DrainWaits: c.drainWaits.Load(),
 		DroppedRate: c.droppedRate.Load(), DroppedClosed: c.droppedClosed.Load(),
 		ClosedOverflow: c.closedOverflow.Load(), ClosedStalled: c.closedStalled.Load(),
 		ClosedOpenTimeout: c.closedOpenTimeout.Load(),
