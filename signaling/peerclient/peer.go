@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -32,14 +33,15 @@ type Peer struct {
 
 	writeMu sync.Mutex // one writer on ws at a time
 
-	mu       sync.Mutex
-	closed   bool
-	conns    map[connKey]*DataConn
-	lost     map[connKey][]candidateInit
-	lostN    int
-	incoming chan *DataConn
-	splices  chan splicedOffer  // offers for other ids (Config.Relay)
-	other    chan ServerMessage // see ServerMessages
+	mu             sync.Mutex
+	closed         bool
+	conns          map[connKey]*DataConn
+	lost           map[connKey][]candidateInit
+	lostN          int
+	incoming       chan *DataConn
+	splices        chan splicedOffer  // offers and server messages for a Splicer (Config.Relay)
+	splicesDropped atomic.Uint64      // offers dropped with splices full
+	other          chan ServerMessage // see ServerMessages
 
 	closing  chan struct{} // closed by Close
 	sigDone  chan struct{} // closed when the signaling socket is gone
@@ -417,7 +419,12 @@ func (p *Peer) queueSplice(o splicedOffer) {
 	select {
 	case p.splices <- o:
 	default:
-		p.log.Warn("splice queue full, leaving an offer unanswered", "src", o.from, "dst", o.to)
+		if o.server != nil {
+			p.log.Warn("splice queue full, dropping a server message", "type", o.server.Type)
+			return
+		}
+		p.splicesDropped.Add(1) // in SpliceStats; a log line per offer could flood
+		p.log.Debug("splice queue full, leaving an offer unanswered", "src", o.from, "dst", o.to)
 	}
 }
 

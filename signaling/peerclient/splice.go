@@ -65,8 +65,11 @@ type SpliceStats struct {
 	PairsMade     uint64 // pairs made, from offers and DialPair
 	OffersRefused uint64 // offers Admit refused (left unanswered)
 	OffersFailed  uint64 // offers that could not be spliced (malformed, a leg failed to start)
+	OffersDropped uint64 // offers dropped because too many waited for Run (of the Peer, whatever Splicer)
 	Messages      uint64 // messages forwarded
 	Bytes         uint64 // bytes forwarded
+
+	DrainWaits uint64 // forwards that waited for the other leg to drain
 
 	DroppedRate   uint64 // messages Allow refused
 	DroppedClosed uint64 // messages whose other leg was gone or refused them
@@ -124,7 +127,7 @@ type spliceCounters struct {
 	pairsMade, offersRefused, offersFailed           atomic.Uint64
 	messages, bytes, droppedRate, droppedClosed      atomic.Uint64
 	closedOverflow, closedStalled, closedOpenTimeout atomic.Uint64
-	channelsMirrored, newChanIgnored                 atomic.Uint64
+	channelsMirrored, newChanIgnored, drainWaits     atomic.Uint64
 }
 
 // NewSplicer makes a Splicer for p, which needs Config.Relay for offers
@@ -161,7 +164,8 @@ func (s *Splicer) Stats() SpliceStats {
 	return SpliceStats{
 		PairsOpen: c.pairsOpen.Load(), PairsMade: c.pairsMade.Load(),
 		OffersRefused: c.offersRefused.Load(), OffersFailed: c.offersFailed.Load(),
-		Messages: c.messages.Load(), Bytes: c.bytes.Load(),
+		OffersDropped: s.p.splicesDropped.Load(),
+		Messages:      c.messages.Load(), Bytes: c.bytes.Load(), DrainWaits: c.drainWaits.Load(),
 		DroppedRate: c.droppedRate.Load(), DroppedClosed: c.droppedClosed.Load(),
 		ClosedOverflow: c.closedOverflow.Load(), ClosedStalled: c.closedStalled.Load(),
 		ClosedOpenTimeout: c.closedOpenTimeout.Load(),
