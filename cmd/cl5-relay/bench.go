@@ -24,7 +24,7 @@ const benchMaxSweep = 30 * time.Minute
 func benchCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "bench",
-		Usage: "load-test a TURN server, a signaling core or host migration; compare two runs",
+		Usage: "load-test a TURN server, a signaling core, host migration or the relay peer; compare two runs",
 		Description: "Each bench shows a live status line on a terminal, ends with a table (or JSON with --json),\n" +
 			"stops by itself (durations and clients are capped) and on SIGINT prints what it measured so far.\n" +
 			"A run that measured nothing meaningful (no session or allocation set up, most of them refused,\n" +
@@ -46,6 +46,7 @@ func benchCommand() *cli.Command {
 			benchTurnCommand(),
 			benchSignalingCommand(),
 			benchMigrationCommand(),
+			benchRelayCommand(),
 			{
 				Name:      "compare",
 				Usage:     "print two JSON results side by side with ratios (B/A)",
@@ -233,6 +234,67 @@ func benchMigrationCommand() *cli.Command {
 				Kill:         kill,
 				KillInterval: c.Duration("kill-interval"),
 				Timeout:      c.Duration("timeout"),
+				Progress:     bench.NewProgress(c.App.ErrWriter, false),
+			})
+			if err != nil {
+				return err
+			}
+			return benchEmit(c, res.Report())
+		},
+	}
+}
+
+func benchRelayCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "relay",
+		Usage: "send messages between Go players through the server's relay peer, and on a direct mesh to compare",
+		Description: "Fills --lobbies lobbies of --players Go players (a CL5 socket, a PeerJS broker socket and WebRTC\n" +
+			"data connections each) created with enable_relay, so that the server's relay peer splices every\n" +
+			"connection; then each player sends --messages messages of --size bytes to each other player of its\n" +
+			"lobby, --rate messages/s in all (0: as fast as the connections take them). Receivers check that\n" +
+			"each arrives once and from its sender. The same run on plain lobbies (a direct mesh) is the baseline:\n" +
+			"the report has delivered messages/s, loss and one-way latency of both, the latency the relay adds\n" +
+			"(p50 and p99, relayed minus direct), and with --server-pid the server's CPU per relayed message.\n" +
+			"The players run on this machine; with the server on it too, --loopback-only keeps ICE on loopback.\n" +
+			"The relay peer's per-lobby buckets (relay_peer.lobby_messages_per_second, default 5000) drop\n" +
+			"messages above them; 40 WebSocket upgrades per phase may need limits.upgrades_per_minute raised.",
+		Flags: benchFlags(benchTargetFlags(), []cli.Flag{
+			&cli.IntFlag{Name: "lobbies", Usage: fmt.Sprintf("lobbies (max %d)", bench.MaxRelayLobbies), Value: 5},
+			&cli.IntFlag{Name: "players", Usage: fmt.Sprintf("players per lobby, the host included (2..%d)", bench.MaxRelayPlayers), Value: 4},
+			&cli.IntFlag{Name: "messages", Usage: fmt.Sprintf("messages each player sends to each other player (max %d)", bench.MaxRelayMessages), Value: 1000},
+			&cli.IntFlag{Name: "size", Usage: fmt.Sprintf("bytes per data channel message (%d..%d)", bench.MinRelaySize, bench.MaxRelaySize), Value: 100},
+			&cli.IntFlag{Name: "rate", Usage: fmt.Sprintf("messages per second, all players together (0: unpaced; max %d)", bench.MaxRelayRate), Value: 20000},
+			&cli.DurationFlag{Name: "duration", Usage: fmt.Sprintf("most sending time per phase (max %s)", bench.MaxRelayDuration), Value: 30 * time.Second},
+			&cli.DurationFlag{Name: "timeout", Usage: "most setup time per phase (sessions, lobbies, data connections)", Value: 60 * time.Second},
+			&cli.BoolFlag{Name: "no-baseline", Usage: "skip the direct mesh run (no added latency then)"},
+			&cli.BoolFlag{Name: "loopback-only", Usage: "gather only loopback ICE candidates (server on this machine)"},
+			&cli.IntSliceFlag{Name: "server-pid", Usage: "server process id(s) whose CPU time per relayed message to measure (Linux)"},
+		}, benchOutputFlags()),
+		Action: func(c *cli.Context) error {
+			if err := benchAtLeastOne(c, "lobbies", "players", "messages"); err != nil {
+				return err
+			}
+			if c.Int("rate") < 0 {
+				return fmt.Errorf("bench relay: --rate %d: want 0 (unpaced) or more", c.Int("rate"))
+			}
+			rate := c.Int("rate")
+			if rate == 0 {
+				rate = -1 // the library's "unpaced"
+			}
+			ctx, stop := benchContext(c)
+			defer stop()
+			res, err := bench.RunRelay(ctx, bench.RelayConfig{
+				Target:       benchTarget(c),
+				Lobbies:      c.Int("lobbies"),
+				Players:      c.Int("players"),
+				Messages:     c.Int("messages"),
+				Size:         c.Int("size"),
+				Rate:         rate,
+				Duration:     c.Duration("duration"),
+				Timeout:      c.Duration("timeout"),
+				NoBaseline:   c.Bool("no-baseline"),
+				LoopbackOnly: c.Bool("loopback-only"),
+				ServerPIDs:   c.IntSlice("server-pid"),
 				Progress:     bench.NewProgress(c.App.ErrWriter, false),
 			})
 			if err != nil {

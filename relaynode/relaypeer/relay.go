@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"net/url"
 	"strconv"
 	"sync"
@@ -207,10 +208,25 @@ func (r *Relay) peerConfig(g Grant) (peerclient.Config, error) {
 		IgnoreOwnOffers: true,
 		ICEUDPListen:    r.cfg.ICEUDPListen,
 		PublicIPs:       r.cfg.PublicIPs,
-		LoopbackOnly:    r.cfg.LoopbackOnly,
+		LoopbackOnly:    r.cfg.LoopbackOnly || loopbackListen(r.cfg.ICEUDPListen),
 		Logger:          r.cfg.Logger,
 		Clock:           r.clock,
 	}, nil
+}
+
+// loopbackListen tells whether the ICE socket is on an IPv4 loopback
+// address. Pion leaves loopback candidates out of a shared socket unless
+// asked to gather them (LoopbackOnly does), so a relay peer bound there
+// announced no candidate and every connection failed ICE; bound there, it
+// can reach only loopback peers anyway. (An IPv6 loopback is not covered:
+// LoopbackOnly gathers UDP4 only.)
+func loopbackListen(listen string) bool {
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.To4() != nil && ip.IsLoopback()
 }
 
 func brokerPort(u *url.URL) int {
