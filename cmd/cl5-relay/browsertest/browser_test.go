@@ -242,10 +242,12 @@ type pageState struct {
 	Errors []struct{ Type, Msg string } `json:"errors"`
 	Events []string                     `json:"events"`
 	// Conns: every data connection the page made or accepted, numbered
-	// from 1; Opened and Closed are unix ms (0: never).
+	// from 1; Made (dialled or offered), Opened and Closed are unix ms
+	// (0: never).
 	Conns []struct {
 		N      int    `json:"n"`
 		Peer   string `json:"peer"`
+		Made   int64  `json:"made"`
 		Opened int64  `json:"opened"`
 		Closed int64  `json:"closed"`
 	} `json:"conns"`

@@ -184,16 +184,22 @@ func checkFailover(t *testing.T, res driverResult, carrier string, killed time.T
 			t.Errorf("%s lost its broker socket", p.Name)
 		}
 		if len(p.Errors) != 0 {
-			t.Logf("%s saw errors %+v", p.Name, p.Errors)
+			t.Errorf("%s saw errors %+v", p.Name, p.Errors)
 		}
 		opened := map[int]int64{}
+		var setup []string
 		for _, c := range p.Conns {
 			opened[c.N] = c.Opened
+			if c.Opened != 0 {
+				setup = append(setup, fmt.Sprintf("%s %v after %v", name[c.Peer], time.Duration(c.Made-kill)*time.Millisecond, time.Duration(c.Opened-c.Made)*time.Millisecond))
+			}
 		}
+		t.Logf("%s's connections (to, made at from the kill, open after): %s", p.Name, strings.Join(setup, ", "))
 		seen := map[string]bool{}
-		fresh := map[string][]int{}  // sender -> the numbers it sent that came on connections opened after the kill
-		first := map[string]int64{}  // sender -> the first of those, unix ms
-		onConn := map[string][]int{} // "sender/conn" -> numbers, in arrival order
+		fresh := map[string][]int{}    // sender -> the numbers it sent that came on connections opened after the kill
+		first := map[string]int64{}    // sender -> the first of those, unix ms
+		reopened := map[string]int64{} // sender -> when its connection came back (unix ms)
+		onConn := map[string][]int{}   // "sender/conn" -> numbers, in arrival order
 		var once []string
 		for _, m := range p.Msgs {
 			from := name[m.From]
@@ -223,6 +229,7 @@ func checkFailover(t *testing.T, res driverResult, carrier string, killed time.T
 				fresh[from] = append(fresh[from], k)
 				if _, ok := first[from]; !ok {
 					first[from] = m.T
+					reopened[from] = opened[m.N]
 				}
 			}
 		}
@@ -259,7 +266,8 @@ func checkFailover(t *testing.T, res driverResult, carrier string, killed time.T
 			}
 			d := time.Duration(at-kill) * time.Millisecond
 			worst = max(worst, d)
-			recovery = append(recovery, fmt.Sprintf("%s<-%s %v (message %d, %d after it)", p.Name, q.Name, d, fresh[q.Name][0], len(fresh[q.Name])-1))
+			recovery = append(recovery, fmt.Sprintf("%s<-%s %v (its connection open after %v; message %d, %d after it)",
+				p.Name, q.Name, d, time.Duration(reopened[q.Name]-kill)*time.Millisecond, fresh[q.Name][0], len(fresh[q.Name])-1))
 			if d > 5*time.Second {
 				t.Errorf("%s heard from %s again %v after the kill, over the issue's 5 s", p.Name, q.Name, d)
 			}
@@ -336,7 +344,9 @@ func buildCL5Relay(t *testing.T) string {
 	return builtBin
 }
 
-// logLevel of the cl5-relay processes.
+// logLevel of the cl5-relay processes: debug, for the relay peers' and
+// the broker's decisions when the test fails (a few thousand lines; the
+// test logs them only then, or with -v).
 var logLevel = "debug"
 
 // proc is a cl5-relay process whose JSON log lines are kept (and logged).
