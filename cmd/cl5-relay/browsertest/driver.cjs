@@ -109,8 +109,8 @@ async function mesh(h, result) {
 // every cfg.every ms; the driver prints "KILL" and the test answers
 // "killed <unix ms>" once it has SIGKILLed the relay's node; the driver
 // waits (bounded) until each player has a message from each other one on
-// a connection opened after the kill, sends for cfg.after ms more, and
-// reports.
+// a connection opened after the kill, sends a private message, sends for
+// cfg.after ms more, and reports.
 async function failover(h, result) {
 	const { player, state } = h;
 	const ps = [];
@@ -136,6 +136,11 @@ async function failover(h, result) {
 			.catch(async (e) => { throw new Error(x.name + " did not recover: " + JSON.stringify(await state(x)) + ": " + e.message); });
 	}
 	console.log("recovered");
+	// A private message through the new relay too.
+	const priv = JSON.stringify({ opcode: "P_MSG", payload: "private from alice after the failover" });
+	await ps[0].p.evaluate(([id, t]) => P.sendTo(id, t), [ps[1].id, priv]);
+	await ps[1].p.waitForFunction((t) => P.msgs.some((m) => m.data === t), priv)
+		.catch(async (e) => { throw new Error("bob missed alice's private message after the failover: " + JSON.stringify(await state(ps[1])) + ": " + e.message); });
 	await ps[0].p.waitForTimeout(cfg.after);
 	for (const x of ps) await x.p.evaluate(() => P.stopStream());
 	await ps[0].p.waitForTimeout(1000); // what was sent arrives
