@@ -19,9 +19,9 @@ var ErrRefused = errors.New("peerclient: pair refused")
 
 // Defaults of the SpliceConfig fields.
 const (
-	DefaultMaxPendingBytes  = 1 << 20
-	DefaultStallTimeout     = 10 * time.Second
-	DefaultSpliceOpenTimout = 30 * time.Second
+	DefaultMaxPendingBytes   = 1 << 20
+	DefaultStallTimeout      = 10 * time.Second
+	DefaultSpliceOpenTimeout = 30 * time.Second
 )
 
 // SpliceConfig configures a Splicer. Zero values mean the documented
@@ -32,7 +32,8 @@ type SpliceConfig struct {
 	// every pair. It runs on Run's goroutine.
 	Admit func(from, to string) bool
 	// Allow is asked for each message forwarded from `from` to `to`, of n
-	// bytes; false drops it (counted in DroppedRate). nil allows all. It
+	// bytes (each PeerJS chunk is a message of its own); false drops it
+	// (counted in DroppedRate). nil allows all. It
 	// runs on the forwarding path, once per message: it must be fast and
 	// must not block (a token bucket's Allow, e.g. x/time/rate AllowN).
 	Allow func(from, to string, n int) bool
@@ -132,6 +133,7 @@ type spliceCounters struct {
 
 // NewSplicer makes a Splicer for p, which needs Config.Relay for offers
 // to reach it. Run takes the offers; DialPair makes pairs on its own.
+// Each pair holds two of the Peer's Config.MaxConns connections.
 func NewSplicer(p *Peer, cfg SpliceConfig) *Splicer {
 	if cfg.MaxPendingBytes <= 0 {
 		cfg.MaxPendingBytes = DefaultMaxPendingBytes
@@ -140,7 +142,7 @@ func NewSplicer(p *Peer, cfg SpliceConfig) *Splicer {
 		cfg.StallTimeout = DefaultStallTimeout
 	}
 	if cfg.OpenTimeout <= 0 {
-		cfg.OpenTimeout = DefaultSpliceOpenTimout
+		cfg.OpenTimeout = DefaultSpliceOpenTimeout
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = p.log

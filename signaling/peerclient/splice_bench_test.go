@@ -3,9 +3,11 @@ package peerclient
 import (
 	"context"
 	"encoding/binary"
+	"fmt"
 	"log/slog"
 	"os"
 	"slices"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -170,6 +172,49 @@ func BenchmarkSplice(b *testing.B) {
 	b.ReportMetric(ms(percentile(relayLat, 0.5)-percentile(directLat, 0.5)), "added-p50-ms")
 	b.ReportMetric(ms(percentile(relayLat, 0.99)-percentile(directLat, 0.99)), "added-p99-ms")
 	b.Logf("relay stats: %+v", sp.Stats())
+	if st := sp.Stats(); st.DroppedClosed+st.DroppedRate != 0 {
+		b.Errorf("relay dropped messages: %+v", st)
+	}
+}
+
+// BenchmarkSpliceParallelPairs sends 100-byte messages through 4 spliced
+// pairs of one relay at once (b.N per pair): the aggregate rate and the
+// process's CPU per relayed message (both players' stacks included). One
+// pair's rate is bounded by its two SCTP associations in series; more
+// pairs use the CPU the relay has left.
+//
+//	go test -run '^$' -bench BenchmarkSpliceParallelPairs -benchtime 50000x ./signaling/peerclient/
+func BenchmarkSpliceParallelPairs(b *testing.B) {
+	const pairs = 4
+	br := newRelayBroker(b)
+	quiet := func(c *Config) { c.Logger = slog.New(slog.DiscardHandler) }
+	_, sp, _ := startSplicer(b, br, "relay", SpliceConfig{}, quiet, func(c *Config) { c.ICEUDPListen = "127.0.0.1:0" })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	var members []string
+	for i := range pairs {
+		members = append(members, fmt.Sprintf("a%d", i), fmt.Sprintf("b%d", i))
+	}
+	br.setLobby("L", "relay", members...)
+	paths := make([]benchPath, pairs)
+	for i := range paths {
+		a, bb := br.connect(b, members[2*i], quiet), br.connect(b, members[2*i+1], quiet)
+		from, to := dialAccept(b, ctx, a, bb, DialOptions{})
+		paths[i] = benchPath{members[2*i], from, to}
+		paths[i].blast(b, ctx, 1000) // warm up
+	}
+
+	b.ResetTimer()
+	start, cpu0 := time.Now(), processCPU()
+	var wg sync.WaitGroup
+	for _, p := range paths {
+		wg.Go(func() { p.blast(b, ctx, b.N) })
+	}
+	wg.Wait()
+	elapsed, cpu := time.Since(start), processCPU()-cpu0
+	b.StopTimer()
+	b.ReportMetric(float64(pairs*b.N)/elapsed.Seconds(), "relay-msgs/s")
+	b.ReportMetric(float64(cpu.Microseconds())/float64(pairs*b.N), "cpu-µs/msg")
 	if st := sp.Stats(); st.DroppedClosed+st.DroppedRate != 0 {
 		b.Errorf("relay dropped messages: %+v", st)
 	}
