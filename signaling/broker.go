@@ -1,7 +1,6 @@
 package signaling
 
 import (
-	"crypto/subtle"
 	"net"
 	"net/http"
 	"net/netip"
@@ -58,7 +57,7 @@ func (s *Server) admitBroker(r *http.Request) (int, string) {
 		s.hub.metrics.upgradesRejected.WithLabelValues(http.StatusText(http.StatusTooManyRequests)).Inc()
 		return http.StatusTooManyRequests, "too many connections from your address, try again later"
 	}
-	if q := r.URL.Query(); s.hub.relayVouched(q.Get("id"), q.Get("token")) {
+	if q := r.URL.Query(); s.broker.RelayVouched(q.Get("id"), q.Get("token")) {
 		return http.StatusOK, ""
 	}
 	status, text := s.checkOrigin(r)
@@ -172,10 +171,4 @@ func (d hubDirectory) SpeakAs(relay, src, dst string) bool {
 	defer g.mu.Unlock()
 	ps, pd := g.players[src], g.players[dst]
 	return ps != nil && pd != nil && ps.lobby != nil && ps.lobby == pd.lobby && ps.lobby.relayID == relay
-}
-
-// relayVouched reports whether id and token are a node-run relay peer's.
-func (h *Hub) relayVouched(id, token string) bool {
-	want, ok := hubDirectory{h}.RelayToken(id)
-	return ok && want != "" && subtle.ConstantTimeCompare([]byte(want), []byte(token)) == 1
 }

@@ -172,6 +172,9 @@ func (h *Hub) dropHeldLocked(g *game, p *player) {
 func (h *Hub) brokerOpened(id string) {
 	g := h.gameOf(id)
 	if g == nil {
+		if h.isNodeRelay(id) {
+			h.adoptOrphans() // a relay peer (back) on the broker
+		}
 		return
 	}
 	g.mu.Lock()

@@ -18,8 +18,11 @@ type lobby struct {
 	locked     bool
 	wantRelay  bool   // created with enable_relay
 	relayID    string // PeerJS id of the lobby's relay; "" when it has none
-	policy     migration.Policy
-	term       migration.Term
+	// orphaned: its relay went and none took over, so its players'
+	// spliced connections are gone; the next relay dials every pair.
+	orphaned bool
+	policy   migration.Policy
+	term     migration.Term
 
 	host    *player
 	members []*player // join order, host excluded

@@ -114,7 +114,8 @@ func (h *Hub) setRelayLocked(g *game, l *lobby, id string) {
 	if id == old {
 		return
 	}
-	l.relayID = id
+	dial := old != "" || l.orphaned
+	l.relayID, l.orphaned = id, id == "" && dial
 	h.countRelayLocked(old, -1)
 	h.countRelayLocked(id, +1)
 	if old != "" {
@@ -142,7 +143,21 @@ func (h *Hub) setRelayLocked(g *game, l *lobby, id string) {
 		}
 	}
 	h.relayLeftLocked(g, l, old)
-	h.tellRelayLocked(g, l, id, h.spliceMembersLocked(l), old != "")
+	h.tellRelayLocked(g, l, id, h.spliceMembersLocked(l), dial)
+}
+
+// adoptOrphans gives a relay to every lobby that lost its relay when none
+// could take over: a relay peer's broker socket just opened.
+func (h *Hub) adoptOrphans() {
+	for _, g := range h.allGames() {
+		g.mu.Lock()
+		for _, l := range g.order {
+			if l.orphaned {
+				h.electRelayLocked(g, l)
+			}
+		}
+		g.mu.Unlock()
+	}
 }
 
 // relayLeftLocked sends PEER_LEFT old to l's players when old was a
@@ -223,13 +238,7 @@ func (h *Hub) RelayGone(id string) {
 	if n == 0 {
 		return
 	}
-	h.mu.Lock()
-	games := make([]*game, 0, len(h.games))
-	for _, g := range h.games {
-		games = append(games, g)
-	}
-	h.mu.Unlock()
-	for _, g := range games {
+	for _, g := range h.allGames() {
 		g.mu.Lock()
 		for _, l := range g.order {
 			if l.relayID == id {
@@ -253,4 +262,15 @@ func (h *Hub) brokerClosed(id string) {
 		}
 		h.RelayGone(id)
 	})
+}
+
+// allGames is a snapshot of the games.
+func (h *Hub) allGames() []*game {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	games := make([]*game, 0, len(h.games))
+	for _, g := range h.games {
+		games = append(games, g)
+	}
+	return games
 }

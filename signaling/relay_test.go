@@ -208,3 +208,26 @@ func TestRelayNeedsToken(t *testing.T) {
 		t.Fatalf("foreign Origin: %v, want 403", resp)
 	}
 }
+
+// TestRelayOrphanAdopted: a relay dies with no other relay up: the lobby
+// keeps no relay (its players get PEER_LEFT of the old one). When a relay
+// peer joins the broker later, it adopts the lobby and dials every pair.
+func TestRelayOrphanAdopted(t *testing.T) {
+	relays := &fakeRelays{next: []string{"relayA", "relayB"}}
+	_, url, socks, host, m := relayLobby(t, relays, "relayA")
+	a := socks[0]
+	m.next(wire.OpRelay)
+	a.splice()
+	a.splice()
+	_ = a.ws.Close()
+	for _, c := range []*mwsClient{host, m} {
+		if got := c.next(wire.OpPeerLeft); got != "relayA" {
+			t.Fatalf("%s: PEER_LEFT %v, want relayA", c.id, got)
+		}
+	}
+	b := dialRelay(t, url, "relayB")
+	b.expectSplice("migtest/R", true, host.id, m.id)
+	if got := host.next(wire.OpRelay); got != "relayB" {
+		t.Fatalf("RELAY %v, want relayB", got)
+	}
+}

@@ -17,7 +17,7 @@ import (
 func benchRelayServe(t *testing.T, relayListen string) string {
 	t.Helper()
 	cfg := writeFile(t, "serve.yaml", "limits:\n  upgrades_per_minute: -1\n")
-	s := runInProcess(t, "serve", "--log-format", "json", "--config", cfg, "--listen", "127.0.0.1:0",
+	s := runInProcess(t, "serve", "--log-format", "json", "--config", cfg, "--listen", "127.0.0.1:0", "--metrics-listen", "",
 		"--turn-listen", "127.0.0.1:0", "--relay-peer-listen", relayListen)
 	s.waitLog(t, "cl5-relay started")
 	if relayListen != "" {

@@ -21,6 +21,7 @@ func TestFrameRoundTrip(t *testing.T) {
 		{Type: typeHello, Hello: &h},
 		{Type: typeLoad, Load: &Load{Allocations: 3, Users: 2, Load: 0.125, RelayedPackets: 1 << 40, RelayedBytes: 1<<64 - 1, DroppedPackets: 7, Draining: true}},
 		{Type: typeWelcome, Welcome: &welcome{IntervalMS: 1000, DeadAfterMS: 3000}},
+		{Type: typeWelcome, Welcome: &welcome{IntervalMS: 1000, DeadAfterMS: 3000, Relay: &RelayGrant{ID: "cl5relay-0a", Token: "ab", BrokerURL: "wss://x/"}}},
 		{Type: typeError, Error: &errorBody{Code: "hello", Message: "bad node_id"}},
 	}
 	var stream bytes.Buffer
@@ -179,6 +180,7 @@ func FuzzDecodeMessage(f *testing.F) {
 		{Type: typeHello, Hello: &h},
 		{Type: typeLoad, Load: &Load{Allocations: 1, Load: 0.5, Draining: true}},
 		{Type: typeWelcome, Welcome: &welcome{IntervalMS: 1000, DeadAfterMS: 3000}},
+		{Type: typeWelcome, Welcome: &welcome{IntervalMS: 1000, DeadAfterMS: 3000, Relay: &RelayGrant{ID: "cl5relay-0a", Token: "ab", BrokerURL: "wss://x/"}}},
 		{Type: typeError, Error: &errorBody{Code: "full", Message: "m"}},
 	} {
 		fr, _ := encodeFrame(m)

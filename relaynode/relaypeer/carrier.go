@@ -41,8 +41,18 @@ type carrier struct {
 	spliced  chan struct{} // closed and replaced whenever a SPLICE is applied
 	done     chan struct{} // closed when run ends
 
+	ctx   context.Context // run's: ends the dials
 	dials sync.WaitGroup
 	sem   chan struct{} // bounds concurrent DialPair
+}
+
+// serverMessage is the Splicer's OnServerMessage: SPLICE, in order with
+// the offers (an offer right after a SPLICE that admits its pair is
+// admitted).
+func (c *carrier) serverMessage(m peerclient.ServerMessage) {
+	if m.Type == TypeSplice {
+		c.handleSplice(c.ctx, m.Payload)
+	}
 }
 
 // lobby is one lobby the carrier relays.
@@ -87,9 +97,10 @@ func newCarrier(p *peerclient.Peer, lim Limits, log *slog.Logger, clock clockwor
 		sem:      make(chan struct{}, DefaultDialConcurrency),
 	}
 	c.sp = peerclient.NewSplicer(p, peerclient.SpliceConfig{
-		Admit:  c.admit,
-		Allow:  c.allow,
-		Logger: c.log,
+		Admit:           c.admit,
+		Allow:           c.allow,
+		OnServerMessage: c.serverMessage,
+		Logger:          c.log,
 	})
 	return c
 }
@@ -97,6 +108,7 @@ func newCarrier(p *peerclient.Peer, lim Limits, log *slog.Logger, clock clockwor
 func (c *carrier) run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	c.ctx = ctx
 	c.m.carrierStarted(c.sp)
 	defer c.m.carrierDone(c.sp)
 	done := make(chan error, 1)
@@ -105,10 +117,6 @@ func (c *carrier) run(ctx context.Context) error {
 loop:
 	for {
 		select {
-		case msg := <-c.p.ServerMessages():
-			if msg.Type == TypeSplice {
-				c.handleSplice(ctx, msg.Payload)
-			}
 		case <-c.p.Done():
 			err = c.p.Err()
 			break loop

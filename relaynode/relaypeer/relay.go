@@ -136,6 +136,10 @@ func (r *Relay) changedAgain() {
 
 var errGrantChanged = errors.New("relaypeer: new grant")
 
+// maxConnsSlack is room beyond the pairs' legs for the offers a relay
+// leaves unanswered (v1.0 clients dialling the relay id).
+const maxConnsSlack = 64
+
 // session connects under g and relays until the socket ends, the grant
 // changes or ctx ends.
 func (r *Relay) session(ctx context.Context, g Grant) error {
@@ -206,6 +210,7 @@ func (r *Relay) peerConfig(g Grant) (peerclient.Config, error) {
 		Token:           g.Token,
 		Relay:           true,
 		IgnoreOwnOffers: true,
+		MaxConns:        2*r.cfg.Limits.MaxPairs + maxConnsSlack, // two legs a pair
 		ICEUDPListen:    r.cfg.ICEUDPListen,
 		PublicIPs:       r.cfg.PublicIPs,
 		LoopbackOnly:    r.cfg.LoopbackOnly || loopbackListen(r.cfg.ICEUDPListen),

@@ -127,6 +127,10 @@ type Config struct {
 	Logger *slog.Logger
 	// Clock drives the heartbeat; nil means the real clock.
 	Clock clockwork.Clock
+
+	// relayOnlyICE uses only relay candidates, like a browser with
+	// iceTransportPolicy "relay" (tests of TURN paths).
+	relayOnlyICE bool
 }
 
 var validID = regexp.MustCompile(`^[A-Za-z0-9]+(?:[ _-][A-Za-z0-9]+)*$`)

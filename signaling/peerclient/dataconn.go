@@ -87,7 +87,11 @@ func (p *Peer) newConn(spec connSpec, originator bool) (*DataConn, error) {
 		done:          make(chan struct{}),
 		finished:      make(chan struct{}),
 	}
-	pc, err := p.api.NewPeerConnection(webrtc.Configuration{ICEServers: pionICEServers(p.cfg.ICEServers)})
+	pcc := webrtc.Configuration{ICEServers: pionICEServers(p.cfg.ICEServers)}
+	if p.cfg.relayOnlyICE {
+		pcc.ICETransportPolicy = webrtc.ICETransportPolicyRelay
+	}
+	pc, err := p.api.NewPeerConnection(pcc)
 	if err != nil {
 		return nil, fmt.Errorf("peerclient: peer connection: %w", err)
 	}

@@ -130,17 +130,8 @@ func awaitLine(t *testing.T, ctx context.Context, lines <-chan string, prefix st
 // As root it does that itself: it runs its own test binary again under
 // `unshare -n` (a new network namespace with only loopback) for this test.
 func TestBrowserPeerJSInterop(t *testing.T) {
-	node, nodePath := referenceNodePath(t)
-	check := exec.Command(node, "-e", `for (const m of ["peerjs", "@roamhq/wrtc", "ws"]) require.resolve(m)`)
-	check.Env = append(os.Environ(), "NODE_PATH="+nodePath)
-	if out, err := check.CombinedOutput(); err != nil {
-		skipUnlessRequired(t, "browser interop: npm install -g peerjs@1.5.4 @roamhq/wrtc@0.10.0 ws@8: %v %s", err, firstLine(out))
-	}
-	if !onlyLoopback() {
-		if os.Getenv(netnsEnv) != "" {
-			t.Fatal("interfaces other than loopback are up inside the new namespace")
-		}
-		runInLoopbackNamespace(t)
+	node, nodePath, ok := browserPeerJS(t)
+	if !ok {
 		return
 	}
 	port := startReferenceServer(t)
@@ -227,19 +218,40 @@ func TestBrowserPeerJSInterop(t *testing.T) {
 	})
 }
 
+// browserPeerJS returns node and its NODE_PATH for the JS players, or
+// skips t without them. Outside a namespace with only loopback it runs t
+// again inside one and returns ok false: t is done then.
+func browserPeerJS(t *testing.T) (node, nodePath string, ok bool) {
+	t.Helper()
+	node, nodePath = referenceNodePath(t)
+	check := exec.Command(node, "-e", `for (const m of ["peerjs", "@roamhq/wrtc", "ws"]) require.resolve(m)`)
+	check.Env = append(os.Environ(), "NODE_PATH="+nodePath)
+	if out, err := check.CombinedOutput(); err != nil {
+		skipUnlessRequired(t, "browser interop: npm install -g peerjs@1.5.4 @roamhq/wrtc@0.10.0 ws@8: %v %s", err, firstLine(out))
+	}
+	if !onlyLoopback() {
+		if os.Getenv(netnsEnv) != "" {
+			t.Fatal("interfaces other than loopback are up inside the new namespace")
+		}
+		runInLoopbackNamespace(t)
+		return "", "", false
+	}
+	return node, nodePath, true
+}
+
 const netnsEnv = "CL5_PEERCLIENT_IN_NETNS"
 
-// runInLoopbackNamespace runs TestBrowserPeerJSInterop again in a new
-// network namespace with only loopback up, or skips when it cannot.
+// runInLoopbackNamespace runs the test t again in a new network namespace
+// with only loopback up, or skips when it cannot.
 func runInLoopbackNamespace(t *testing.T) {
 	unshare, err1 := exec.LookPath("unshare")
 	_, err2 := exec.LookPath("ip")
 	if os.Geteuid() != 0 || err1 != nil || err2 != nil {
 		skipUnlessRequired(t, "%s", "browser interop: libwebrtc gathers on every interface; run as root (with unshare and ip) or in a namespace with only loopback: "+
-			"unshare -n sh -c 'ip link set lo up && go test -run TestBrowserPeerJSInterop ./signaling/peerclient/'")
+			"unshare -n sh -c 'ip link set lo up && go test -run "+t.Name()+" ./signaling/peerclient/'")
 	}
 	cmd := exec.Command(unshare, "-n", "sh", "-c",
-		`ip link set lo up && exec "$0" -test.run '^TestBrowserPeerJSInterop$' -test.v -test.count=1`, os.Args[0])
+		`ip link set lo up && exec "$0" -test.run "^$1\$" -test.v -test.count=1`, os.Args[0], t.Name())
 	cmd.Env = append(os.Environ(), netnsEnv+"=1")
 	out, err := cmd.CombinedOutput()
 	t.Logf("in a loopback-only namespace:\n%s", out)
@@ -248,7 +260,7 @@ func runInLoopbackNamespace(t *testing.T) {
 		skipUnlessRequired(t, "browser interop: cannot make a network namespace: %v", err)
 	case err != nil:
 		t.Fatalf("browser interop in a loopback-only namespace failed: %v", err)
-	case strings.Contains(string(out), "--- SKIP: TestBrowserPeerJSInterop"):
+	case strings.Contains(string(out), "--- SKIP: "+t.Name()):
 		t.Skip("browser interop skipped inside the namespace")
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -32,14 +33,15 @@ type Peer struct {
 
 	writeMu sync.Mutex // one writer on ws at a time
 
-	mu       sync.Mutex
-	closed   bool
-	conns    map[connKey]*DataConn
-	lost     map[connKey][]candidateInit
-	lostN    int
-	incoming chan *DataConn
-	splices  chan splicedOffer  // offers for other ids (Config.Relay)
-	other    chan ServerMessage // see ServerMessages
+	mu             sync.Mutex
+	closed         bool
+	conns          map[connKey]*DataConn
+	lost           map[connKey][]candidateInit
+	lostN          int
+	incoming       chan *DataConn
+	splices        chan splicedOffer  // offers and server messages for a Splicer (Config.Relay)
+	splicesDropped atomic.Uint64      // offers dropped with splices full
+	other          chan ServerMessage // see ServerMessages
 
 	closing  chan struct{} // closed by Close
 	sigDone  chan struct{} // closed when the signaling socket is gone
@@ -56,14 +58,17 @@ type Peer struct {
 type connKey struct{ peer, local, id string }
 
 // splicedOffer is an OFFER addressed to another id than ours, taken by a
-// Splicer.
+// Splicer; or (server set) a server message of the server's own, which a
+// relay must see in order with the offers (SPLICE says who may be paired).
 type splicedOffer struct {
 	from, to string
 	pl       offerPayload
+	server   *ServerMessage
 }
 
-// maxQueuedSplices bounds the offers waiting for a Splicer.
-const maxQueuedSplices = 64
+// maxQueuedSplices bounds the offers and server messages waiting for a
+// Splicer.
+const maxQueuedSplices = 1024
 
 // Connect opens the signaling socket
 // ws(s)://HOST:PORT{path}peerjs?key=&id=&token=&version= and waits for
@@ -376,8 +381,13 @@ func (p *Peer) dispatch(m serverMessage) {
 		}
 		p.keepLost(k, pl.Candidate)
 	default:
-		// A server's own messages (cl5-relay's SPLICE to a relay peer)
-		// are for whoever reads ServerMessages; nobody may be.
+		// A server's own messages (cl5-relay's SPLICE to a relay peer):
+		// a relay's Splicer takes them in order with the offers; else
+		// whoever reads ServerMessages (nobody may).
+		if p.cfg.Relay {
+			p.queueSplice(splicedOffer{server: &ServerMessage{Type: m.Type, Payload: m.Payload}})
+			return
+		}
 		select {
 		case p.other <- ServerMessage{Type: m.Type, Payload: m.Payload}:
 		default:
@@ -398,8 +408,9 @@ type ServerMessage struct {
 const maxQueuedServerMessages = 256
 
 // ServerMessages delivers the server's messages of types PeerJS does not
-// define (cl5-relay's SPLICE to a relay peer), in order. Unread ones
-// beyond 256 are dropped.
+// define, in order. Unread ones beyond 256 are dropped. A relay Peer
+// (Config.Relay) hands them to its Splicer instead
+// (SpliceConfig.OnServerMessage), in order with the offers.
 func (p *Peer) ServerMessages() <-chan ServerMessage { return p.other }
 
 // queueSplice hands an offer for another id to the Splicer, or drops it
@@ -408,7 +419,12 @@ func (p *Peer) queueSplice(o splicedOffer) {
 	select {
 	case p.splices <- o:
 	default:
-		p.log.Warn("splice queue full, leaving an offer unanswered", "src", o.from, "dst", o.to)
+		if o.server != nil {
+			p.log.Warn("splice queue full, dropping a server message", "type", o.server.Type)
+			return
+		}
+		p.splicesDropped.Add(1) // in SpliceStats; a log line per offer could flood
+		p.log.Debug("splice queue full, leaving an offer unanswered", "src", o.from, "dst", o.to)
 	}
 }
 

@@ -3,6 +3,7 @@ package peerclient
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -114,5 +115,34 @@ func TestOffersForAnotherID(t *testing.T) {
 		p.Close()
 		ws.Close()
 		cancel()
+	}
+}
+
+// Offers for other ids wait for a Splicer in a bounded queue; the rest are
+// dropped and counted.
+func TestSpliceQueueIsBounded(t *testing.T) {
+	s := newScriptedServer(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cfg := s.config(t, "me")
+	cfg.Relay = true
+	p, err := Connect(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	<-s.reqs
+	ws := <-s.socks
+	defer ws.Close()
+	for i := range maxQueuedSplices + 3 {
+		m := fmt.Sprintf(`{"type":"OFFER","src":"x","dst":"y","payload":{"type":"data","connectionId":"dc_%d"}}`, i)
+		if err := ws.WriteMessage(websocket.TextMessage, []byte(m)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ws.WriteMessage(websocket.TextMessage, []byte(`{"type":"ID-TAKEN","payload":{"msg":"last"}}`))
+	<-p.Done()
+	if st := NewSplicer(p, SpliceConfig{}).Stats(); st.OffersDropped != 3 || len(p.splices) != maxQueuedSplices {
+		t.Errorf("queued %d, stats %+v", len(p.splices), st)
 	}
 }

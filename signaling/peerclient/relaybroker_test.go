@@ -24,7 +24,7 @@ import (
 // (otherwise dropped). Everything else is forwarded to dst with src set
 // to the sender; an OFFER to an id without a socket gets EXPIRE.
 type relayBroker struct {
-	t   *testing.T
+	t   testing.TB
 	srv *httptest.Server
 
 	mu      sync.Mutex
@@ -48,7 +48,7 @@ func (s *brokerSock) write(m serverMessage) {
 	s.ws.WriteMessage(websocket.TextMessage, b)
 }
 
-func newRelayBroker(t *testing.T) *relayBroker {
+func newRelayBroker(t testing.TB) *relayBroker {
 	b := &relayBroker{
 		t:       t,
 		socks:   make(map[string]*brokerSock),

@@ -19,9 +19,9 @@ var ErrRefused = errors.New("peerclient: pair refused")
 
 // Defaults of the SpliceConfig fields.
 const (
-	DefaultMaxPendingBytes  = 1 << 20
-	DefaultStallTimeout     = 10 * time.Second
-	DefaultSpliceOpenTimout = 30 * time.Second
+	DefaultMaxPendingBytes   = 1 << 20
+	DefaultStallTimeout      = 10 * time.Second
+	DefaultSpliceOpenTimeout = 30 * time.Second
 )
 
 // SpliceConfig configures a Splicer. Zero values mean the documented
@@ -32,7 +32,8 @@ type SpliceConfig struct {
 	// every pair. It runs on Run's goroutine.
 	Admit func(from, to string) bool
 	// Allow is asked for each message forwarded from `from` to `to`, of n
-	// bytes; false drops it (counted in DroppedRate). nil allows all. It
+	// bytes (each PeerJS chunk is a message of its own); false drops it
+	// (counted in DroppedRate). nil allows all. It
 	// runs on the forwarding path, once per message: it must be fast and
 	// must not block (a token bucket's Allow, e.g. x/time/rate AllowN).
 	Allow func(from, to string, n int) bool
@@ -48,6 +49,11 @@ type SpliceConfig struct {
 	// OpenTimeout bounds the time until both legs of a pair are open; then
 	// the pair is closed (ClosedOpenTimeout). 0 means 30 s.
 	OpenTimeout time.Duration
+	// OnServerMessage, if set, is given each server message of the
+	// server's own (cl5-relay's SPLICE) on Run's goroutine, in order with
+	// the offers: an offer that follows a message is handled after it.
+	// Without it they are dropped.
+	OnServerMessage func(ServerMessage)
 	// Logger; nil means the Peer's.
 	Logger *slog.Logger
 	// Clock times the stall and open timeouts; nil means the Peer's.
@@ -60,8 +66,11 @@ type SpliceStats struct {
 	PairsMade     uint64 // pairs made, from offers and DialPair
 	OffersRefused uint64 // offers Admit refused (left unanswered)
 	OffersFailed  uint64 // offers that could not be spliced (malformed, a leg failed to start)
+	OffersDropped uint64 // offers dropped because too many waited for Run (of the Peer, whatever Splicer)
 	Messages      uint64 // messages forwarded
 	Bytes         uint64 // bytes forwarded
+
+	DrainWaits uint64 // forwards that waited for the other leg to drain
 
 	DroppedRate   uint64 // messages Allow refused
 	DroppedClosed uint64 // messages whose other leg was gone or refused them
@@ -119,11 +128,12 @@ type spliceCounters struct {
 	pairsMade, offersRefused, offersFailed           atomic.Uint64
 	messages, bytes, droppedRate, droppedClosed      atomic.Uint64
 	closedOverflow, closedStalled, closedOpenTimeout atomic.Uint64
-	channelsMirrored, newChanIgnored                 atomic.Uint64
+	channelsMirrored, newChanIgnored, drainWaits     atomic.Uint64
 }
 
 // NewSplicer makes a Splicer for p, which needs Config.Relay for offers
 // to reach it. Run takes the offers; DialPair makes pairs on its own.
+// Each pair holds two of the Peer's Config.MaxConns connections.
 func NewSplicer(p *Peer, cfg SpliceConfig) *Splicer {
 	if cfg.MaxPendingBytes <= 0 {
 		cfg.MaxPendingBytes = DefaultMaxPendingBytes
@@ -132,7 +142,7 @@ func NewSplicer(p *Peer, cfg SpliceConfig) *Splicer {
 		cfg.StallTimeout = DefaultStallTimeout
 	}
 	if cfg.OpenTimeout <= 0 {
-		cfg.OpenTimeout = DefaultSpliceOpenTimout
+		cfg.OpenTimeout = DefaultSpliceOpenTimeout
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = p.log
@@ -156,7 +166,8 @@ func (s *Splicer) Stats() SpliceStats {
 	return SpliceStats{
 		PairsOpen: c.pairsOpen.Load(), PairsMade: c.pairsMade.Load(),
 		OffersRefused: c.offersRefused.Load(), OffersFailed: c.offersFailed.Load(),
-		Messages: c.messages.Load(), Bytes: c.bytes.Load(),
+		OffersDropped: s.p.splicesDropped.Load(),
+		Messages:      c.messages.Load(), Bytes: c.bytes.Load(), DrainWaits: c.drainWaits.Load(),
 		DroppedRate: c.droppedRate.Load(), DroppedClosed: c.droppedClosed.Load(),
 		ClosedOverflow: c.closedOverflow.Load(), ClosedStalled: c.closedStalled.Load(),
 		ClosedOpenTimeout: c.closedOpenTimeout.Load(),
@@ -170,6 +181,12 @@ func (s *Splicer) Run(ctx context.Context) error {
 	for {
 		select {
 		case o := <-s.p.splices:
+			if o.server != nil {
+				if s.cfg.OnServerMessage != nil {
+					s.cfg.OnServerMessage(*o.server)
+				}
+				continue
+			}
 			s.spliceOffer(o)
 		case <-ctx.Done():
 			return ctx.Err()

@@ -265,6 +265,7 @@ func (h *half) send(data []byte, text bool) bool {
 // closes the pair.
 func (h *half) drain() bool {
 	s := h.p.s
+	s.st.drainWaits.Add(1)
 	t := s.clock.NewTimer(s.cfg.StallTimeout)
 	defer t.Stop()
 	for h.dst.BufferedAmount() > maxBufferedAmount {

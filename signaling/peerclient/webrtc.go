@@ -3,6 +3,7 @@ package peerclient
 import (
 	"fmt"
 	"net"
+	"time"
 
 	"github.com/pion/ice/v4"
 	"github.com/pion/webrtc/v4"
@@ -11,6 +12,12 @@ import (
 // iceSocketBuffer is the kernel buffer asked for on the shared ICE
 // socket: one socket carries every connection of a relay node.
 const iceSocketBuffer = 4 << 20
+
+// relayNominationWait is how long a relay peer's connections, as the
+// controlling agent, give a better candidate pair to succeed before they
+// nominate one through the remote's NAT or TURN server (a direct one is
+// nominated at once).
+const relayNominationWait = 200 * time.Millisecond
 
 // newAPI builds the pion API for a Peer's connections, and the shared ICE
 // UDP socket (nil without Config.ICEUDPListen), which the Peer closes.
@@ -36,6 +43,17 @@ func newAPI(cfg Config) (*webrtc.API, ice.UDPMux, error) {
 		if err != nil {
 			return nil, nil, fmt.Errorf("%w: PublicIPs: %w", ErrConfig, err)
 		}
+	}
+	if cfg.Relay {
+		// A relay dials every callee of a splice, and every pair after a
+		// failover, as the controlling ICE agent; pion would wait up to
+		// 2 s before nominating a pair through the callee's TURN server
+		// (1 s for a peer-reflexive candidate, 0.5 s for a server-
+		// reflexive one) in case a better one succeeds: each connection
+		// of a player who needs TURN would open that late.
+		se.SetSrflxAcceptanceMinWait(relayNominationWait)
+		se.SetPrflxAcceptanceMinWait(relayNominationWait)
+		se.SetRelayAcceptanceMinWait(relayNominationWait)
 	}
 	var mux ice.UDPMux
 	if cfg.ICEUDPListen != "" {

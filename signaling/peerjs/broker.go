@@ -223,7 +223,7 @@ type Params struct {
 // closing already, and ok is false. Messages that waited for the id follow
 // OPEN.
 func (b *Broker) Connect(p Params) (c *Client, ok bool) {
-	relay := b.relayVouched(p.ID, p.Token)
+	relay := b.RelayVouched(p.ID, p.Token)
 	c = b.newClient(p.ID, p.Token, relay)
 	refuse := func(typ, text, reason string) (*Client, bool) {
 		b.metrics.refused.WithLabelValues(reason).Inc()
@@ -262,7 +262,7 @@ func (b *Broker) Connect(p Params) (c *Client, ok bool) {
 
 	// The session may have ended between the check and the registration,
 	// before SessionEnded could find the client: check again.
-	if relay && !b.relayVouched(p.ID, p.Token) || !relay && !b.vouched(p.ID, p.Addr) {
+	if relay && !b.RelayVouched(p.ID, p.Token) || !relay && !b.vouched(p.ID, p.Addr) {
 		b.mu.Lock()
 		b.unregisterLocked(c)
 		b.mu.Unlock()
@@ -294,8 +294,9 @@ func (b *Broker) vouched(id string, addr netip.Addr) bool {
 	return ok && got.IsValid() && got == addr
 }
 
-// relayVouched reports whether id is a relay peer and token is its token.
-func (b *Broker) relayVouched(id, token string) bool {
+// RelayVouched reports whether id is a relay peer (Directory.RelayToken)
+// and token is its token.
+func (b *Broker) RelayVouched(id, token string) bool {
 	want, ok := b.dir.RelayToken(id)
 	return ok && want != "" && subtle.ConstantTimeCompare([]byte(want), []byte(token)) == 1
 }
@@ -412,9 +413,9 @@ func (b *Broker) handle(c *Client, m Message) {
 		return
 	}
 	src, to := c.id, m.Dst
-	speakAs := m.Src != "" && m.Src != c.id && m.Dst != c.id
+	speakAs := m.Src != "" && m.Src != c.id
 	switch {
-	case speakAs && b.dir.SpeakAs(c.id, m.Src, m.Dst):
+	case speakAs && m.Src != m.Dst && m.Dst != c.id && b.dir.SpeakAs(c.id, m.Src, m.Dst):
 		// A relay peer speaking as a member, to a member, of a lobby it
 		// carries (the splice's other leg).
 		src = m.Src

@@ -20,6 +20,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -162,10 +163,6 @@ func listen(t *testing.T, addr string) (net.Listener, int) {
 // browser bundle on addrA; it returns the ports.
 func startServer(t *testing.T, nodePath string, cfg signaling.Config) (portA, portB, static int) {
 	t.Helper()
-	bundle, err := os.ReadFile(filepath.Join(nodePath, "peerjs", "dist", "peerjs.min.js"))
-	if err != nil {
-		t.Fatalf("peerjs browser bundle: %v", err)
-	}
 	cfg.Registerer = prometheus.NewRegistry()
 	cfg.Logger = slog.New(slog.NewTextHandler(&logWriter{t: t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	srv := signaling.NewServer(cfg)
@@ -174,7 +171,29 @@ func startServer(t *testing.T, nodePath string, cfg signaling.Config) (portA, po
 	served := make(chan error, 2)
 	go func() { served <- srv.Serve(lnA) }()
 	go func() { served <- srv.Serve(lnB) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(ctx); err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+		for range 2 {
+			if err := <-served; err != nil {
+				t.Errorf("Serve: %v", err)
+			}
+		}
+	})
+	return portA, portB, startStatic(t, nodePath)
+}
 
+// startStatic serves the page and peerjs's browser bundle (from the npm
+// folder nodePath) on addrA; it returns the port.
+func startStatic(t *testing.T, nodePath string) int {
+	t.Helper()
+	bundle, err := os.ReadFile(filepath.Join(nodePath, "peerjs", "dist", "peerjs.min.js"))
+	if err != nil {
+		t.Fatalf("peerjs browser bundle: %v", err)
+	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /page.html", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
@@ -193,20 +212,10 @@ func startServer(t *testing.T, nodePath string, cfg signaling.Config) (portA, po
 		_ = hs.Serve(lnS)
 	}()
 	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
-			t.Errorf("Shutdown: %v", err)
-		}
-		for range 2 {
-			if err := <-served; err != nil {
-				t.Errorf("Serve: %v", err)
-			}
-		}
 		_ = hs.Close()
 		<-staticDone
 	})
-	return portA, portB, static
+	return static
 }
 
 // logWriter logs the server's lines in the test's log.
@@ -226,9 +235,27 @@ type pageState struct {
 	Msgs       []struct {
 		From string `json:"from"`
 		Data any    `json:"data"`
+		// N is the connection it came on (Conns), T when (unix ms).
+		N int   `json:"n"`
+		T int64 `json:"t"`
 	} `json:"msgs"`
 	Errors []struct{ Type, Msg string } `json:"errors"`
 	Events []string                     `json:"events"`
+	// Conns: every data connection the page made or accepted, numbered
+	// from 1; Made (dialled or offered), Opened and Closed are unix ms
+	// (0: never).
+	Conns []struct {
+		N      int    `json:"n"`
+		Peer   string `json:"peer"`
+		Made   int64  `json:"made"`
+		Opened int64  `json:"opened"`
+		Closed int64  `json:"closed"`
+	} `json:"conns"`
+	// Relays: the RELAY frames, with their arrival (unix ms).
+	Relays []struct {
+		ID string `json:"id"`
+		T  int64  `json:"t"`
+	} `json:"relays"`
 }
 
 type driverResult struct {
@@ -240,6 +267,8 @@ type driverResult struct {
 	} `json:"stranger"`
 	Eve   pageState             `json:"eve"`
 	Pairs []map[string][]string `json:"pairs"`
+	// AfterPairs: the selected candidate pairs at the end (failover).
+	AfterPairs []map[string][]string `json:"after_pairs"`
 }
 
 const prSetChildSubreaper = 36 // PR_SET_CHILD_SUBREAPER, linux/prctl.h
@@ -249,23 +278,24 @@ const prSetChildSubreaper = 36 // PR_SET_CHILD_SUBREAPER, linux/prctl.h
 // and chromium itself when node was killed before playwright could close
 // it (playwright starts it in a process group of its own). It runs in the
 // re-executed test binary after node has exited, when every child left is
-// one of those.
+// one of those, or one of the test's own servers (spared).
 func reap(t *testing.T) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
+		left := 0
 		for _, pid := range children() {
+			if _, ok := spared.Load(pid); ok {
+				continue
+			}
 			_ = syscall.Kill(pid, syscall.SIGKILL)
+			var ws syscall.WaitStatus
+			if got, err := syscall.Wait4(pid, &ws, syscall.WNOHANG, nil); got != pid && err != syscall.ECHILD {
+				left++
+			}
 		}
-		var ws syscall.WaitStatus
-		pid, err := syscall.Wait4(-1, &ws, syscall.WNOHANG, nil)
 		switch {
-		case err == syscall.ECHILD:
-			return // none left
-		case err == syscall.EINTR || pid > 0:
-			continue
-		case err != nil:
-			t.Logf("reaping chromium's helpers: %v", err)
+		case left == 0:
 			return
 		case time.Now().After(deadline):
 			t.Errorf("chromium's processes still running 10 s after the browser run")
@@ -275,7 +305,12 @@ func reap(t *testing.T) {
 	}
 }
 
-// children lists the ids of this process's child processes (from /proc).
+// spared holds the ids of child processes reap leaves alone: the test's
+// own servers (startProc), which it waits for itself.
+var spared sync.Map
+
+// children lists the ids of this process's child processes, zombies
+// included (from /proc).
 func children() []int {
 	self := os.Getpid()
 	dirs, _ := os.ReadDir("/proc")
@@ -292,7 +327,7 @@ func children() []int {
 		// pid (comm) state ppid ...: comm may hold spaces and parentheses.
 		_, rest, ok := strings.Cut(string(b[bytes.LastIndexByte(b, ')')+1:]), " ")
 		f := strings.Fields(rest)
-		if !ok || len(f) < 2 || f[0] == "Z" {
+		if !ok || len(f) < 2 {
 			continue
 		}
 		if ppid, _ := strconv.Atoi(f[1]); ppid == self {
@@ -305,6 +340,15 @@ func children() []int {
 // runDriver runs driver.cjs with cfg and returns its RESULT; chromium and
 // node are killed (the whole process group) if it takes too long.
 func runDriver(t *testing.T, node, nodePath string, cfg map[string]any) driverResult {
+	t.Helper()
+	return runDriverTalking(t, node, nodePath, cfg, nil)
+}
+
+// runDriverTalking is runDriver with a conversation: each line the driver
+// prints that is not its RESULT goes to answer too (when not nil), which
+// may write lines to the driver's stdin. answer must not stop the test
+// (no t.Fatal): the driver would be left running.
+func runDriverTalking(t *testing.T, node, nodePath string, cfg map[string]any, answer func(line string, stdin io.Writer)) driverResult {
 	t.Helper()
 	dir := t.TempDir()
 	script := filepath.Join(dir, "driver.cjs")
@@ -324,6 +368,13 @@ func runDriver(t *testing.T, node, nodePath string, cfg map[string]any) driverRe
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
+	}
+	var stdin io.WriteCloser
+	if answer != nil {
+		if stdin, err = cmd.StdinPipe(); err != nil {
+			t.Fatal(err)
+		}
+		defer stdin.Close()
 	}
 	// Chromium's helpers (zygote, crashpad) fork away from it: with this
 	// process as their subreaper they are left to it, not to init, and
@@ -351,6 +402,9 @@ func runDriver(t *testing.T, node, nodePath string, cfg map[string]any) driverRe
 		}
 		failed = failed || strings.HasPrefix(line, "FAILED ")
 		t.Log("driver: " + line)
+		if answer != nil {
+			answer(line, stdin)
+		}
 	}
 	_, _ = io.Copy(io.Discard, stdout)
 	err = cmd.Wait()
