@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"log/slog"
 	"sync"
-	"time"
 
 	"github.com/jonboulle/clockwork"
 	"golang.org/x/time/rate"
@@ -38,8 +37,6 @@ type carrier struct {
 	mu       sync.RWMutex
 	lobbies  map[string]*lobby
 	memberOf map[string]*lobby
-	spliced  chan struct{} // closed and replaced whenever a SPLICE is applied
-	done     chan struct{} // closed when run ends
 
 	ctx   context.Context // run's: ends the dials
 	dials sync.WaitGroup
@@ -92,8 +89,6 @@ func newCarrier(p *peerclient.Peer, lim Limits, log *slog.Logger, clock clockwor
 		p: p, lim: lim, log: log.With("component", "relaypeer", "id", p.ID()), m: m, clock: clock,
 		lobbies:  make(map[string]*lobby),
 		memberOf: make(map[string]*lobby),
-		spliced:  make(chan struct{}),
-		done:     make(chan struct{}),
 		sem:      make(chan struct{}, DefaultDialConcurrency),
 	}
 	c.sp = peerclient.NewSplicer(p, peerclient.SpliceConfig{
@@ -128,7 +123,6 @@ loop:
 		}
 	}
 	cancel()
-	close(c.done) // an admit waiting for a SPLICE gives up
 	c.dials.Wait()
 	_ = c.sp.Close()
 	c.mu.Lock()
@@ -139,53 +133,17 @@ loop:
 	return err
 }
 
-// admitWait bounds how long an offer waits for the SPLICE that makes its
-// two ends members of one lobby.
-const admitWait = time.Second
-
 // admit: a pair is made only between two members of one lobby the relay
 // carries, within the lobby's member bound and the pair bound.
-//
-// The core sends SPLICE as it tells the members of a join, but the peer
-// hands SPLICE (ServerMessages, read by run) and offers (read by the
-// Splicer) to two goroutines, so an offer may come first: it waits for
-// the next SPLICE, up to admitWait, rather than being left unanswered (the
-// player's connection would never open). It blocks the Splicer's offer
-// loop meanwhile; offers of non-members do not reach a relay (the broker
-// forwards only member-to-member messages of the relay's lobbies), so the
-// wait is the time the run goroutine takes to apply a SPLICE (a lobby
-// refused at MaxLobbies costs each of its offers the whole wait).
 func (c *carrier) admit(from, to string) bool {
-	var timeout <-chan time.Time
-	for {
-		c.mu.RLock()
-		l := c.memberOf[from]
-		members := l != nil && c.memberOf[to] == l
-		overBound := members && len(l.members) > c.lim.MaxMembers
-		spliced := c.spliced
-		c.mu.RUnlock()
-		if overBound {
-			c.m.refused("not_members")
-			return false
-		}
-		if members {
-			break
-		}
-		if timeout == nil {
-			t := c.clock.NewTimer(admitWait)
-			defer t.Stop()
-			timeout = t.Chan()
-		}
-		select {
-		case <-spliced:
-			continue
-		case <-timeout:
-		case <-c.done:
-		}
+	c.mu.RLock()
+	l := c.memberOf[from]
+	ok := l != nil && c.memberOf[to] == l && len(l.members) <= c.lim.MaxMembers
+	c.mu.RUnlock()
+	switch {
+	case !ok:
 		c.m.refused("not_members")
 		return false
-	}
-	switch {
 	case c.sp.Stats().PairsOpen >= int64(c.lim.MaxPairs):
 		c.m.refused("max_pairs")
 		return false
@@ -263,8 +221,6 @@ func (c *carrier) handleSplice(ctx context.Context, payload json.RawMessage) {
 		delete(c.lobbies, s.Lobby)
 		c.m.lobbiesAdd(-1)
 	}
-	close(c.spliced) // offers waiting for their members look again
-	c.spliced = make(chan struct{})
 	c.mu.Unlock()
 	for _, id := range drop {
 		c.sp.Drop(id)
