@@ -14,6 +14,7 @@ import (
 
 	"github.com/jonboulle/clockwork"
 
+	"github.com/cl5-relay/cl5-relay/relaynode/internal/ratelog"
 	"github.com/cl5-relay/cl5-relay/signaling/peerclient"
 )
 
@@ -28,10 +29,11 @@ type Grant struct {
 // Relay is a node's relay peer: it keeps a broker socket up under the
 // latest Grant and relays the lobbies the core hands it.
 type Relay struct {
-	cfg   Config
-	log   *slog.Logger
-	m     *metrics
-	clock clockwork.Clock
+	cfg        Config
+	log        *slog.Logger
+	reconnects *ratelog.Logger // a core that stays away warns once a minute
+	m          *metrics
+	clock      clockwork.Clock
 
 	mu      sync.Mutex
 	grant   Grant
@@ -46,11 +48,12 @@ func New(cfg Config) (*Relay, error) {
 		return nil, err
 	}
 	return &Relay{
-		cfg:     cfg,
-		log:     cfg.Logger.With("component", "relaypeer"),
-		m:       newMetrics(cfg.Registerer),
-		clock:   cfg.Clock,
-		changed: make(chan struct{}, 1),
+		cfg:        cfg,
+		log:        cfg.Logger.With("component", "relaypeer"),
+		reconnects: ratelog.New(cfg.Logger.With("component", "relaypeer"), time.Minute, 3),
+		m:          newMetrics(cfg.Registerer),
+		clock:      cfg.Clock,
+		changed:    make(chan struct{}, 1),
 	}, nil
 }
 
@@ -110,7 +113,7 @@ func (r *Relay) Run(ctx context.Context) error {
 		if r.clock.Since(start) > 10*r.cfg.MaxBackoff {
 			backoff = r.cfg.MinBackoff // it had been up for a while
 		}
-		r.log.Warn("relay peer disconnected from the broker; reconnecting", "err", err, "in", backoff)
+		r.reconnects.Warn("relay peer disconnected from the broker; reconnecting", "err", err, "in", backoff)
 		wait := backoff/2 + rand.N(backoff/2+1)
 		select {
 		case <-r.clock.After(wait):
