@@ -231,3 +231,29 @@ func TestRelayOrphanAdopted(t *testing.T) {
 		t.Fatalf("RELAY %v, want relayB", got)
 	}
 }
+
+// TestRelayKeptAcrossHostMigration: the host of a relay lobby drops and a
+// member is elected: the relay stays (nobody gets RELAY again), and it is
+// only told the members left (no dialling).
+func TestRelayKeptAcrossHostMigration(t *testing.T) {
+	relays := &fakeRelays{next: []string{"relayA", "relayB"}}
+	_, _, socks, host, m := relayLobby(t, relays, "relayA")
+	a := socks[0]
+	m.next(wire.OpRelay)
+	a.splice()
+	a.splice()
+	host.dropTCP()
+	m.next(wire.OpTransition) // "host"
+	if id, _ := m.nextPeer(wire.OpNewHost); id != m.id {
+		t.Fatalf("NEW_HOST %s, want the member %s", id, m.id)
+	}
+	a.expectSplice("migtest/R", false, m.id)
+	if left := m.next(wire.OpPeerLeft); left != host.id {
+		t.Fatalf("PEER_LEFT %v, want the old host", left)
+	}
+	m.send(wire.OpFindLobby, "R")
+	if info := m.next(wire.OpFindAck).(map[string]any); info["relay_enabled"] != true {
+		t.Fatalf("FIND_ACK after the migration: %v", info)
+	}
+	m.quiet() // no RELAY: the relay did not change
+}
