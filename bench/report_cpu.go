@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"context"
 	"errors"
 	"time"
 )
@@ -23,6 +24,8 @@ type cpuWindow struct {
 	failed     []error
 	selfBefore time.Duration
 	selfErr    error
+	machine0   time.Duration
+	machineOK  bool
 	t0         time.Time
 }
 
@@ -32,6 +35,7 @@ func startCPUWindow(pids []int) *cpuWindow {
 		w.before[i], w.failed[i] = ProcessCPU(pid)
 	}
 	w.selfBefore, w.selfErr = selfCPU()
+	w.machine0, w.machineOK = machineBusy()
 	w.t0 = time.Now()
 	return w
 }
@@ -45,6 +49,10 @@ type cpuUsage struct {
 	errs     []error
 	self     time.Duration
 	selfOK   bool
+	// machine is the whole machine's busy CPU time over the window, all
+	// CPUs summed (machineOK: read at both ends; Linux).
+	machine   time.Duration
+	machineOK bool
 }
 
 func (w *cpuWindow) stop() cpuUsage {
@@ -64,5 +72,29 @@ func (w *cpuWindow) stop() cpuUsage {
 	if after, err := selfCPU(); err == nil && w.selfErr == nil {
 		u.self, u.selfOK = after-w.selfBefore, true
 	}
+	if after, ok := machineBusy(); ok && w.machineOK && after >= w.machine0 {
+		u.machine, u.machineOK = after-w.machine0, true
+	}
 	return u
+}
+
+// idleBaseline measures the machine's busy CPU per second of wall time
+// over d while the bench does nothing (what other processes and the
+// kernel spend anyway), to subtract from a run's. ok is false without
+// /proc/stat or for d <= 0.
+func idleBaseline(ctx context.Context, d time.Duration) (perSecond float64, ok bool) {
+	if d <= 0 {
+		return 0, false
+	}
+	w := startCPUWindow(nil)
+	select {
+	case <-time.After(d):
+	case <-ctx.Done():
+		return 0, false
+	}
+	u := w.stop()
+	if !u.machineOK || u.wall <= 0 {
+		return 0, false
+	}
+	return u.machine.Seconds() / u.wall.Seconds(), true
 }

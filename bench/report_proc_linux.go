@@ -81,3 +81,27 @@ func udpCountersIn(fs procfs.FS) (udpCounters, bool) {
 	}
 	return udpCounters{RcvbufErrors: count(*u.RcvbufErrors), SndbufErrors: count(*u.SndbufErrors), InErrors: count(*u.InErrors)}, true
 }
+
+// machineBusy is the CPU time all of this machine's CPUs spent busy since
+// boot (/proc/stat: everything but idle and iowait; softirq and irq
+// included, which the kernel may charge to whatever task it interrupted).
+func machineBusy() (time.Duration, bool) {
+	fs, err := hostProc()
+	if err != nil {
+		return 0, false
+	}
+	return machineBusyIn(fs)
+}
+
+func machineBusyIn(fs procfs.FS) (time.Duration, bool) {
+	st, err := fs.Stat()
+	if err != nil {
+		return 0, false
+	}
+	c := st.CPUTotal
+	busy := c.User + c.Nice + c.System + c.IRQ + c.SoftIRQ + c.Steal
+	if total := busy + c.Idle + c.Iowait; !(total > 0) || !(busy >= 0) || busy > float64(maxTicks) {
+		return 0, false // no cpu line, or not a plausible one
+	}
+	return time.Duration(busy * float64(time.Second)), true
+}

@@ -109,3 +109,20 @@ func TestUDPCountersFromProc(t *testing.T) {
 		t.Error("cannot read this host's UDP counters")
 	}
 }
+
+// TestMachineBusyFromProcStat: busy is everything but idle and iowait, in
+// USER_HZ ticks summed over the CPUs; a malformed /proc/stat is no reading.
+func TestMachineBusyFromProcStat(t *testing.T) {
+	fs := fakeProc(t, "", map[string]string{
+		// user nice system idle iowait irq softirq steal guest guest_nice
+		"stat": "cpu  100 5 50 9000 40 3 7 5 0 0\ncpu0 50 2 25 4500 20 1 4 2 0 0\ncpu1 50 3 25 4500 20 2 3 3 0 0\n" +
+			"intr 0\nctxt 1\nbtime 1\nprocesses 1\nprocs_running 1\nprocs_blocked 0\n",
+	})
+	got, ok := machineBusyIn(fs)
+	if want := 170 * clockTick; !ok || got != want {
+		t.Fatalf("machine busy = %s, %v; want %s", got, ok, want)
+	}
+	if _, ok := machineBusyIn(fakeProc(t, "", map[string]string{"stat": "garbage\n"})); ok {
+		t.Fatal("a /proc/stat without a cpu line gave a reading")
+	}
+}

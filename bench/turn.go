@@ -116,6 +116,10 @@ type TurnConfig struct {
 	// ServerPIDs are processes (the TURN server) whose CPU time over the
 	// measured window is reported, per relayed packet. Linux /proc only.
 	ServerPIDs []int
+	// IdleBaseline is how long to measure the machine's busy CPU before
+	// sending, with the allocations set up and nothing flowing, to subtract
+	// from the run's whole-machine figure. 0 means 1 s; negative skips it.
+	IdleBaseline time.Duration
 	// Progress draws a live status line. Default nil: quiet.
 	Progress *Progress
 }
@@ -123,6 +127,9 @@ type TurnConfig struct {
 func (c TurnConfig) withDefaults() TurnConfig {
 	if c.Clients == 0 {
 		c.Clients = 1
+	}
+	if c.IdleBaseline == 0 {
+		c.IdleBaseline = time.Second
 	}
 	if c.Rate == 0 {
 		c.Rate = 50
@@ -179,6 +186,9 @@ func (c TurnConfig) Validate() error {
 			bad("peer %q: want ip:port", c.Peer)
 		}
 	}
+	if c.IdleBaseline > 10*time.Second {
+		bad("idle baseline %s: want at most 10s", c.IdleBaseline)
+	}
 	if c.EchoSockets < 0 || c.Senders < 0 || c.SetupConcurrency < 0 || c.Drain < 0 || c.Drain > time.Minute {
 		bad("echo sockets, senders, setup concurrency must not be negative; drain 0..1m")
 	}
@@ -218,6 +228,16 @@ type TurnResult struct {
 	ServerCPUOK bool
 	BenchCPU    time.Duration
 	BenchCPUOK  bool
+	// MachineCPU is the whole machine's busy CPU time over the window plus
+	// drain, all CPUs summed (MachineCPUOK: read; Linux): it catches work
+	// the kernel does outside the server process (softirq charged to the
+	// task it interrupts, an in-kernel data path). MachineIdle is what the
+	// machine spent busy at rest over as long, measured just before
+	// (MachineIdleOK).
+	MachineCPU    time.Duration
+	MachineCPUOK  bool
+	MachineIdle   time.Duration
+	MachineIdleOK bool
 	// HostUDP is the increase of the host's UDP drop counters over the
 	// window plus drain (HostUDPOK: read; Linux).
 	HostUDP   udpCounters
@@ -410,6 +430,9 @@ func runTurn(ctx context.Context, cfg TurnConfig, step string) (*TurnResult, err
 		return res, nil
 	}
 
+	// The machine at rest, allocations up, nothing flowing.
+	idlePerSec, idleOK := idleBaseline(ctx, cfg.IdleBaseline)
+
 	// Data plane.
 	start := time.Now()
 	cpu := startCPUWindow(cfg.ServerPIDs)
@@ -514,6 +537,11 @@ func runTurn(ctx context.Context, cfg TurnConfig, step string) (*TurnResult, err
 		res.Notes = appendOnce(res.Notes, "server CPU not measured: "+err.Error())
 	}
 	res.BenchCPU, res.BenchCPUOK = usage.self, usage.selfOK
+	res.MachineCPU, res.MachineCPUOK = usage.machine, usage.machineOK
+	if idleOK {
+		res.MachineIdle = time.Duration(idlePerSec * float64(usage.wall))
+		res.MachineIdleOK = true
+	}
 	if echo != nil {
 		res.EchoReceived = echo.Packets()
 	}

@@ -87,6 +87,23 @@ func (r *TurnResult) Report() *Report {
 			rep.Notes = append(rep.Notes, fmt.Sprintf("the bench used %.0f%% of its %d cores: the generator may have been the bottleneck", pct, cores))
 		}
 	}
+	if r.MachineCPUOK && measured > 0 {
+		net := r.MachineCPU
+		if r.MachineIdleOK {
+			net = max(r.MachineCPU-r.MachineIdle, 0)
+		}
+		rep.add("machine_cpu_pct", "machine busy CPU (all CPUs, minus idle baseline)", 100*net.Seconds()/measured.Seconds(), "% of a core", BetterLower)
+		if relayed > 0 {
+			rep.add("machine_cpu_us_per_packet", "machine busy CPU per relayed packet", float64(net.Microseconds())/float64(relayed), "us", BetterLower)
+		}
+		idle := "no idle baseline"
+		if r.MachineIdleOK {
+			idle = fmt.Sprintf("minus %s idle baseline", r.MachineIdle.Round(time.Millisecond))
+		}
+		rep.Notes = append(rep.Notes, fmt.Sprintf(
+			"machine CPU: %s busy (%s) over %.1f s, the bench's own %s included: with server and bench on one machine, the kernel's share of relaying (softirq) lands wherever it interrupts; /proc/stat is sampled at the tick, so a light load reads rough",
+			r.MachineCPU.Round(time.Millisecond), idle, measured.Seconds(), r.BenchCPU.Round(time.Millisecond)))
+	}
 	if r.HostUDPOK {
 		rep.add("host_udp_rcvbuf_drops", "host UDP drops, receive buffer full", float64(r.HostUDP.RcvbufErrors), "", BetterLower)
 		if r.HostUDP.RcvbufErrors > 0 || r.HostUDP.SndbufErrors > 0 {
