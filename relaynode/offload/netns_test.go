@@ -1,0 +1,352 @@
+package offload
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"runtime"
+	"testing"
+	"time"
+	"unsafe"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
+)
+
+// testNet is three network namespaces the test made: a client, the node
+// and a peer, joined by two veth pairs:
+//
+//	client vc 10.13.1.2 -- vnc 10.13.1.1 node vnp 10.13.2.1 -- vp 10.13.2.2 peer
+type testNet struct {
+	client, node, peer string
+}
+
+var (
+	clientIP = netip.MustParseAddr("10.13.1.2")
+	nodeCIP  = netip.MustParseAddr("10.13.1.1") // the node's listening address
+	nodePIP  = netip.MustParseAddr("10.13.2.1") // the node's relay address
+	peerIP   = netip.MustParseAddr("10.13.2.2")
+)
+
+// needOffload skips the test when this machine cannot run it, or fails
+// it when CL5_REQUIRE_OFFLOAD=1 (CI as root).
+func needOffload(t testing.TB) {
+	t.Helper()
+	skip := func(format string, args ...any) {
+		t.Helper()
+		if os.Getenv("CL5_REQUIRE_OFFLOAD") == "1" {
+			t.Fatalf("CL5_REQUIRE_OFFLOAD=1 but "+format, args...)
+		}
+		t.Skipf(format, args...)
+	}
+	if os.Geteuid() != 0 {
+		skip("network namespaces and eBPF need root")
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		skip("no ip command (iproute2): %v", err)
+	}
+	if err := Supported(); err != nil {
+		skip("offload not supported here: %v", err)
+	}
+}
+
+func run(t testing.TB, args ...string) {
+	t.Helper()
+	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v: %v\n%s", args, err, out)
+	}
+}
+
+func newTestNet(t testing.TB) *testNet {
+	t.Helper()
+	id := os.Getpid()
+	n := &testNet{
+		client: fmt.Sprintf("cl5o-c-%d", id),
+		node:   fmt.Sprintf("cl5o-n-%d", id),
+		peer:   fmt.Sprintf("cl5o-p-%d", id),
+	}
+	for _, ns := range []string{n.client, n.node, n.peer} {
+		run(t, "ip", "netns", "add", ns)
+		t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
+		run(t, "ip", "-n", ns, "link", "set", "lo", "up")
+	}
+	run(t, "ip", "-n", n.node, "link", "add", "vnc", "type", "veth", "peer", "name", "vc", "netns", n.client)
+	run(t, "ip", "-n", n.node, "link", "add", "vnp", "type", "veth", "peer", "name", "vp", "netns", n.peer)
+	run(t, "ip", "-n", n.client, "addr", "add", "10.13.1.2/24", "dev", "vc")
+	run(t, "ip", "-n", n.node, "addr", "add", "10.13.1.1/24", "dev", "vnc")
+	run(t, "ip", "-n", n.node, "addr", "add", "10.13.2.1/24", "dev", "vnp")
+	run(t, "ip", "-n", n.peer, "addr", "add", "10.13.2.2/24", "dev", "vp")
+	for _, l := range [][2]string{{n.client, "vc"}, {n.node, "vnc"}, {n.node, "vnp"}, {n.peer, "vp"}} {
+		run(t, "ip", "-n", l[0], "link", "set", l[1], "up")
+	}
+	run(t, "ip", "-n", n.client, "route", "add", "default", "via", "10.13.1.1")
+	run(t, "ip", "-n", n.peer, "route", "add", "default", "via", "10.13.2.1")
+	// bpf_fib_lookup wants forwarding on the ingress interfaces.
+	run(t, "ip", "netns", "exec", n.node, "sh", "-c", "echo 1 > /proc/sys/net/ipv4/conf/all/forwarding")
+	// Senders compute their UDP checksums, as packets from a NIC carry
+	// them (see the package comment on CHECKSUM_PARTIAL).
+	inNetns(t, n.client, func() { txChecksumOff(t, "vc") })
+	inNetns(t, n.peer, func() { txChecksumOff(t, "vp") })
+	return n
+}
+
+// inNetns runs fn on a thread in the named network namespace; sockets
+// fn opens stay in it.
+func inNetns(t testing.TB, name string, fn func()) {
+	t.Helper()
+	done := make(chan struct{})
+	var failure error
+	go func() {
+		defer close(done)
+		runtime.LockOSThread()
+		orig, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			failure = err
+			runtime.UnlockOSThread()
+			return
+		}
+		defer orig.Close()
+		ns, err := os.Open("/run/netns/" + name)
+		if err != nil {
+			failure = err
+			runtime.UnlockOSThread()
+			return
+		}
+		defer ns.Close()
+		if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
+			failure = err
+			runtime.UnlockOSThread()
+			return
+		}
+		defer func() {
+			// A thread that cannot go back stays locked and dies
+			// with its goroutine.
+			if unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET) == nil {
+				runtime.UnlockOSThread()
+			}
+		}()
+		fn()
+	}()
+	<-done
+	if failure != nil {
+		t.Fatalf("entering netns %s: %v", name, failure)
+	}
+}
+
+// txChecksumOff turns off transmit checksum offload on an interface of
+// the calling thread's namespace (ethtool -K dev tx off).
+func txChecksumOff(t testing.TB, dev string) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Errorf("socket: %v", err)
+		return
+	}
+	defer unix.Close(fd)
+	val := struct{ cmd, data uint32 }{cmd: 0x17 /* ETHTOOL_STXCSUM */, data: 0}
+	var ifr struct {
+		name [unix.IFNAMSIZ]byte
+		data unsafe.Pointer
+		_    [16]byte
+	}
+	copy(ifr.name[:], dev)
+	ifr.data = unsafe.Pointer(&val)
+	if _, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.SIOCETHTOOL, uintptr(unsafe.Pointer(&ifr))); errno != 0 {
+		t.Errorf("ETHTOOL_STXCSUM %s: %v", dev, errno)
+	}
+}
+
+func listenIn(t testing.TB, n string, ap netip.AddrPort) *net.UDPConn {
+	t.Helper()
+	var c *net.UDPConn
+	var err error
+	inNetns(t, n, func() { c, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(ap)) })
+	if err != nil {
+		t.Fatalf("listen %v in %s: %v", ap, n, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// recv reads one datagram, waiting generously.
+func recv(t testing.TB, c *net.UDPConn) ([]byte, netip.AddrPort) {
+	t.Helper()
+	buf := make([]byte, 2048)
+	if err := c.SetReadDeadline(time.Now().Add(10 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	n, from, err := c.ReadFromUDPAddrPort(buf)
+	if err != nil {
+		t.Fatalf("reading on %v: %v", c.LocalAddr(), err)
+	}
+	return buf[:n], netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+}
+
+func channelData(ch uint16, payload []byte, pad bool) []byte {
+	b := binary.BigEndian.AppendUint16(nil, ch)
+	b = binary.BigEndian.AppendUint16(b, uint16(len(payload)))
+	b = append(b, payload...)
+	for pad && len(b)%4 != 0 {
+		b = append(b, 0)
+	}
+	return b
+}
+
+func send(t testing.TB, c *net.UDPConn, b []byte, to netip.AddrPort) {
+	t.Helper()
+	if _, err := c.WriteToUDPAddrPort(b, to); err != nil {
+		t.Fatalf("send to %v: %v", to, err)
+	}
+}
+
+// noPrograms checks that no TCX ingress program is left on the node's
+// interfaces.
+func noPrograms(t testing.TB, n *testNet) {
+	t.Helper()
+	inNetns(t, n.node, func() {
+		for _, dev := range []string{"vnc", "vnp"} {
+			ifi, err := net.InterfaceByName(dev)
+			if err != nil {
+				t.Errorf("%s: %v", dev, err)
+				continue
+			}
+			res, err := link.QueryPrograms(link.QueryOptions{Target: ifi.Index, Attach: ebpf.AttachTCXIngress})
+			if err != nil {
+				t.Errorf("query %s: %v", dev, err)
+				continue
+			}
+			if len(res.Programs) != 0 {
+				t.Errorf("%s: %d programs still attached to ingress", dev, len(res.Programs))
+			}
+		}
+	})
+}
+
+func TestOffloadRelaysChannelData(t *testing.T) {
+	needOffload(t)
+	n := newTestNet(t)
+
+	listen := netip.AddrPortFrom(nodeCIP, 3478)
+	relay := netip.AddrPortFrom(nodePIP, 50000)
+	clientAP := netip.AddrPortFrom(clientIP, 40000)
+	peerAP := netip.AddrPortFrom(peerIP, 60000)
+	// User space on the node: what the offload passes arrives here.
+	nodeListen := listenIn(t, n.node, listen)
+	nodeRelay := listenIn(t, n.node, relay)
+	client := listenIn(t, n.client, clientAP)
+	peer := listenIn(t, n.peer, peerAP)
+
+	peerWire := openCapture(t, n.peer, "vp")
+	clientWire := openCapture(t, n.client, "vc")
+
+	var o *Offload
+	var err error
+	inNetns(t, n.node, func() { o, err = New(Config{Interfaces: []string{"vnc", "vnp"}}) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
+	b := Binding{Client: clientAP, Listen: listen, Relay: relay, Peer: peerAP, Channel: 0x4001}
+	if err := o.AddBinding(b); err != nil {
+		t.Fatal(err)
+	}
+
+	var want Counters
+	// Client -> peer: sizes with and without padding, and an empty
+	// payload.
+	for i, size := range []int{100, 1, 2, 3, 0, 1200, 57} {
+		payload := bytes.Repeat([]byte{byte('a' + i)}, size)
+		send(t, client, channelData(0x4001, payload, i%2 == 0), listen)
+		got, from := recv(t, peer)
+		if !bytes.Equal(got, payload) || from != relay {
+			t.Fatalf("peer got %d bytes %q from %v, want %d bytes from %v", len(got), got, from, size, relay)
+		}
+		peerWire.expect(t, relay, peerAP, payload)
+		want.ToPeerPackets++
+		want.ToPeerBytes += uint64(size)
+	}
+	// Peer -> client.
+	for i, size := range []int{100, 1, 7, 1300, 0} {
+		payload := bytes.Repeat([]byte{byte('A' + i)}, size)
+		send(t, peer, payload, relay)
+		got, from := recv(t, client)
+		wantCD := channelData(0x4001, payload, false)
+		if !bytes.Equal(got, wantCD) || from != listen {
+			t.Fatalf("client got %x from %v, want %x from %v", got, from, wantCD, listen)
+		}
+		clientWire.expect(t, listen, clientAP, wantCD)
+		want.ToClientPackets++
+		want.ToClientBytes += uint64(size)
+	}
+
+	// What the offload does not know reaches user space untouched: an
+	// unknown channel, STUN, padding that is not zero.
+	stunReq := []byte{0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}
+	badPad := append(channelData(0x4001, []byte("xyz"), false), 0x55)
+	for _, msg := range [][]byte{channelData(0x4002, []byte("unknown"), true), stunReq, badPad} {
+		send(t, client, msg, listen)
+		got, from := recv(t, nodeListen)
+		if !bytes.Equal(got, msg) || from != clientAP {
+			t.Fatalf("node got %x from %v, want %x from %v", got, from, msg, clientAP)
+		}
+	}
+	// Another peer's datagram to the relay port is not offloaded.
+	other := listenIn(t, n.peer, netip.AddrPortFrom(peerIP, 60001))
+	send(t, other, []byte("other"), relay)
+	if got, _ := recv(t, nodeRelay); string(got) != "other" {
+		t.Fatalf("node relay socket got %q", got)
+	}
+
+	got, err := o.Counters(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != want {
+		t.Errorf("counters %+v, want %+v", got, want)
+	}
+	st, err := o.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.ToPeer != want.ToPeerPackets || st.ToClient != want.ToClientPackets || st.PassedPacket != 1 || st.Dropped != 0 {
+		t.Errorf("stats %+v", st)
+	}
+
+	// Removed, the binding's packets reach user space again.
+	final, err := o.RemoveBinding(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if final != want {
+		t.Errorf("final counters %+v, want %+v", final, want)
+	}
+	msg := channelData(0x4001, []byte("after"), true)
+	send(t, client, msg, listen)
+	if got, _ := recv(t, nodeListen); !bytes.Equal(got, msg) {
+		t.Fatalf("node got %x after removal, want %x", got, msg)
+	}
+	send(t, peer, []byte("after"), relay)
+	if got, from := recv(t, nodeRelay); string(got) != "after" || from != peerAP {
+		t.Fatalf("relay socket got %q from %v after removal", got, from)
+	}
+	if _, err := o.Counters(b); !errors.Is(err, ErrUnknownBinding) {
+		t.Errorf("Counters after removal: %v", err)
+	}
+
+	if err := o.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	noPrograms(t, n)
+	if err := o.AddBinding(b); !errors.Is(err, ErrClosed) {
+		t.Errorf("AddBinding after Close: %v", err)
+	}
+}
