@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"sync/atomic"
 	"testing"
 	"time"
 	"unsafe"
@@ -64,13 +65,16 @@ func run(t testing.TB, args ...string) {
 	}
 }
 
+// netSeq numbers the test nets of this process, so their names differ.
+var netSeq atomic.Int64
+
 func newTestNet(t testing.TB) *testNet {
 	t.Helper()
-	id := os.Getpid()
+	id := fmt.Sprintf("%d-%d", os.Getpid(), netSeq.Add(1))
 	n := &testNet{
-		client: fmt.Sprintf("cl5o-c-%d", id),
-		node:   fmt.Sprintf("cl5o-n-%d", id),
-		peer:   fmt.Sprintf("cl5o-p-%d", id),
+		client: "cl5o-c-" + id,
+		node:   "cl5o-n-" + id,
+		peer:   "cl5o-p-" + id,
 	}
 	for _, ns := range []string{n.client, n.node, n.peer} {
 		run(t, "ip", "netns", "add", ns)
