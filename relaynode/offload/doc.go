@@ -14,7 +14,8 @@
 // when the next hop's MAC is not resolved yet). Everything else reaches
 // the stack untouched: STUN, unknown channels, IPv6, IP options,
 // fragments, GSO packets, non-zero padding, a peer's datagram without a
-// UDP checksum, and whatever the FIB cannot route (no route, a local
+// UDP checksum, a datagram whose checksum is still to be computed (see
+// below), and whatever the FIB cannot route (no route, a local
 // destination, over the egress MTU, forwarding disabled on the ingress
 // interface). User space stays in charge: it decides what to install
 // and when to remove it, and reads per-binding counters (per CPU in the
@@ -40,9 +41,12 @@
 //     refuses otherwise, and such packets go to user space).
 //   - Packets the stack hands over with CHECKSUM_PARTIAL (sent by
 //     another namespace of the same host over a veth with transmit
-//     checksum offload on) would leave with a wrong UDP checksum, since
-//     moving headers does not move the pending checksum's start; NICs
-//     never deliver those, and tests turn tx checksum offload off on
-//     their veths.
+//     checksum offload on) are left to user space: moving the headers
+//     does not move the kernel's pending checksum start. The program
+//     recognises them by a UDP checksum field that holds just the
+//     pseudo-header's sum. NICs never deliver those; a test or bench
+//     with clients in namespaces must turn transmit checksum offload
+//     off on the senders' veths (ethtool -K dev tx off) for their
+//     packets to be offloaded.
 //   - IPv4 only; one interface list per Offload.
 package offload

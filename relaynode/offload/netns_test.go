@@ -96,8 +96,8 @@ func newTestNet(t testing.TB) *testNet {
 	run(t, "ip", "netns", "exec", n.node, "sh", "-c", "echo 1 > /proc/sys/net/ipv4/conf/all/forwarding")
 	// Senders compute their UDP checksums, as packets from a NIC carry
 	// them (see the package comment on CHECKSUM_PARTIAL).
-	inNetns(t, n.client, func() { txChecksumOff(t, "vc") })
-	inNetns(t, n.peer, func() { txChecksumOff(t, "vp") })
+	inNetns(t, n.client, func() { txChecksum(t, "vc", false) })
+	inNetns(t, n.peer, func() { txChecksum(t, "vp", false) })
 	return n
 }
 
@@ -144,16 +144,19 @@ func inNetns(t testing.TB, name string, fn func()) {
 	}
 }
 
-// txChecksumOff turns off transmit checksum offload on an interface of
-// the calling thread's namespace (ethtool -K dev tx off).
-func txChecksumOff(t testing.TB, dev string) {
+// txChecksum turns transmit checksum offload on an interface of the
+// calling thread's namespace on or off (ethtool -K dev tx on|off).
+func txChecksum(t testing.TB, dev string, on bool) {
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		t.Errorf("socket: %v", err)
 		return
 	}
 	defer unix.Close(fd)
-	val := struct{ cmd, data uint32 }{cmd: 0x17 /* ETHTOOL_STXCSUM */, data: 0}
+	val := struct{ cmd, data uint32 }{cmd: 0x17 /* ETHTOOL_STXCSUM */}
+	if on {
+		val.data = 1
+	}
 	var ifr struct {
 		name [unix.IFNAMSIZ]byte
 		data unsafe.Pointer
@@ -307,6 +310,24 @@ func TestOffloadRelaysChannelData(t *testing.T) {
 		t.Fatalf("node relay socket got %q", got)
 	}
 
+	// With transmit checksum offload on, a veth hands the node packets
+	// whose UDP checksum is still to be computed (CHECKSUM_PARTIAL): the
+	// program cannot move that pending checksum with the headers, so
+	// such packets go to user space, untouched.
+	inNetns(t, n.client, func() { txChecksum(t, "vc", true) })
+	inNetns(t, n.peer, func() { txChecksum(t, "vp", true) })
+	partial := channelData(0x4001, []byte("partial checksum"), false)
+	send(t, client, partial, listen)
+	if got, from := recv(t, nodeListen); !bytes.Equal(got, partial) || from != clientAP {
+		t.Fatalf("node got %x from %v, want %x from %v", got, from, partial, clientAP)
+	}
+	send(t, peer, []byte("partial checksum"), relay)
+	if got, from := recv(t, nodeRelay); string(got) != "partial checksum" || from != peerAP {
+		t.Fatalf("relay socket got %q from %v", got, from)
+	}
+	inNetns(t, n.client, func() { txChecksum(t, "vc", false) })
+	inNetns(t, n.peer, func() { txChecksum(t, "vp", false) })
+
 	got, err := o.Counters(b)
 	if err != nil {
 		t.Fatal(err)
@@ -318,7 +339,7 @@ func TestOffloadRelaysChannelData(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.ToPeer != want.ToPeerPackets || st.ToClient != want.ToClientPackets || st.PassedPacket != 1 || st.Dropped != 0 {
+	if st.ToPeer != want.ToPeerPackets || st.ToClient != want.ToClientPackets || st.PassedPacket != 3 || st.Dropped != 0 {
 		t.Errorf("stats %+v", st)
 	}
 

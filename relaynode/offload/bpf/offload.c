@@ -11,8 +11,9 @@
 // in p2c gains the ChannelData header and goes listening (ip, port) ->
 // client (ip, port).
 // Anything else, and anything the program cannot forward cleanly (no
-// route, MTU, a neighbour it cannot resolve, IP options, fragments, GSO,
-// non-zero padding, no UDP checksum from a peer), passes to the stack
+// route, MTU, forwarding off, IP options, fragments, GSO, non-zero
+// padding, no UDP checksum from a peer, a checksum still to be computed),
+// passes to the stack
 // untouched (TC_ACT_OK): user space relays it as before.
 
 #include <linux/bpf.h>
@@ -190,6 +191,20 @@ struct csum_words {
 	__be16 cd_len;
 };
 
+// checksum_partial reports whether the UDP checksum field holds only the
+// pseudo-header's sum, as a sender leaves it for the device to finish
+// (CHECKSUM_PARTIAL: another namespace of this host sending over a veth
+// with transmit checksum offload). Moving the headers would leave the
+// kernel's pending checksum start 4 bytes off, so such packets go to user
+// space. A complete checksum equals that value about once in 65535
+// packets; those go to user space too, which is harmless.
+static __always_inline int checksum_partial(struct ip_hdr *ip, struct udp_hdr *udp)
+{
+	__u64 sum = (ip->saddr & 0xffff) + (ip->saddr >> 16) + (ip->daddr & 0xffff) +
+		    (ip->daddr >> 16) + bpf_htons(IPPROTO_UDP) + udp->len;
+	return udp->check == csum_fold(sum);
+}
+
 // udp_check_update returns the UDP checksum after the words in from are
 // replaced by those in to; old is non-zero.
 static __always_inline __be16 udp_check_update(__be16 old, struct csum_words *from,
@@ -255,7 +270,8 @@ static __always_inline int client_to_peer(struct __sk_buff *skb, struct ip_hdr *
 
 	__u32 payload = bpf_ntohs(udp->len) - UDP_HLEN - CD_HLEN; // >= 0: checked
 	__u32 data_len = bpf_ntohs(cd_len);
-	if (data_len > payload || payload - data_len > 3) {
+	if (data_len > payload || payload - data_len > 3 ||
+	    (udp->check && checksum_partial(ip, udp))) {
 		count_event(EV_PASS_PACKET);
 		return TC_ACT_OK;
 	}
@@ -356,7 +372,8 @@ static __always_inline int peer_to_client(struct __sk_buff *skb, struct ip_hdr *
 	__u32 data_len = bpf_ntohs(udp->len) - UDP_HLEN;
 	// Without the peer's checksum there is nothing to update; user
 	// space computes one.
-	if (!udp->check || data_len > 0xffff - IP_HLEN - UDP_HLEN - CD_HLEN) {
+	if (!udp->check || checksum_partial(ip, udp) ||
+	    data_len > 0xffff - IP_HLEN - UDP_HLEN - CD_HLEN) {
 		count_event(EV_PASS_PACKET);
 		return TC_ACT_OK;
 	}
