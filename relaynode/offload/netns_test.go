@@ -310,6 +310,67 @@ func TestOffloadRelaysChannelData(t *testing.T) {
 		t.Fatalf("node relay socket got %q", got)
 	}
 
+	// A fragmented datagram (the first fragment has MF set), one with
+	// IP options, and one from the peer that would exceed the egress
+	// MTU once the header is added, all go to user space.
+	big := channelData(0x4001, bytes.Repeat([]byte{'f'}, 1900), false)
+	send(t, client, big, listen)
+	if got, _ := recv(t, nodeListen); !bytes.Equal(got, big) {
+		t.Fatalf("node got %d bytes of a fragmented datagram, want %d", len(got), len(big))
+	}
+	withOpts := listenIn(t, n.client, netip.AddrPortFrom(clientIP, 40001))
+	rawOpts, err := withOpts.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var optErr error
+	if err := rawOpts.Control(func(fd uintptr) {
+		optErr = unix.SetsockoptString(int(fd), unix.IPPROTO_IP, unix.IP_OPTIONS, "\x01\x01\x01\x00") // NOP NOP NOP END
+	}); err != nil || optErr != nil {
+		t.Fatalf("IP_OPTIONS: %v %v", err, optErr)
+	}
+	if err := o.AddBinding(Binding{Client: netip.AddrPortFrom(clientIP, 40001), Listen: listen, Relay: netip.AddrPortFrom(nodePIP, 50001), Peer: peerAP, Channel: 0x4001}); err != nil {
+		t.Fatal(err)
+	}
+	msgOpts := channelData(0x4001, []byte("options"), false)
+	send(t, withOpts, msgOpts, listen)
+	if got, _ := recv(t, nodeListen); !bytes.Equal(got, msgOpts) {
+		t.Fatalf("node got %x for a datagram with IP options, want %x", got, msgOpts)
+	}
+	tooBig := bytes.Repeat([]byte{'m'}, 1500-20-8-2) // fits the MTU by 2 bytes
+	send(t, peer, tooBig, relay)
+	if got, _ := recv(t, nodeRelay); !bytes.Equal(got, tooBig) {
+		t.Fatalf("relay socket got %d bytes of an MTU-sized datagram, want %d", len(got), len(tooBig))
+	}
+	// Forwarding off on the node: bpf_fib_lookup refuses, and the
+	// datagram goes to user space.
+	run(t, "ip", "netns", "exec", n.node, "sh", "-c", "echo 0 > /proc/sys/net/ipv4/conf/all/forwarding")
+	noFwd := channelData(0x4001, []byte("forwarding off"), false)
+	send(t, client, noFwd, listen)
+	if got, _ := recv(t, nodeListen); !bytes.Equal(got, noFwd) {
+		t.Fatalf("node got %x with forwarding off, want %x", got, noFwd)
+	}
+	run(t, "ip", "netns", "exec", n.node, "sh", "-c", "echo 1 > /proc/sys/net/ipv4/conf/all/forwarding")
+
+	// Installing again is a no-op; a binding that claims the same
+	// client side or the same peer side is refused.
+	if err := o.AddBinding(b); err != nil {
+		t.Errorf("adding the binding again: %v", err)
+	}
+	otherChan := b
+	otherChan.Relay = netip.AddrPortFrom(nodePIP, 50002)
+	if err := o.AddBinding(otherChan); !errors.Is(err, ErrConflict) {
+		t.Errorf("binding with the same client and channel: %v", err)
+	}
+	samePeer := b
+	samePeer.Channel = 0x4005
+	if err := o.AddBinding(samePeer); !errors.Is(err, ErrConflict) {
+		t.Errorf("binding with the same peer and relay: %v", err)
+	}
+	if o.Len() != 2 {
+		t.Errorf("%d bindings installed, want 2", o.Len())
+	}
+
 	// With transmit checksum offload on, a veth hands the node packets
 	// whose UDP checksum is still to be computed (CHECKSUM_PARTIAL): the
 	// program cannot move that pending checksum with the headers, so
@@ -339,7 +400,7 @@ func TestOffloadRelaysChannelData(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.ToPeer != want.ToPeerPackets || st.ToClient != want.ToClientPackets || st.PassedPacket != 3 || st.Dropped != 0 {
+	if st.ToPeer != want.ToPeerPackets || st.ToClient != want.ToClientPackets || st.PassedPacket != 3 || st.PassedNoRoute != 2 || st.Dropped != 0 {
 		t.Errorf("stats %+v", st)
 	}
 
