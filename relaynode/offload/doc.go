@@ -28,12 +28,13 @@
 //	cnt, err := o.Counters(b)
 //	err = o.RemoveBinding(b)
 //
-// The program is attached with TCX (the tc ingress hook's link-based
-// attachment, Linux 6.6+): the attachment belongs to the Offload's file
-// descriptors, so Close, and the process's exit or crash, detach it and
-// no program is left behind; other tc programs on the interface keep
-// running. Loading needs CAP_BPF and CAP_NET_ADMIN (or root); New and
-// Supported say why they fail so the caller can fall back.
+// The program is attached to the tc ingress hook with TCX where the
+// kernel has it (Linux 6.6+; the attachment belongs to the Offload's file
+// descriptors, so Close, and the process's exit or crash, detach it),
+// and otherwise as a direct-action filter on a clsact qdisc (removed by
+// Close; see AttachClsact for a crash). Loading needs CAP_BPF and
+// CAP_NET_ADMIN (or root); New and Supported say why they fail so the
+// caller can fall back.
 //
 // Requirements and limits of this first step:
 //   - Ethernet interfaces (veth, physical NICs); the node's forwarding

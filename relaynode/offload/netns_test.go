@@ -17,6 +17,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
 
@@ -212,8 +213,9 @@ func send(t testing.TB, c *net.UDPConn, b []byte, to netip.AddrPort) {
 	}
 }
 
-// noPrograms checks that no TCX ingress program is left on the node's
-// interfaces.
+// noPrograms checks that nothing is left on the node's interfaces: no
+// TCX ingress program, no tc filter, no clsact qdisc (the test's veths
+// had none before).
 func noPrograms(t testing.TB, n *testNet) {
 	t.Helper()
 	inNetns(t, n.node, func() {
@@ -226,16 +228,42 @@ func noPrograms(t testing.TB, n *testNet) {
 			res, err := link.QueryPrograms(link.QueryOptions{Target: ifi.Index, Attach: ebpf.AttachTCXIngress})
 			if err != nil {
 				t.Errorf("query %s: %v", dev, err)
+			} else if len(res.Programs) != 0 {
+				t.Errorf("%s: %d TCX programs still attached to ingress", dev, len(res.Programs))
+			}
+			nl, err := netlink.LinkByIndex(ifi.Index)
+			if err != nil {
+				t.Errorf("%s: %v", dev, err)
 				continue
 			}
-			if len(res.Programs) != 0 {
-				t.Errorf("%s: %d programs still attached to ingress", dev, len(res.Programs))
+			if fs, err := netlink.FilterList(nl, netlink.HANDLE_MIN_INGRESS); err == nil && len(fs) != 0 {
+				t.Errorf("%s: %d tc ingress filters left: %v", dev, len(fs), fs)
+			}
+			qs, err := netlink.QdiscList(nl)
+			if err != nil {
+				t.Errorf("%s: qdiscs: %v", dev, err)
+			}
+			for _, q := range qs {
+				if q.Type() == "clsact" {
+					t.Errorf("%s: clsact qdisc left", dev)
+				}
 			}
 		}
 	})
+	// And as an operator would look.
+	out, err := exec.Command("ip", "netns", "exec", n.node, "tc", "filter", "show", "dev", "vnc", "ingress").CombinedOutput()
+	if err == nil && len(bytes.TrimSpace(out)) != 0 {
+		t.Errorf("tc filter show dev vnc ingress: %s", out)
+	}
 }
 
 func TestOffloadRelaysChannelData(t *testing.T) {
+	for _, mode := range []AttachMode{AttachTCX, AttachClsact} {
+		t.Run(string(mode), func(t *testing.T) { testRelays(t, mode) })
+	}
+}
+
+func testRelays(t *testing.T, mode AttachMode) {
 	needOffload(t)
 	n := newTestNet(t)
 
@@ -254,7 +282,7 @@ func TestOffloadRelaysChannelData(t *testing.T) {
 
 	var o *Offload
 	var err error
-	inNetns(t, n.node, func() { o, err = New(Config{Interfaces: []string{"vnc", "vnp"}}) })
+	inNetns(t, n.node, func() { o, err = New(Config{Interfaces: []string{"vnc", "vnp"}, Attach: mode}) })
 	if err != nil {
 		t.Fatal(err)
 	}

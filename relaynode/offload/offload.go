@@ -8,8 +8,9 @@ import (
 	"sync"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/rlimit"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // Errors.
@@ -43,6 +44,9 @@ type Config struct {
 	// MaxBindings bounds the installed bindings (the kernel maps'
 	// sizes). Default DefaultMaxBindings.
 	MaxBindings int
+	// Attach chooses how the program is attached (AttachTCX,
+	// AttachClsact). Default AttachAuto.
+	Attach AttachMode
 	// Logger receives a line per attachment and detachment. Default
 	// slog.Default().
 	Logger *slog.Logger
@@ -57,7 +61,8 @@ type Offload struct {
 	mu       sync.Mutex
 	closed   bool
 	objs     offloadObjects
-	links    []link.Link
+	nl       *netlink.Handle // the interfaces' namespace; nil until needed
+	attached []attachment
 	bindings map[Binding]uint32 // binding -> counter slot
 	free     []uint32           // unused counter slots
 	next     uint32             // slots below next have been handed out
@@ -66,19 +71,14 @@ type Offload struct {
 }
 
 // Supported reports whether this process can load the offload's program
-// and attach it with TCX, and why not.
+// (privileges, helpers, verifier), and why not. Attaching needs
+// CAP_NET_ADMIN besides, which New reports.
 func Supported() error {
 	var objs offloadObjects
 	if err := load(&objs, 1); err != nil {
 		return err
 	}
-	defer objs.Close()
-	// A query on the loopback interface (index 1 in every namespace)
-	// fails on kernels without TCX.
-	if _, err := link.QueryPrograms(link.QueryOptions{Target: 1, Attach: ebpf.AttachTCXIngress}); err != nil {
-		return fmt.Errorf("%w: tcx: %w", ErrUnsupported, err)
-	}
-	return nil
+	return objs.Close()
 }
 
 func load(objs *offloadObjects, maxBindings int) error {
@@ -111,6 +111,13 @@ func New(cfg Config) (*Offload, error) {
 	if cfg.MaxBindings < 1 || cfg.MaxBindings > 1<<24 {
 		return nil, fmt.Errorf("offload: MaxBindings %d out of range", cfg.MaxBindings)
 	}
+	switch cfg.Attach {
+	case "":
+		cfg.Attach = AttachAuto
+	case AttachAuto, AttachTCX, AttachClsact:
+	default:
+		return nil, fmt.Errorf("offload: unknown attach mode %q", cfg.Attach)
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -139,19 +146,28 @@ func New(cfg Config) (*Offload, error) {
 	if err := load(&o.objs, cfg.MaxBindings); err != nil {
 		return nil, err
 	}
+	if cfg.Attach != AttachTCX {
+		// Opened here, its sockets stay in this namespace, so Close
+		// finds the filters from any thread.
+		h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+		if err != nil {
+			o.detach()
+			return nil, fmt.Errorf("offload: netlink: %w", err)
+		}
+		o.nl = h
+	}
 	for _, ifi := range ifaces {
-		l, err := link.AttachTCX(link.TCXOptions{
-			Interface: ifi.Index,
-			Program:   o.objs.Cl5Offload,
-			Attach:    ebpf.AttachTCXIngress,
-			Anchor:    link.Tail(),
-		})
+		a, err := attach(cfg.Attach, ifi, o.objs.Cl5Offload, o.nl)
 		if err != nil {
 			o.detach()
 			return nil, fmt.Errorf("%w: attaching to %s ingress: %w", ErrUnsupported, ifi.Name, err)
 		}
-		o.links = append(o.links, l)
-		o.log.Info("offload attached", "interface", ifi.Name)
+		o.attached = append(o.attached, a)
+		mode := "clsact"
+		if _, ok := a.(tcxAttachment); ok {
+			mode = "tcx"
+		}
+		o.log.Info("offload attached", "interface", ifi.Name, "mode", mode)
 	}
 	return o, nil
 }
@@ -172,10 +188,14 @@ func (o *Offload) Close() error {
 
 func (o *Offload) detach() error {
 	var errs []error
-	for _, l := range o.links {
-		errs = append(errs, l.Close())
+	for _, a := range o.attached {
+		errs = append(errs, a.detach())
 	}
-	o.links = nil
+	o.attached = nil
+	if o.nl != nil {
+		o.nl.Close()
+		o.nl = nil
+	}
 	errs = append(errs, o.objs.Close())
 	return errors.Join(errs...)
 }
