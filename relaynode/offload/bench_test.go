@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 )
 
@@ -53,6 +54,7 @@ func benchRelay(b *testing.B, mode string) {
 	defer wg.Wait()
 	msg := channelData(0x4001, make([]byte, 100), false)
 	to := listen
+	var prog *ebpf.Program
 	switch mode {
 	case "forward":
 		msg, to = msg[4:], peerAP
@@ -67,6 +69,12 @@ func benchRelay(b *testing.B, mode string) {
 		defer o.Close()
 		if err := o.AddBinding(Binding{Client: clientAP, Listen: listen, Relay: relay, Peer: peerAP, Channel: 0x4001}); err != nil {
 			b.Fatal(err)
+		}
+		// The program's own run time per invocation, from the
+		// kernel's BPF statistics (on while the benchmark runs).
+		if stats, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME)); err == nil {
+			defer stats.Close()
+			prog = o.objs.Cl5Offload
 		}
 	case "userspace":
 		// The user-space relay: strip the header, send from the relay
@@ -116,6 +124,7 @@ func benchRelay(b *testing.B, mode string) {
 
 	before := readCPU(b)
 	procBefore := procCPU(b)
+	progBefore := progRuntime(prog)
 	start := time.Now()
 	b.ResetTimer()
 	for range b.N {
@@ -132,6 +141,7 @@ func benchRelay(b *testing.B, mode string) {
 	elapsed := time.Since(start)
 	after := readCPU(b)
 	proc := procCPU(b) - procBefore
+	progRun := progRuntime(prog).sub(progBefore)
 	if got < b.N {
 		b.Logf("%d of %d packets arrived", got, b.N)
 	}
@@ -141,8 +151,31 @@ func benchRelay(b *testing.B, mode string) {
 	tick := float64(time.Second) / 100 // USER_HZ
 	b.ReportMetric(float64(got)/elapsed.Seconds(), "pkts/s")
 	b.ReportMetric(float64(proc.Nanoseconds())/float64(got), "proc-ns/pkt")
+	if progRun.runs > 0 {
+		b.ReportMetric(float64(progRun.runtime.Nanoseconds())/float64(progRun.runs), "bpf-ns/run")
+	}
 	b.ReportMetric(float64(after.softirq-before.softirq)*tick/float64(got), "softirq-ns/pkt")
 	b.ReportMetric(float64(after.busy-before.busy)*tick/float64(got), "busy-ns/pkt")
+}
+
+type progRun struct {
+	runtime time.Duration
+	runs    uint64
+}
+
+func (a progRun) sub(b progRun) progRun { return progRun{a.runtime - b.runtime, a.runs - b.runs} }
+
+// progRuntime is the program's accumulated run time and invocations (zero
+// without a program or statistics).
+func progRuntime(p *ebpf.Program) progRun {
+	if p == nil {
+		return progRun{}
+	}
+	st, err := p.Stats()
+	if err != nil {
+		return progRun{}
+	}
+	return progRun{st.Runtime, st.RunCount}
 }
 
 // procCPU is this process's user and system CPU time.
