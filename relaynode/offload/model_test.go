@@ -33,7 +33,8 @@ func relayedPayload(msg []byte, bound uint16) ([]byte, bool) {
 // TestOffloadAgainstModel sends random datagrams from a bound client
 // (ChannelData with honest and lying lengths, padding of every kind,
 // other channels, STUN-like and short ones) and checks each arrives
-// where, and as, the model says.
+// where, and as, the model says; then random datagrams from the bound
+// peer, which all reach the client as ChannelData.
 func TestOffloadAgainstModel(t *testing.T) {
 	needOffload(t)
 	n := newTestNet(t)
@@ -98,12 +99,38 @@ func TestOffloadAgainstModel(t *testing.T) {
 			t.Fatalf("datagram %d: node got %x from %v, want %x from %v", i, got, from, msg, clientAP)
 		}
 	}
+	// Peer -> client: every datagram is relayed with the header
+	// added, whatever it looks like, ChannelData and STUN included.
+	var toClient, toClientBytes uint64
+	for i := range 100 {
+		data := make([]byte, rng.IntN(80))
+		for j := range data {
+			data[j] = byte(rng.IntN(256))
+		}
+		switch {
+		case i%3 == 0 && len(data) >= 4: // looks like ChannelData
+			binary.BigEndian.PutUint16(data, uint16(0x4000+rng.IntN(0x4000)))
+		case i%3 == 1 && len(data) >= 2: // looks like STUN
+			data[0], data[1] = 0, 1
+		}
+		send(t, peer, data, relay)
+		got, from := recv(t, client)
+		if want := channelData(bound, data, false); !bytes.Equal(got, want) || from != listen {
+			t.Fatalf("peer datagram %d: client got %x from %v, want %x from %v", i, got, from, want, listen)
+		}
+		toClient++
+		toClientBytes += uint64(len(data))
+	}
+
 	c, err := o.Counters(Binding{Client: clientAP, Listen: listen, Relay: relay, Peer: peerAP, Channel: bound})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if c.ToPeerPackets != uint64(relayed) {
 		t.Errorf("counted %d relayed datagrams, the model %d", c.ToPeerPackets, relayed)
+	}
+	if c.ToClientPackets != toClient || c.ToClientBytes != toClientBytes {
+		t.Errorf("counted %d datagrams, %d bytes to the client, sent %d, %d", c.ToClientPackets, c.ToClientBytes, toClient, toClientBytes)
 	}
 	if relayed < 50 {
 		t.Errorf("only %d of 300 datagrams were relayed; the generator is off", relayed)
