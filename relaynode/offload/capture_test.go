@@ -108,3 +108,73 @@ func (c *capture) expect(t testing.TB, from, to netip.AddrPort, payload []byte) 
 		return
 	}
 }
+
+// ipv4UDP builds an IPv4/UDP packet with both checksums.
+func ipv4UDP(src, dst netip.AddrPort, payload []byte) []byte {
+	p := make([]byte, 28+len(payload))
+	p[0], p[8], p[9] = 0x45, 64, 17
+	binary.BigEndian.PutUint16(p[2:], uint16(len(p)))
+	binary.BigEndian.PutUint16(p[6:], 0x4000) // DF
+	s, d := src.Addr().As4(), dst.Addr().As4()
+	copy(p[12:], s[:])
+	copy(p[16:], d[:])
+	binary.BigEndian.PutUint16(p[10:], ^checksum(p[:20], 0))
+	u := p[20:]
+	binary.BigEndian.PutUint16(u[0:], src.Port())
+	binary.BigEndian.PutUint16(u[2:], dst.Port())
+	binary.BigEndian.PutUint16(u[4:], uint16(len(u)))
+	copy(u[8:], payload)
+	c := ^checksum(u, uint32(checksum(p[12:20], uint32(17)+uint32(len(u)))))
+	if c == 0 {
+		c = 0xffff
+	}
+	binary.BigEndian.PutUint16(u[6:], c)
+	return p
+}
+
+// sendPaddedFrame sends the packet as an Ethernet frame padded to the
+// 60-byte minimum, as a NIC delivers a short packet, out of dev (in
+// namespace ns) to the MAC address to.
+func sendPaddedFrame(t testing.TB, ns, dev string, to net.HardwareAddr, packet []byte) {
+	t.Helper()
+	inNetns(t, ns, func() {
+		ifi, err := net.InterfaceByName(dev)
+		if err != nil {
+			t.Errorf("%s: %v", dev, err)
+			return
+		}
+		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			t.Errorf("packet socket: %v", err)
+			return
+		}
+		defer unix.Close(fd)
+		frame := append(append(append([]byte{}, to...), ifi.HardwareAddr...), 0x08, 0x00)
+		frame = append(frame, packet...)
+		for len(frame) < 60 {
+			frame = append(frame, 0xee) // padding is whatever the sender had
+		}
+		sa := &unix.SockaddrLinklayer{Ifindex: ifi.Index, Halen: 6, Protocol: htons(unix.ETH_P_IP)}
+		copy(sa.Addr[:], to)
+		if err := unix.Sendto(fd, frame, 0, sa); err != nil {
+			t.Errorf("sending a frame on %s: %v", dev, err)
+		}
+	})
+}
+
+func macOf(t testing.TB, ns, dev string) net.HardwareAddr {
+	t.Helper()
+	var mac net.HardwareAddr
+	inNetns(t, ns, func() {
+		ifi, err := net.InterfaceByName(dev)
+		if err != nil {
+			t.Errorf("%s: %v", dev, err)
+			return
+		}
+		mac = ifi.HardwareAddr
+	})
+	if mac == nil {
+		t.FailNow()
+	}
+	return mac
+}

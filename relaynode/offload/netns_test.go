@@ -320,6 +320,27 @@ func testRelays(t *testing.T, mode AttachMode) {
 		want.ToClientBytes += uint64(size)
 	}
 
+	// Short packets as a NIC delivers them: in frames padded to 60
+	// bytes, which the program trims.
+	for _, size := range []int{1, 5} {
+		payload := bytes.Repeat([]byte{'p'}, size)
+		sendPaddedFrame(t, n.client, "vc", macOf(t, n.node, "vnc"), ipv4UDP(clientAP, listen, channelData(0x4001, payload, size == 1)))
+		if got, from := recv(t, peer); !bytes.Equal(got, payload) || from != relay {
+			t.Fatalf("peer got %x from %v, want %x from %v", got, from, payload, relay)
+		}
+		peerWire.expect(t, relay, peerAP, payload)
+		sendPaddedFrame(t, n.peer, "vp", macOf(t, n.node, "vnp"), ipv4UDP(peerAP, relay, payload))
+		wantCD := channelData(0x4001, payload, false)
+		if got, from := recv(t, client); !bytes.Equal(got, wantCD) || from != listen {
+			t.Fatalf("client got %x from %v, want %x from %v", got, from, wantCD, listen)
+		}
+		clientWire.expect(t, listen, clientAP, wantCD)
+		want.ToPeerPackets++
+		want.ToPeerBytes += uint64(size)
+		want.ToClientPackets++
+		want.ToClientBytes += uint64(size)
+	}
+
 	// What the offload does not know reaches user space untouched: an
 	// unknown channel, STUN, padding that is not zero.
 	stunReq := []byte{0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}

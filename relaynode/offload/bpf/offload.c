@@ -30,6 +30,9 @@
 #define CD_HLEN 4
 // The TTL of what the node sends, as its own sockets would.
 #define RELAY_TTL 64
+// The shortest Ethernet frame (without FCS): NICs deliver shorter
+// packets padded to it, and the stack trims them by the IP length.
+#define ETH_MIN_FRAME 60
 // client_to_peer's answer for a datagram on no binding of its: it may be
 // a peer's whose payload looks like ChannelData.
 #define NOT_BOUND (-1)
@@ -254,8 +257,11 @@ drop:
 	return TC_ACT_SHOT;
 }
 
+// frame_end is where the IP packet ends in the frame (before any
+// Ethernet padding).
 static __always_inline int client_to_peer(struct __sk_buff *skb, struct ip_hdr *ip,
-					  struct udp_hdr *udp, __be16 channel, __be16 cd_len)
+					  struct udp_hdr *udp, __be16 channel, __be16 cd_len,
+					  __u32 frame_end)
 {
 	struct c2p_key k = {
 		.client_ip = ip->saddr,
@@ -280,7 +286,7 @@ static __always_inline int client_to_peer(struct __sk_buff *skb, struct ip_hdr *
 		// Padding is trimmed only when it is zero, which leaves the
 		// checksums as they are.
 		__u32 tail = 0;
-		if (bpf_skb_load_bytes(skb, skb->len - 4, &tail, 4) < 0) {
+		if (bpf_skb_load_bytes(skb, frame_end - 4, &tail, 4) < 0) {
 			count_event(EV_PASS_PACKET);
 			return TC_ACT_OK;
 		}
@@ -334,7 +340,8 @@ static __always_inline int client_to_peer(struct __sk_buff *skb, struct ip_hdr *
 	}
 	__u32 slot = v->slot;
 
-	if (pad && bpf_skb_change_tail(skb, skb->len - pad, 0) < 0) {
+	// Trim the padding, ChannelData's and Ethernet's.
+	if (frame_end - pad != skb->len && bpf_skb_change_tail(skb, frame_end - pad, 0) < 0) {
 		count_event(EV_DROP_ERROR);
 		return TC_ACT_SHOT;
 	}
@@ -357,7 +364,7 @@ static __always_inline int client_to_peer(struct __sk_buff *skb, struct ip_hdr *
 }
 
 static __always_inline int peer_to_client(struct __sk_buff *skb, struct ip_hdr *ip,
-					  struct udp_hdr *udp)
+					  struct udp_hdr *udp, __u32 frame_end)
 {
 	struct p2c_key k = {
 		.peer_ip = ip->saddr,
@@ -419,8 +426,13 @@ static __always_inline int peer_to_client(struct __sk_buff *skb, struct ip_hdr *
 	h.udp.check = udp_check_update(udp->check, &from, &to);
 	__u32 slot = v->slot;
 
-	// Insert 4 zero bytes after the Ethernet header; the new IP, UDP
-	// and ChannelData headers fill the 32 bytes in front of the payload.
+	// Trim Ethernet padding, then insert 4 zero bytes after the
+	// Ethernet header; the new IP, UDP and ChannelData headers fill
+	// the 32 bytes in front of the payload.
+	if (frame_end != skb->len && bpf_skb_change_tail(skb, frame_end, 0) < 0) {
+		count_event(EV_DROP_ERROR);
+		return TC_ACT_SHOT;
+	}
 	if (bpf_skb_adjust_room(skb, CD_HLEN, BPF_ADJ_ROOM_MAC, 0) < 0) {
 		count_event(EV_PASS_PACKET);
 		return TC_ACT_OK; // nothing changed yet
@@ -440,7 +452,7 @@ static __always_inline int peer_to_client(struct __sk_buff *skb, struct ip_hdr *
 SEC("tc")
 int cl5_offload(struct __sk_buff *skb)
 {
-	if (skb->protocol != bpf_htons(ETH_P_IP) || skb->gso_size)
+	if (skb->protocol != bpf_htons(ETH_P_IP) || skb->gso_size || skb->vlan_present)
 		return TC_ACT_OK;
 	// Ethernet, IP, UDP and a ChannelData header (if there is one) in
 	// the linear part; pulling more than the packet fails.
@@ -466,8 +478,9 @@ int cl5_offload(struct __sk_buff *skb)
 		return TC_ACT_OK;
 	__u32 tot_len = bpf_ntohs(ip->tot_len);
 	__u32 udp_len = bpf_ntohs(udp->len);
-	if (tot_len != skb->len - ETH_HLEN || udp_len != tot_len - IP_HLEN ||
-	    udp_len < UDP_HLEN)
+	__u32 frame_end = ETH_HLEN + tot_len;
+	if (frame_end > skb->len || (frame_end < skb->len && skb->len > ETH_MIN_FRAME) ||
+	    udp_len != tot_len - IP_HLEN || udp_len < UDP_HLEN)
 		return TC_ACT_OK;
 
 	// Copies on the stack: helpers that change the packet invalidate
@@ -478,12 +491,12 @@ int cl5_offload(struct __sk_buff *skb)
 		__be16 channel = cd[0], cd_len = cd[1];
 		__u16 ch = bpf_ntohs(channel);
 		if (ch >= 0x4000 && ch <= 0x7fff) {
-			int ret = client_to_peer(skb, &iph, &udph, channel, cd_len);
+			int ret = client_to_peer(skb, &iph, &udph, channel, cd_len, frame_end);
 			if (ret != NOT_BOUND)
 				return ret;
 		}
 	}
-	return peer_to_client(skb, &iph, &udph);
+	return peer_to_client(skb, &iph, &udph, frame_end);
 }
 
 char __license[] SEC("license") = "Dual MIT/GPL";
