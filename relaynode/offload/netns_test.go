@@ -341,6 +341,20 @@ func testRelays(t *testing.T, mode AttachMode) {
 		want.ToClientBytes += uint64(size)
 	}
 
+	// A packet with a corrupt IP header checksum is left to the stack
+	// (which drops it) rather than relayed under a fresh header: the
+	// peer's next datagram is the good one sent after it.
+	corrupt := ipv4UDP(clientAP, listen, channelData(0x4001, []byte("corrupt"), false))
+	corrupt[10] ^= 0xff
+	sendPaddedFrame(t, n.client, "vc", macOf(t, n.node, "vnc"), corrupt)
+	send(t, client, channelData(0x4001, []byte("good"), false), listen)
+	if got, _ := recv(t, peer); string(got) != "good" {
+		t.Fatalf("peer got %q, want %q", got, "good")
+	}
+	peerWire.expect(t, relay, peerAP, []byte("good"))
+	want.ToPeerPackets++
+	want.ToPeerBytes += 4
+
 	// What the offload does not know reaches user space untouched: an
 	// unknown channel, STUN, padding that is not zero.
 	stunReq := []byte{0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}

@@ -180,6 +180,20 @@ static __always_inline __be16 ip_checksum(struct ip_hdr *ip)
 	return (__be16)~csum_fold(sum);
 }
 
+// ip_header_ok reports whether an IP header's checksum adds up: the
+// program writes a fresh header, which would hide a corrupt one from
+// the next hop (the UDP checksum, updated incrementally, stays as right
+// or wrong as it was).
+static __always_inline int ip_header_ok(struct ip_hdr *ip)
+{
+	__u16 *w = (__u16 *)ip;
+	__u64 sum = 0;
+#pragma unroll
+	for (int i = 0; i < IP_HLEN / 2; i++)
+		sum += w[i];
+	return csum_fold(sum) == 0xffff;
+}
+
 // The UDP checksum fields that change, as 16-bit words in network order
 // (a one's complement sum does not care which half of a 32-bit word a
 // 16-bit word sits in).
@@ -487,6 +501,8 @@ int cl5_offload(struct __sk_buff *skb)
 	// pointers into it.
 	struct ip_hdr iph = *ip;
 	struct udp_hdr udph = *udp;
+	if (!ip_header_ok(&iph))
+		return TC_ACT_OK;
 	if (udp_len >= UDP_HLEN + CD_HLEN && (void *)(cd + 2) <= end) {
 		__be16 channel = cd[0], cd_len = cd[1];
 		__u16 ch = bpf_ntohs(channel);
