@@ -3,6 +3,7 @@ package offload
 import (
 	"errors"
 	"net/netip"
+	"os"
 	"strings"
 	"testing"
 
@@ -59,4 +60,20 @@ func TestNewRejectsBadConfig(t *testing.T) {
 	if _, err := New(Config{Interfaces: []string{"lo"}, MaxBindings: -1}); err == nil {
 		t.Error("New with MaxBindings -1 succeeded")
 	}
+}
+
+// TestSupportedExplains: without privileges Supported says so, wrapping
+// ErrUnsupported, so a node can log one line and fall back.
+func TestSupportedExplains(t *testing.T) {
+	err := Supported()
+	if os.Geteuid() == 0 {
+		if err != nil {
+			t.Logf("root, but: %v", err)
+		}
+		return
+	}
+	if !errors.Is(err, ErrUnsupported) {
+		t.Fatalf("Supported() = %v without root, want ErrUnsupported", err)
+	}
+	t.Logf("Supported() without root: %v", err)
 }
