@@ -72,8 +72,8 @@ func TestSupportedExplains(t *testing.T) {
 		}
 		return
 	}
-	if !errors.Is(err, ErrUnsupported) {
-		t.Fatalf("Supported() = %v without root, want ErrUnsupported", err)
+	if !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), "CAP_BPF") {
+		t.Fatalf("Supported() = %v without root, want ErrUnsupported naming CAP_BPF", err)
 	}
 	t.Logf("Supported() without root: %v", err)
 }

@@ -93,6 +93,9 @@ func load(objs *offloadObjects, maxBindings int) error {
 		spec.Maps[name].MaxEntries = uint32(maxBindings)
 	}
 	if err := spec.LoadAndAssign(objs, nil); err != nil {
+		if errors.Is(err, unix.EPERM) {
+			return fmt.Errorf("%w: loading the program needs CAP_BPF and CAP_NET_ADMIN (or root): %w", ErrUnsupported, err)
+		}
 		return fmt.Errorf("%w: loading the program: %w", ErrUnsupported, err)
 	}
 	return nil
