@@ -13,13 +13,22 @@
 // FIB names (bpf_fib_lookup, then bpf_redirect, or bpf_redirect_neigh
 // when the next hop's MAC is not resolved yet). Everything else reaches
 // the stack untouched: STUN, unknown channels, IPv6, IP options,
-// fragments, GSO packets, non-zero padding, a peer's datagram without a
-// UDP checksum, a datagram whose checksum is still to be computed (see
-// below), and whatever the FIB cannot route (no route, a local
+// fragments, GSO and VLAN-tagged packets, non-zero padding, a corrupt IP
+// header, a peer's datagram without a UDP checksum, a datagram whose
+// checksum is still to be computed (see below), and whatever the FIB
+// cannot route (no route, a local
 // destination, over the egress MTU, forwarding disabled on the ingress
 // interface). User space stays in charge: it decides what to install
 // and when to remove it, and reads per-binding counters (per CPU in the
-// kernel, summed here).
+// kernel, summed here; bytes are ChannelData payload bytes) and
+// program-wide ones (Stats: relayed, passed and why, dropped). Short
+// packets in Ethernet frames padded to 60 bytes are offloaded too.
+//
+// The relayed packets leave with TTL 64 and the client's or peer's IP
+// ID, TOS and DF bit, and do not pass netfilter on the node (a redirect
+// from tc ingress skips it): the node's firewall rules for relayed
+// traffic do not apply to them, the peer policy user space enforces
+// before AddBinding does.
 //
 //	o, err := offload.New(offload.Config{Interfaces: []string{"eth0"}})
 //	if err != nil { ... fall back to the user-space path ... }
@@ -39,7 +48,10 @@
 // Requirements and limits of this first step:
 //   - Ethernet interfaces (veth, physical NICs); the node's forwarding
 //     sysctl must be on for the ingress interface (bpf_fib_lookup
-//     refuses otherwise, and such packets go to user space).
+//     refuses otherwise, and such packets go to user space). That makes
+//     the host route other packets arriving there too, so a node that
+//     turns it on should drop forwarded traffic in its firewall's
+//     forward chain (the offload's redirects do not go through it).
 //   - Packets the stack hands over with CHECKSUM_PARTIAL (sent by
 //     another namespace of the same host over a veth with transmit
 //     checksum offload on) are left to user space: moving the headers
