@@ -17,7 +17,8 @@ import (
 
 // BenchmarkOffloadChannelData relays 100-byte ChannelData from a client
 // namespace through the node namespace to a peer namespace, in the
-// kernel ("offload") and, for scale, through a minimal user-space relay
+// kernel ("offload"; "offload-to-client" is the other direction) and,
+// for scale, through a minimal user-space relay
 // loop on plain sockets ("userspace"; one recvmsg and one sendmsg per
 // packet, no batching), and sends the bare payload straight to the peer
 // through the node as a router ("forward": the floor, what the kernel
@@ -28,7 +29,7 @@ import (
 // softirq and busy CPU per packet from /proc/stat (includes whatever
 // else runs on the machine).
 func BenchmarkOffloadChannelData(b *testing.B) {
-	for _, mode := range []string{"offload", "userspace", "forward"} {
+	for _, mode := range []string{"offload", "offload-to-client", "userspace", "forward"} {
 		b.Run(mode, func(b *testing.B) { benchRelay(b, mode) })
 	}
 }
@@ -58,7 +59,7 @@ func benchRelay(b *testing.B, mode string) {
 	switch mode {
 	case "forward":
 		msg, to = msg[4:], peerAP
-	case "offload":
+	case "offload", "offload-to-client":
 		var o *Offload
 		var err error
 		quiet := slog.New(slog.DiscardHandler)
@@ -96,9 +97,15 @@ func benchRelay(b *testing.B, mode string) {
 		defer nodeListen.Close()
 	}
 
+	// Client to peer, except offload-to-client: the peer sends the
+	// payload to the relay address, the client gets ChannelData.
+	from, dst := client, peer
+	if mode == "offload-to-client" {
+		msg, to, from, dst = msg[4:], relay, peer, client
+	}
 	// Warm up: the first packets resolve neighbours.
-	send(b, client, msg, to)
-	recv(b, peer)
+	send(b, from, msg, to)
+	recv(b, dst)
 
 	credits := make(chan struct{}, benchWindow)
 	for range benchWindow {
@@ -113,8 +120,8 @@ func benchRelay(b *testing.B, mode string) {
 		buf := make([]byte, 2048)
 		for got < b.N {
 			// Loss shows as a shortfall, not a hang.
-			_ = peer.SetReadDeadline(time.Now().Add(2 * time.Second))
-			if _, _, err := peer.ReadFromUDPAddrPort(buf); err != nil {
+			_ = dst.SetReadDeadline(time.Now().Add(2 * time.Second))
+			if _, _, err := dst.ReadFromUDPAddrPort(buf); err != nil {
 				return
 			}
 			got++
@@ -132,7 +139,7 @@ func benchRelay(b *testing.B, mode string) {
 		case <-credits:
 		case <-done:
 		}
-		if _, err := client.WriteToUDPAddrPort(msg, to); err != nil {
+		if _, err := from.WriteToUDPAddrPort(msg, to); err != nil {
 			b.Fatal(err)
 		}
 	}
