@@ -42,7 +42,9 @@ type Config struct {
 	// on (often one). At least one is required.
 	Interfaces []string
 	// MaxBindings bounds the installed bindings (the kernel maps'
-	// sizes). Default DefaultMaxBindings.
+	// sizes). The per-CPU counters take 32 bytes per binding and CPU,
+	// allocated up front: 2 MiB per CPU at the default,
+	// DefaultMaxBindings.
 	MaxBindings int
 	// Attach chooses how the program is attached (AttachTCX,
 	// AttachClsact). Default AttachAuto.
