@@ -473,10 +473,14 @@ int cl5_offload(struct __sk_buff *skb)
 	__u32 want = ETH_HLEN + IP_HLEN + UDP_HLEN + CD_HLEN;
 	if (skb->len < want)
 		want = skb->len;
-	if (bpf_skb_pull_data(skb, want) < 0)
-		return TC_ACT_OK;
 	void *data = (void *)(long)skb->data;
 	void *end = (void *)(long)skb->data_end;
+	if (data + want > end) { // usually linear already
+		if (bpf_skb_pull_data(skb, want) < 0)
+			return TC_ACT_OK;
+		data = (void *)(long)skb->data;
+		end = (void *)(long)skb->data_end;
+	}
 	struct eth_hdr *eth = data;
 	struct ip_hdr *ip = data + ETH_HLEN;
 	struct udp_hdr *udp = data + ETH_HLEN + IP_HLEN;
