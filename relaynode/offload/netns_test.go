@@ -1,0 +1,501 @@
+package offload
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"runtime"
+	"sync/atomic"
+	"testing"
+	"time"
+	"unsafe"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// testNet is three network namespaces the test made: a client, the node
+// and a peer, joined by two veth pairs:
+//
+//	client vc 10.13.1.2 -- vnc 10.13.1.1 node vnp 10.13.2.1 -- vp 10.13.2.2 peer
+type testNet struct {
+	client, node, peer string
+}
+
+var (
+	clientIP = netip.MustParseAddr("10.13.1.2")
+	nodeCIP  = netip.MustParseAddr("10.13.1.1") // the node's listening address
+	nodePIP  = netip.MustParseAddr("10.13.2.1") // the node's relay address
+	peerIP   = netip.MustParseAddr("10.13.2.2")
+)
+
+// needOffload skips the test when this machine cannot run it, or fails
+// it when CL5_REQUIRE_OFFLOAD=1 (CI as root).
+func needOffload(t testing.TB) {
+	t.Helper()
+	skip := func(format string, args ...any) {
+		t.Helper()
+		if os.Getenv("CL5_REQUIRE_OFFLOAD") == "1" {
+			t.Fatalf("CL5_REQUIRE_OFFLOAD=1 but "+format, args...)
+		}
+		t.Skipf(format, args...)
+	}
+	if os.Geteuid() != 0 {
+		skip("network namespaces and eBPF need root")
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		skip("no ip command (iproute2): %v", err)
+	}
+	if err := Supported(); err != nil {
+		skip("offload not supported here: %v", err)
+	}
+}
+
+func run(t testing.TB, args ...string) {
+	t.Helper()
+	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v: %v\n%s", args, err, out)
+	}
+}
+
+// netSeq numbers the test nets of this process, so their names differ.
+var netSeq atomic.Int64
+
+func newTestNet(t testing.TB) *testNet {
+	t.Helper()
+	id := fmt.Sprintf("%d-%d", os.Getpid(), netSeq.Add(1))
+	n := &testNet{
+		client: "cl5o-c-" + id,
+		node:   "cl5o-n-" + id,
+		peer:   "cl5o-p-" + id,
+	}
+	for _, ns := range []string{n.client, n.node, n.peer} {
+		run(t, "ip", "netns", "add", ns)
+		t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
+		run(t, "ip", "-n", ns, "link", "set", "lo", "up")
+	}
+	run(t, "ip", "-n", n.node, "link", "add", "vnc", "type", "veth", "peer", "name", "vc", "netns", n.client)
+	run(t, "ip", "-n", n.node, "link", "add", "vnp", "type", "veth", "peer", "name", "vp", "netns", n.peer)
+	run(t, "ip", "-n", n.client, "addr", "add", "10.13.1.2/24", "dev", "vc")
+	run(t, "ip", "-n", n.node, "addr", "add", "10.13.1.1/24", "dev", "vnc")
+	run(t, "ip", "-n", n.node, "addr", "add", "10.13.2.1/24", "dev", "vnp")
+	run(t, "ip", "-n", n.peer, "addr", "add", "10.13.2.2/24", "dev", "vp")
+	for _, l := range [][2]string{{n.client, "vc"}, {n.node, "vnc"}, {n.node, "vnp"}, {n.peer, "vp"}} {
+		run(t, "ip", "-n", l[0], "link", "set", l[1], "up")
+	}
+	run(t, "ip", "-n", n.client, "route", "add", "default", "via", "10.13.1.1")
+	run(t, "ip", "-n", n.peer, "route", "add", "default", "via", "10.13.2.1")
+	// bpf_fib_lookup wants forwarding on the ingress interfaces.
+	run(t, "ip", "netns", "exec", n.node, "sh", "-c", "echo 1 > /proc/sys/net/ipv4/conf/all/forwarding")
+	// Senders compute their UDP checksums, as packets from a NIC carry
+	// them (see the package comment on CHECKSUM_PARTIAL).
+	inNetns(t, n.client, func() { txChecksum(t, "vc", false) })
+	inNetns(t, n.peer, func() { txChecksum(t, "vp", false) })
+	return n
+}
+
+// inNetns runs fn on a thread in the named network namespace; sockets
+// fn opens stay in it.
+func inNetns(t testing.TB, name string, fn func()) {
+	t.Helper()
+	done := make(chan struct{})
+	var failure error
+	go func() {
+		defer close(done)
+		runtime.LockOSThread()
+		orig, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			failure = err
+			runtime.UnlockOSThread()
+			return
+		}
+		defer orig.Close()
+		ns, err := os.Open("/run/netns/" + name)
+		if err != nil {
+			failure = err
+			runtime.UnlockOSThread()
+			return
+		}
+		defer ns.Close()
+		if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
+			failure = err
+			runtime.UnlockOSThread()
+			return
+		}
+		defer func() {
+			// A thread that cannot go back stays locked and dies
+			// with its goroutine.
+			if unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET) == nil {
+				runtime.UnlockOSThread()
+			}
+		}()
+		fn()
+	}()
+	<-done
+	if failure != nil {
+		t.Fatalf("entering netns %s: %v", name, failure)
+	}
+}
+
+// txChecksum turns transmit checksum offload on an interface of the
+// calling thread's namespace on or off (ethtool -K dev tx on|off).
+func txChecksum(t testing.TB, dev string, on bool) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Errorf("socket: %v", err)
+		return
+	}
+	defer unix.Close(fd)
+	val := struct{ cmd, data uint32 }{cmd: 0x17 /* ETHTOOL_STXCSUM */}
+	if on {
+		val.data = 1
+	}
+	var ifr struct {
+		name [unix.IFNAMSIZ]byte
+		data unsafe.Pointer
+		_    [16]byte
+	}
+	copy(ifr.name[:], dev)
+	ifr.data = unsafe.Pointer(&val)
+	if _, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.SIOCETHTOOL, uintptr(unsafe.Pointer(&ifr))); errno != 0 {
+		t.Errorf("ETHTOOL_STXCSUM %s: %v", dev, errno)
+	}
+}
+
+func listenIn(t testing.TB, n string, ap netip.AddrPort) *net.UDPConn {
+	t.Helper()
+	var c *net.UDPConn
+	var err error
+	inNetns(t, n, func() { c, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(ap)) })
+	if err != nil {
+		t.Fatalf("listen %v in %s: %v", ap, n, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// recv reads one datagram, waiting generously.
+func recv(t testing.TB, c *net.UDPConn) ([]byte, netip.AddrPort) {
+	t.Helper()
+	buf := make([]byte, 2048)
+	if err := c.SetReadDeadline(time.Now().Add(10 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	n, from, err := c.ReadFromUDPAddrPort(buf)
+	if err != nil {
+		t.Fatalf("reading on %v: %v", c.LocalAddr(), err)
+	}
+	return buf[:n], netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+}
+
+func channelData(ch uint16, payload []byte, pad bool) []byte {
+	b := binary.BigEndian.AppendUint16(nil, ch)
+	b = binary.BigEndian.AppendUint16(b, uint16(len(payload)))
+	b = append(b, payload...)
+	for pad && len(b)%4 != 0 {
+		b = append(b, 0)
+	}
+	return b
+}
+
+func send(t testing.TB, c *net.UDPConn, b []byte, to netip.AddrPort) {
+	t.Helper()
+	if _, err := c.WriteToUDPAddrPort(b, to); err != nil {
+		t.Fatalf("send to %v: %v", to, err)
+	}
+}
+
+// noPrograms checks that nothing is left on the node's interfaces: no
+// TCX ingress program, no tc filter, no clsact qdisc (the test's veths
+// had none before).
+func noPrograms(t testing.TB, n *testNet) {
+	t.Helper()
+	inNetns(t, n.node, func() {
+		for _, dev := range []string{"vnc", "vnp"} {
+			ifi, err := net.InterfaceByName(dev)
+			if err != nil {
+				t.Errorf("%s: %v", dev, err)
+				continue
+			}
+			res, err := link.QueryPrograms(link.QueryOptions{Target: ifi.Index, Attach: ebpf.AttachTCXIngress})
+			if err != nil {
+				t.Errorf("query %s: %v", dev, err)
+			} else if len(res.Programs) != 0 {
+				t.Errorf("%s: %d TCX programs still attached to ingress", dev, len(res.Programs))
+			}
+			nl, err := netlink.LinkByIndex(ifi.Index)
+			if err != nil {
+				t.Errorf("%s: %v", dev, err)
+				continue
+			}
+			if fs, err := netlink.FilterList(nl, netlink.HANDLE_MIN_INGRESS); err == nil && len(fs) != 0 {
+				t.Errorf("%s: %d tc ingress filters left: %v", dev, len(fs), fs)
+			}
+			qs, err := netlink.QdiscList(nl)
+			if err != nil {
+				t.Errorf("%s: qdiscs: %v", dev, err)
+			}
+			for _, q := range qs {
+				if q.Type() == "clsact" {
+					t.Errorf("%s: clsact qdisc left", dev)
+				}
+			}
+		}
+	})
+	// And as an operator would look.
+	out, err := exec.Command("ip", "netns", "exec", n.node, "tc", "filter", "show", "dev", "vnc", "ingress").CombinedOutput()
+	if err == nil && len(bytes.TrimSpace(out)) != 0 {
+		t.Errorf("tc filter show dev vnc ingress: %s", out)
+	}
+}
+
+func TestOffloadRelaysChannelData(t *testing.T) {
+	for _, mode := range []AttachMode{AttachTCX, AttachClsact} {
+		t.Run(string(mode), func(t *testing.T) { testRelays(t, mode) })
+	}
+}
+
+func testRelays(t *testing.T, mode AttachMode) {
+	needOffload(t)
+	n := newTestNet(t)
+
+	listen := netip.AddrPortFrom(nodeCIP, 3478)
+	relay := netip.AddrPortFrom(nodePIP, 50000)
+	clientAP := netip.AddrPortFrom(clientIP, 40000)
+	peerAP := netip.AddrPortFrom(peerIP, 60000)
+	// User space on the node: what the offload passes arrives here.
+	nodeListen := listenIn(t, n.node, listen)
+	nodeRelay := listenIn(t, n.node, relay)
+	client := listenIn(t, n.client, clientAP)
+	peer := listenIn(t, n.peer, peerAP)
+
+	peerWire := openCapture(t, n.peer, "vp")
+	clientWire := openCapture(t, n.client, "vc")
+
+	var o *Offload
+	var err error
+	inNetns(t, n.node, func() { o, err = New(Config{Interfaces: []string{"vnc", "vnp"}, Attach: mode}) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
+	b := Binding{Client: clientAP, Listen: listen, Relay: relay, Peer: peerAP, Channel: 0x4001}
+	if err := o.AddBinding(b); err != nil {
+		t.Fatal(err)
+	}
+
+	var want Counters
+	// Client -> peer: sizes with and without padding, and an empty
+	// payload.
+	for i, size := range []int{100, 1, 2, 3, 0, 1200, 57} {
+		payload := bytes.Repeat([]byte{byte('a' + i)}, size)
+		send(t, client, channelData(0x4001, payload, i%2 == 0), listen)
+		got, from := recv(t, peer)
+		if !bytes.Equal(got, payload) || from != relay {
+			t.Fatalf("peer got %d bytes %q from %v, want %d bytes from %v", len(got), got, from, size, relay)
+		}
+		peerWire.expect(t, relay, peerAP, payload)
+		want.ToPeerPackets++
+		want.ToPeerBytes += uint64(size)
+	}
+	// Peer -> client.
+	for i, size := range []int{100, 1, 7, 1300, 0} {
+		payload := bytes.Repeat([]byte{byte('A' + i)}, size)
+		send(t, peer, payload, relay)
+		got, from := recv(t, client)
+		wantCD := channelData(0x4001, payload, false)
+		if !bytes.Equal(got, wantCD) || from != listen {
+			t.Fatalf("client got %x from %v, want %x from %v", got, from, wantCD, listen)
+		}
+		clientWire.expect(t, listen, clientAP, wantCD)
+		want.ToClientPackets++
+		want.ToClientBytes += uint64(size)
+	}
+
+	// Short packets as a NIC delivers them: in frames padded to 60
+	// bytes, which the program trims.
+	for _, size := range []int{1, 5} {
+		payload := bytes.Repeat([]byte{'p'}, size)
+		sendPaddedFrame(t, n.client, "vc", macOf(t, n.node, "vnc"), ipv4UDP(clientAP, listen, channelData(0x4001, payload, size == 1)))
+		if got, from := recv(t, peer); !bytes.Equal(got, payload) || from != relay {
+			t.Fatalf("peer got %x from %v, want %x from %v", got, from, payload, relay)
+		}
+		peerWire.expect(t, relay, peerAP, payload)
+		sendPaddedFrame(t, n.peer, "vp", macOf(t, n.node, "vnp"), ipv4UDP(peerAP, relay, payload))
+		wantCD := channelData(0x4001, payload, false)
+		if got, from := recv(t, client); !bytes.Equal(got, wantCD) || from != listen {
+			t.Fatalf("client got %x from %v, want %x from %v", got, from, wantCD, listen)
+		}
+		clientWire.expect(t, listen, clientAP, wantCD)
+		want.ToPeerPackets++
+		want.ToPeerBytes += uint64(size)
+		want.ToClientPackets++
+		want.ToClientBytes += uint64(size)
+	}
+
+	// A packet with a corrupt IP header checksum is left to the stack
+	// (which drops it) rather than relayed under a fresh header: the
+	// peer's next datagram is the good one sent after it.
+	corrupt := ipv4UDP(clientAP, listen, channelData(0x4001, []byte("corrupt"), false))
+	corrupt[10] ^= 0xff
+	sendPaddedFrame(t, n.client, "vc", macOf(t, n.node, "vnc"), corrupt)
+	send(t, client, channelData(0x4001, []byte("good"), false), listen)
+	if got, _ := recv(t, peer); string(got) != "good" {
+		t.Fatalf("peer got %q, want %q", got, "good")
+	}
+	peerWire.expect(t, relay, peerAP, []byte("good"))
+	want.ToPeerPackets++
+	want.ToPeerBytes += 4
+
+	// What the offload does not know reaches user space untouched: an
+	// unknown channel, STUN, padding that is not zero.
+	stunReq := []byte{0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}
+	badPad := append(channelData(0x4001, []byte("xyz"), false), 0x55)
+	for _, msg := range [][]byte{channelData(0x4002, []byte("unknown"), true), stunReq, badPad} {
+		send(t, client, msg, listen)
+		got, from := recv(t, nodeListen)
+		if !bytes.Equal(got, msg) || from != clientAP {
+			t.Fatalf("node got %x from %v, want %x from %v", got, from, msg, clientAP)
+		}
+	}
+	// Another peer's datagram to the relay port is not offloaded.
+	other := listenIn(t, n.peer, netip.AddrPortFrom(peerIP, 60001))
+	send(t, other, []byte("other"), relay)
+	if got, _ := recv(t, nodeRelay); string(got) != "other" {
+		t.Fatalf("node relay socket got %q", got)
+	}
+
+	// A fragmented datagram (the first fragment has MF set), one with
+	// IP options, and one from the peer that would exceed the egress
+	// MTU once the header is added, all go to user space.
+	big := channelData(0x4001, bytes.Repeat([]byte{'f'}, 1900), false)
+	send(t, client, big, listen)
+	if got, _ := recv(t, nodeListen); !bytes.Equal(got, big) {
+		t.Fatalf("node got %d bytes of a fragmented datagram, want %d", len(got), len(big))
+	}
+	withOpts := listenIn(t, n.client, netip.AddrPortFrom(clientIP, 40001))
+	rawOpts, err := withOpts.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var optErr error
+	if err := rawOpts.Control(func(fd uintptr) {
+		optErr = unix.SetsockoptString(int(fd), unix.IPPROTO_IP, unix.IP_OPTIONS, "\x01\x01\x01\x00") // NOP NOP NOP END
+	}); err != nil || optErr != nil {
+		t.Fatalf("IP_OPTIONS: %v %v", err, optErr)
+	}
+	if err := o.AddBinding(Binding{Client: netip.AddrPortFrom(clientIP, 40001), Listen: listen, Relay: netip.AddrPortFrom(nodePIP, 50001), Peer: peerAP, Channel: 0x4001}); err != nil {
+		t.Fatal(err)
+	}
+	msgOpts := channelData(0x4001, []byte("options"), false)
+	send(t, withOpts, msgOpts, listen)
+	if got, _ := recv(t, nodeListen); !bytes.Equal(got, msgOpts) {
+		t.Fatalf("node got %x for a datagram with IP options, want %x", got, msgOpts)
+	}
+	tooBig := bytes.Repeat([]byte{'m'}, 1500-20-8-2) // fits the MTU by 2 bytes
+	send(t, peer, tooBig, relay)
+	if got, _ := recv(t, nodeRelay); !bytes.Equal(got, tooBig) {
+		t.Fatalf("relay socket got %d bytes of an MTU-sized datagram, want %d", len(got), len(tooBig))
+	}
+	// Forwarding off on the node: bpf_fib_lookup refuses, and the
+	// datagram goes to user space.
+	run(t, "ip", "netns", "exec", n.node, "sh", "-c", "echo 0 > /proc/sys/net/ipv4/conf/all/forwarding")
+	noFwd := channelData(0x4001, []byte("forwarding off"), false)
+	send(t, client, noFwd, listen)
+	if got, _ := recv(t, nodeListen); !bytes.Equal(got, noFwd) {
+		t.Fatalf("node got %x with forwarding off, want %x", got, noFwd)
+	}
+	run(t, "ip", "netns", "exec", n.node, "sh", "-c", "echo 1 > /proc/sys/net/ipv4/conf/all/forwarding")
+
+	// Installing again is a no-op; a binding that claims the same
+	// client side or the same peer side is refused.
+	if err := o.AddBinding(b); err != nil {
+		t.Errorf("adding the binding again: %v", err)
+	}
+	otherChan := b
+	otherChan.Relay = netip.AddrPortFrom(nodePIP, 50002)
+	if err := o.AddBinding(otherChan); !errors.Is(err, ErrConflict) {
+		t.Errorf("binding with the same client and channel: %v", err)
+	}
+	samePeer := b
+	samePeer.Channel = 0x4005
+	if err := o.AddBinding(samePeer); !errors.Is(err, ErrConflict) {
+		t.Errorf("binding with the same peer and relay: %v", err)
+	}
+	if o.Len() != 2 {
+		t.Errorf("%d bindings installed, want 2", o.Len())
+	}
+
+	// With transmit checksum offload on, a veth hands the node packets
+	// whose UDP checksum is still to be computed (CHECKSUM_PARTIAL): the
+	// program cannot move that pending checksum with the headers, so
+	// such packets go to user space, untouched.
+	inNetns(t, n.client, func() { txChecksum(t, "vc", true) })
+	inNetns(t, n.peer, func() { txChecksum(t, "vp", true) })
+	partial := channelData(0x4001, []byte("partial checksum"), false)
+	send(t, client, partial, listen)
+	if got, from := recv(t, nodeListen); !bytes.Equal(got, partial) || from != clientAP {
+		t.Fatalf("node got %x from %v, want %x from %v", got, from, partial, clientAP)
+	}
+	send(t, peer, []byte("partial checksum"), relay)
+	if got, from := recv(t, nodeRelay); string(got) != "partial checksum" || from != peerAP {
+		t.Fatalf("relay socket got %q from %v", got, from)
+	}
+	inNetns(t, n.client, func() { txChecksum(t, "vc", false) })
+	inNetns(t, n.peer, func() { txChecksum(t, "vp", false) })
+
+	got, err := o.Counters(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != want {
+		t.Errorf("counters %+v, want %+v", got, want)
+	}
+	st, err := o.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.ToPeer != want.ToPeerPackets || st.ToClient != want.ToClientPackets || st.PassedPacket != 3 || st.PassedNoRoute != 2 || st.Dropped != 0 {
+		t.Errorf("stats %+v", st)
+	}
+
+	// Removed, the binding's packets reach user space again.
+	final, err := o.RemoveBinding(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if final != want {
+		t.Errorf("final counters %+v, want %+v", final, want)
+	}
+	msg := channelData(0x4001, []byte("after"), true)
+	send(t, client, msg, listen)
+	if got, _ := recv(t, nodeListen); !bytes.Equal(got, msg) {
+		t.Fatalf("node got %x after removal, want %x", got, msg)
+	}
+	send(t, peer, []byte("after"), relay)
+	if got, from := recv(t, nodeRelay); string(got) != "after" || from != peerAP {
+		t.Fatalf("relay socket got %q from %v after removal", got, from)
+	}
+	if _, err := o.Counters(b); !errors.Is(err, ErrUnknownBinding) {
+		t.Errorf("Counters after removal: %v", err)
+	}
+
+	if err := o.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	noPrograms(t, n)
+	if err := o.AddBinding(b); !errors.Is(err, ErrClosed) {
+		t.Errorf("AddBinding after Close: %v", err)
+	}
+}
