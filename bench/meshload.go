@@ -280,27 +280,11 @@ func maxTime(a, b time.Time) time.Time {
 // with the instance id (unless LateBroker and p is a member). It returns
 // the phase that failed.
 func (r *meshRun) setup(ctx context.Context, p *meshPlayer, wsURL string) (string, error) {
-	conn, err := dialCL5(ctx, wsURL, r.cfg.Target.Origin)
+	conn, id, phase, err := initCL5(ctx, wsURL, r.cfg.Target.Origin, fmt.Sprintf("mesh%d", p.i))
 	if err != nil {
-		return "connect", err
+		return phase, err
 	}
-	if err := conn.send(wire.OpInit, map[string]any{"username": fmt.Sprintf("mesh%d", p.i)}); err != nil {
-		conn.close()
-		return "init", err
-	}
-	f, err := conn.await(ctx, time.Now().Add(sigReplyWait), wire.OpInitOK)
-	if err != nil {
-		conn.close()
-		return "init", err
-	}
-	var ok struct {
-		InstanceID string `json:"instance_id"`
-	}
-	if err := json.Unmarshal(f.Payload, &ok); err != nil || ok.InstanceID == "" {
-		conn.close()
-		return "init", fmt.Errorf("INIT_OK without instance_id: %s", f.Payload)
-	}
-	p.conn, p.id = conn, ok.InstanceID
+	p.conn, p.id = conn, id
 	if r.cfg.LateBroker && !p.host {
 		return "", nil
 	}

@@ -529,34 +529,18 @@ func allGotRelay(players []*relayPlayer) bool {
 
 // setup connects p's CL5 socket, INITs it and opens its broker socket.
 func (r *relayRun) setup(ctx context.Context, p *relayPlayer, wsURL string) (string, error) {
-	conn, err := dialCL5(ctx, wsURL, r.cfg.Target.Origin)
+	conn, id, phase, err := initCL5(ctx, wsURL, r.cfg.Target.Origin, fmt.Sprintf("relay%d", p.i))
 	if err != nil {
-		return "connect", err
-	}
-	if err := conn.send(wire.OpInit, map[string]any{"username": fmt.Sprintf("relay%d", p.i)}); err != nil {
-		conn.close()
-		return "init", err
-	}
-	f, err := conn.await(ctx, time.Now().Add(sigReplyWait), wire.OpInitOK)
-	if err != nil {
-		conn.close()
-		return "init", err
-	}
-	var ok struct {
-		InstanceID string `json:"instance_id"`
-	}
-	if err := json.Unmarshal(f.Payload, &ok); err != nil || ok.InstanceID == "" {
-		conn.close()
-		return "init", fmt.Errorf("INIT_OK without instance_id: %s", f.Payload)
+		return phase, err
 	}
 	pcfg := r.pcfg
-	pcfg.ID = ok.InstanceID
+	pcfg.ID = id
 	peer, err := peerclient.Connect(ctx, pcfg)
 	if err != nil {
 		conn.close()
 		return "broker", err
 	}
-	p.conn, p.id, p.peer = conn, ok.InstanceID, peer
+	p.conn, p.id, p.peer = conn, id, peer
 	return "", nil
 }
 

@@ -329,3 +329,30 @@ func truncate(s string, n int) string {
 	}
 	return strings.ToValidUTF8(s[:n], "") + "..."
 }
+
+// initCL5 connects a player's CL5 socket and INITs it as username; it
+// returns the socket and the instance id, or the phase that failed
+// ("connect" or "init") with why (the socket is closed then).
+func initCL5(ctx context.Context, wsURL, origin, username string) (*cl5Conn, string, string, error) {
+	conn, err := dialCL5(ctx, wsURL, origin)
+	if err != nil {
+		return nil, "", "connect", err
+	}
+	if err := conn.send(wire.OpInit, map[string]any{"username": username}); err != nil {
+		conn.close()
+		return nil, "", "init", err
+	}
+	f, err := conn.await(ctx, time.Now().Add(sigReplyWait), wire.OpInitOK)
+	if err != nil {
+		conn.close()
+		return nil, "", "init", err
+	}
+	var ok struct {
+		InstanceID string `json:"instance_id"`
+	}
+	if err := json.Unmarshal(f.Payload, &ok); err != nil || ok.InstanceID == "" {
+		conn.close()
+		return nil, "", "init", fmt.Errorf("INIT_OK without instance_id: %s", f.Payload)
+	}
+	return conn, ok.InstanceID, "", nil
+}
