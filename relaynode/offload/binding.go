@@ -139,18 +139,11 @@ func (o *Offload) AddBinding(b Binding) error {
 // packet the program is handling at that moment may still be relayed).
 // It returns the binding's final counters.
 func (o *Offload) RemoveBinding(b Binding) (Counters, error) {
-	b, err := b.normalize()
-	if err != nil {
-		return Counters{}, err
-	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if o.closed {
-		return Counters{}, ErrClosed
-	}
-	slot, ok := o.bindings[b]
-	if !ok {
-		return Counters{}, ErrUnknownBinding
+	b, slot, err := o.slotLocked(b)
+	if err != nil {
+		return Counters{}, err
 	}
 	ck, _, pk, _ := b.keys(slot)
 	errC := o.objs.C2p.Delete(&ck)
@@ -166,20 +159,30 @@ func (o *Offload) RemoveBinding(b Binding) (Counters, error) {
 
 // Counters returns what the kernel relayed for an installed binding.
 func (o *Offload) Counters(b Binding) (Counters, error) {
-	b, err := b.normalize()
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	_, slot, err := o.slotLocked(b)
 	if err != nil {
 		return Counters{}, err
 	}
-	o.mu.Lock()
-	defer o.mu.Unlock()
+	return o.counters(slot)
+}
+
+// slotLocked returns b normalized and the slot of its installed binding;
+// o.mu is held.
+func (o *Offload) slotLocked(b Binding) (Binding, uint32, error) {
+	b, err := b.normalize()
+	if err != nil {
+		return b, 0, err
+	}
 	if o.closed {
-		return Counters{}, ErrClosed
+		return b, 0, ErrClosed
 	}
 	slot, ok := o.bindings[b]
 	if !ok {
-		return Counters{}, ErrUnknownBinding
+		return b, 0, ErrUnknownBinding
 	}
-	return o.counters(slot)
+	return b, slot, nil
 }
 
 func (o *Offload) counters(slot uint32) (Counters, error) {
