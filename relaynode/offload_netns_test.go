@@ -16,6 +16,7 @@ import (
 	"github.com/jonboulle/clockwork"
 	"golang.org/x/sys/unix"
 
+	"github.com/cl5-relay/cl5-relay/relaynode/internal/testkit"
 	"github.com/cl5-relay/cl5-relay/relaynode/offload"
 )
 
@@ -31,7 +32,10 @@ import (
 // and the client's and peer's sockets are opened on threads that enter
 // their namespaces.
 
-const offloadChildEnv = "CL5_OFFLOAD_NODE_NETNS" // "client,node,peer" in the child
+const (
+	offloadChildEnv  = "CL5_OFFLOAD_NODE_NETNS"  // "client,node,peer" in the child
+	offloadNobodyEnv = "CL5_OFFLOAD_NODE_NOBODY" // "1" in the child run as nobody
+)
 
 // needNodeOffload skips the test when this machine cannot run it, or
 // fails it when CL5_REQUIRE_OFFLOAD=1.
@@ -70,6 +74,10 @@ func runCmd(t *testing.T, args ...string) {
 // deleted its bindings leave the kernel; a denied peer is never
 // offloaded.
 func TestOffloadNodeNetns(t *testing.T) {
+	if os.Getenv(offloadNobodyEnv) != "" {
+		offloadNobodyChild(t)
+		return
+	}
 	if spec := os.Getenv(offloadChildEnv); spec != "" {
 		offloadNodeChild(t, strings.Split(spec, ","))
 		return
@@ -107,6 +115,89 @@ func TestOffloadNodeNetns(t *testing.T) {
 	t.Logf("in netns %s:\n%s", node, out)
 	if err != nil || !bytes.Contains(out, []byte("--- PASS: TestOffloadNodeNetns")) {
 		t.Fatalf("the node's side failed: %v", err)
+	}
+
+	// The same node with Offload auto, run as nobody: loading fails
+	// (no CAP_BPF), the node logs one line and relays in user space.
+	// nobody needs a copy of the test binary it may run.
+	dir, err := os.MkdirTemp("", "cl5n-nobody-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	bin, err := os.ReadFile(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dir+"/relaynode.test", bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd = exec.Command("ip", "netns", "exec", node, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+		dir+"/relaynode.test", "-test.run", "^TestOffloadNodeNetns$", "-test.count", "1", "-test.v")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), offloadNobodyEnv+"=1")
+	out, err = cmd.CombinedOutput()
+	t.Logf("as nobody in netns %s:\n%s", node, out)
+	if err != nil || !bytes.Contains(out, []byte("--- PASS: TestOffloadNodeNetns")) {
+		t.Fatalf("the node's side as nobody failed: %v", err)
+	}
+}
+
+// offloadNobodyChild: Offload auto without privileges falls back.
+func offloadNobodyChild(t *testing.T) {
+	if os.Geteuid() == 0 {
+		t.Fatal("the nobody child runs as root")
+	}
+	var logs testkit.LogBuffer
+	cfg := Config{
+		UDPListen:          "10.13.1.1:3478",
+		UDPSockets:         1,
+		DisableTCP:         true,
+		RelayBindIP:        netip.MustParseAddr("10.13.1.1"),
+		Secrets:            []string{testSecret},
+		AllowLoopbackPeers: true,
+		Offload:            OffloadAuto,
+		Logger:             slogTo(&logs),
+	}
+	tn := startNode(t, cfg)
+	if tn.off != nil {
+		t.Fatal("Offload auto loaded the offload as nobody")
+	}
+	if n := strings.Count(logs.String(), "eBPF offload unavailable"); n != 1 || !strings.Contains(logs.String(), "CAP_BPF") {
+		t.Errorf("want one fallback line naming CAP_BPF, got:\n%s", logs.String())
+	}
+	if got := tn.metric(t, "cl5_turn_offload_active"); got != 0 {
+		t.Errorf("cl5_turn_offload_active = %v after the fallback", got)
+	}
+	peer, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(10, 13, 2, 1), Port: 4000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	c := newRawClientAt(t, "10.13.1.1", tn.Addrs().UDP, "", "")
+	c.user, c.pass = restCreds("player")
+	relay := c.allocate()
+	if err := c.channelBind(0x4000, netip.MustParseAddrPort("10.13.2.1:4000")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 2048)
+	for i := range 5 {
+		msg := []byte{'u', 's', 'e', 'r', byte(i)}
+		c.sendChannel(0x4000, msg)
+		_ = peer.SetReadDeadline(time.Now().Add(10 * time.Second))
+		n, _, err := peer.ReadFromUDPAddrPort(buf)
+		if err != nil || !bytes.Equal(buf[:n], msg) {
+			t.Fatalf("packet %d to the peer: %q, %v", i, buf[:n], err)
+		}
+		if _, err := peer.WriteToUDPAddrPort(msg, relay); err != nil {
+			t.Fatal(err)
+		}
+		if ch, got, ok := c.readChannel(10 * time.Second); !ok || ch != 0x4000 || !bytes.Equal(got, msg) {
+			t.Fatalf("packet %d back: channel %#x %q ok=%v", i, ch, got, ok)
+		}
 	}
 }
 
