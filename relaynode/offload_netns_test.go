@@ -72,7 +72,8 @@ func runCmd(t *testing.T, args ...string) {
 // lifetime ends the kernel forgets it and pion relays again (with the
 // kernel's counts in the node's metrics); when the allocation is
 // deleted its bindings leave the kernel; a denied peer is never
-// offloaded.
+// offloaded; refreshing a channel or permission after it lapsed puts the
+// binding back.
 func TestOffloadNodeNetns(t *testing.T) {
 	if os.Getenv(offloadNobodyEnv) != "" {
 		offloadNobodyChild(t)
@@ -315,6 +316,35 @@ func offloadNodeChild(t *testing.T, ns []string) {
 		t.Errorf("the kernel relayed after the channel expired: %+v then %+v", st, st2)
 	}
 
+	// Binding the channel again puts it back in the kernel; when only
+	// the peer's permission lapses it leaves, and a CreatePermission
+	// brings it back.
+	if err := c.channelBind(0x4001, ap("10.13.2.2:4000")); err != nil {
+		t.Fatal(err)
+	}
+	if got := tn.off.installed(); got != 1 {
+		t.Fatalf("%d bindings offloaded after binding the channel again, want 1", got)
+	}
+	clock.Advance(permissionLifetime + time.Second)
+	tn.off.sweep()
+	if got := tn.off.installed(); got != 0 {
+		t.Fatalf("%d bindings offloaded after the permission expired, want 0", got)
+	}
+	if err := c.createPermission(ap("10.13.2.2:4000")); err != nil {
+		t.Fatal(err)
+	}
+	if got := tn.off.installed(); got != 1 {
+		t.Fatalf("%d bindings offloaded after CreatePermission, want 1", got)
+	}
+	exchange(c, 0x4001, relay, 10)
+	st3, err := tn.off.o.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st3.ToPeer != st2.ToPeer+10 || st3.ToClient != st2.ToClient+10 {
+		t.Errorf("after the refreshes the kernel relayed %+v, want 10 more each way than %+v", st3, st2)
+	}
+
 	// A second allocation, deleted by its client: its binding leaves the
 	// kernel with it.
 	c2 := newClient()
@@ -322,15 +352,15 @@ func offloadNodeChild(t *testing.T, ns []string) {
 	if err := c2.channelBind(0x4002, ap("10.13.2.2:4000")); err != nil {
 		t.Fatal(err)
 	}
-	if got := tn.off.installed(); got != 1 {
-		t.Fatalf("%d bindings offloaded after the second ChannelBind, want 1", got)
+	if got := tn.off.installed(); got != 2 {
+		t.Fatalf("%d bindings offloaded after the second ChannelBind, want 2", got)
 	}
 	exchange(c2, 0x4002, relay2, 5)
 	if err := c2.refresh(0); err != nil {
 		t.Fatalf("deleting the allocation: %v", err)
 	}
 	deadline := time.Now().Add(10 * time.Second)
-	for tn.off.installed() != 0 {
+	for tn.off.installed() != 1 {
 		if time.Now().After(deadline) {
 			t.Fatal("the deleted allocation's binding is still offloaded after 10s")
 		}
