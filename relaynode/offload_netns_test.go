@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 	"unsafe"
@@ -36,6 +37,10 @@ const (
 	offloadChildEnv  = "CL5_OFFLOAD_NODE_NETNS"  // "client,node,peer" in the child
 	offloadNobodyEnv = "CL5_OFFLOAD_NODE_NOBODY" // "1" in the child run as nobody
 )
+
+// offloadNetSeq numbers this process's test nets, so their names differ
+// under -count.
+var offloadNetSeq atomic.Int64
 
 // needNodeOffload skips the test when this machine cannot run it, or
 // fails it when CL5_REQUIRE_OFFLOAD=1.
@@ -84,7 +89,7 @@ func TestOffloadNodeNetns(t *testing.T) {
 		return
 	}
 	needNodeOffload(t)
-	id := fmt.Sprintf("%d", os.Getpid())
+	id := fmt.Sprintf("%d-%d", os.Getpid(), offloadNetSeq.Add(1))
 	client, node, peer := "cl5n-c-"+id, "cl5n-n-"+id, "cl5n-p-"+id
 	for _, ns := range []string{client, node, peer} {
 		runCmd(t, "ip", "netns", "add", ns)
