@@ -70,6 +70,7 @@ func (t *channelTable) add(b *channelBinding) {
 // that replaces an older one for the same number or peer (pion allows
 // that only once the older one is gone) removes it.
 func (c *relayConn) bindChannel(number uint16, peer netip.AddrPort, at int64) {
+	defer c.r.n.off.sync(c) // after bindMu is released
 	// pion's PermissionHandler refused such a peer already; should the
 	// parser and pion ever disagree on a peer, the fast path still never
 	// reaches one the policy denies.
@@ -120,6 +121,7 @@ func (c *relayConn) bindChannel(number uint16, peer netip.AddrPort, at int64) {
 // for peers' IPs, for a request it read at `at`. Only IPs with a bound
 // channel matter to the fast path.
 func (c *relayConn) refreshPermissions(peers []netip.AddrPort, at int64) {
+	defer c.r.n.off.sync(c)
 	t := c.chans.Load()
 	if t == nil {
 		return

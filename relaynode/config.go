@@ -156,6 +156,15 @@ type Config struct {
 	// Default false.
 	AllowLoopbackPeers bool
 
+	// Offload chooses the kernel data path for ChannelData over UDP
+	// (relaynode/offload, an eBPF program on the tc ingress hook of the
+	// interfaces carrying the listening and relay addresses): "off"
+	// (default, or ""): none; "auto": load it, and if that fails (no
+	// CAP_BPF/CAP_NET_ADMIN, an old kernel) log one line and relay in
+	// user space; "tc": load it or fail Start. Only IPv4 UDP clients on
+	// bindings without bandwidth caps are offloaded (see offload_node.go).
+	Offload string
+
 	// MaxAllocationsPerUser bounds live allocations per user (the part of
 	// a REST username after the colon, or the static username); more get
 	// 486 Allocation Quota Reached. Default 64; negative means no limit.
@@ -360,6 +369,11 @@ func (c Config) Validate() error {
 		}
 	}
 
+	switch c.Offload {
+	case "", OffloadOff, OffloadAuto, OffloadTC:
+	default:
+		bad("Offload %q: want off, auto or tc", c.Offload)
+	}
 	if c.MaxAllocations < 0 {
 		bad("MaxAllocations %d is negative (0 means no limit)", c.MaxAllocations)
 	}

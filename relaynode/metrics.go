@@ -62,6 +62,8 @@ type metrics struct {
 	dropWriteError          prometheus.Counter
 	dropPionQueue           prometheus.Counter
 	fastC2P, fastP2C        prometheus.Counter
+
+	offload *offloadCollector
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -102,6 +104,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		draining: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "cl5_turn_draining", Help: "1 while the node drains (refuses new allocations).",
 		}),
+		offload: new(offloadCollector),
 	}
 	m.packetsC2P = m.packets.WithLabelValues(dirClientToPeer)
 	m.packetsP2C = m.packets.WithLabelValues(dirPeerToClient)
@@ -131,7 +134,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	collectors := []prometheus.Collector{
 		m.allocations, m.allocationsTotal, m.allocationsRefused, m.packets, m.fastPackets, m.bytes,
-		m.drops, m.authFailures, m.permissionsRefused, m.streamConns, m.draining,
+		m.drops, m.authFailures, m.permissionsRefused, m.streamConns, m.draining, m.offload,
 	}
 	for i, c := range collectors {
 		if err := reg.Register(c); err != nil {

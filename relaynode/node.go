@@ -72,7 +72,10 @@ type Node struct {
 	server    *turn.Server
 	relays    *relayAllocator
 	listeners []*udpListener // UDP sockets with the fast path
-	addrs     Addrs
+	// off is the eBPF offload (offload_node.go); nil: none. Set before
+	// pion starts, never changed after.
+	off   *nodeOffload
+	addrs Addrs
 
 	closeOnce sync.Once
 	closeErr  error
@@ -226,6 +229,21 @@ func (n *Node) Start(ctx context.Context) (err error) {
 			return false
 		}
 		return true
+	}
+
+	var listenIPs []netip.Addr
+	for _, c := range udp {
+		listenIPs = append(listenIPs, addrPort(c.LocalAddr()).Addr())
+	}
+	off, err := n.startOffload(listenIPs, cfg.RelayBindIP)
+	if err != nil {
+		return err
+	}
+	if off != nil {
+		go off.run()
+		closers = append(closers, off.close)
+		n.off = off
+		n.m.offload.set(off)
 	}
 
 	sc := turn.ServerConfig{
@@ -469,6 +487,16 @@ func (n *Node) close() error {
 	err := server.Close()
 	if err != nil {
 		err = fmt.Errorf("relaynode: close: %w", err)
+	}
+	if n.off != nil {
+		// Last, once the relay sockets had their chance to take their
+		// bindings out (and count them) themselves.
+		defer func() {
+			n.m.offload.closing()
+			if oerr := n.off.close(); oerr != nil {
+				n.log.Warn("unloading the eBPF offload", "err", oerr)
+			}
+		}()
 	}
 	deadline := time.Now().Add(closeTimeout)
 	if !waitTimeout(&n.readers, time.Until(deadline)) {

@@ -365,6 +365,7 @@ func (c *relayConn) Close() error {
 	c.bindMu.Lock()
 	c.chans.Store(nil)
 	c.bindMu.Unlock()
+	c.r.n.off.sync(c) // the kernel forgets it too
 	if c.lifetime != nil {
 		c.lifetime.Stop()
 	}

@@ -136,6 +136,10 @@ type TURNConfig struct {
 	// TURN listener sockets and of each relay socket, in bytes.
 	UDPSocketBuffer   int `yaml:"udp_socket_buffer"`
 	RelaySocketBuffer int `yaml:"relay_socket_buffer"`
+	// Offload is the kernel data path for ChannelData: off, auto (load
+	// the eBPF offload, or log one line and relay in user space) or tc
+	// (load it or fail). See relaynode.Config.Offload.
+	Offload string `yaml:"offload"`
 }
 
 // FleetConfig is the QUIC control plane between the core and its nodes.
@@ -242,6 +246,7 @@ func defaultConfig() Config {
 			MaxCredentialLifetime: relaynode.DefaultMaxCredentialLifetime,
 			UDPSocketBuffer:       relaynode.DefaultUDPSocketBuffer,
 			RelaySocketBuffer:     relaynode.DefaultRelaySocketBuffer,
+			Offload:               relaynode.OffloadOff,
 		},
 		Fleet: FleetConfig{DeadAfter: fleet.DefaultDeadAfter},
 		RelayPeer: RelayPeerConfig{
@@ -266,6 +271,7 @@ var keyFlags = map[string]string{
 	"fleet.cluster_key_file": "cluster-key-file", "turn.listen": "turn-listen", "turn.relay_ports": "relay-ports",
 	"turn.public_ip": "public-ip", "turn.realm": "realm", "turn.secret_file": "turn-secret-file",
 	"turn.drain_timeout": "drain-timeout", "turn.allow_loopback_peers": "allow-loopback-peers",
+	"turn.offload":      "offload",
 	"relay_peer.listen": "relay-peer-listen", "relay_peer.broker_url": "broker-url",
 }
 
@@ -440,6 +446,11 @@ func (t TURNConfig) validate(p *problems) {
 			p.add(b.key, "%d is not a size from 1 byte to 1 GiB", b.v)
 		}
 	}
+	switch t.Offload {
+	case relaynode.OffloadOff, relaynode.OffloadAuto, relaynode.OffloadTC:
+	default:
+		p.add("turn.offload", "%q: want off, auto or tc", t.Offload)
+	}
 }
 
 func (r RelayPeerConfig) validate(p *problems) {
@@ -562,6 +573,7 @@ func turnFlags(d Config, listenUsage string) []cli.Flag {
 		&cli.StringFlag{Name: "realm", Usage: "TURN realm", Value: d.TURN.Realm, EnvVars: envVars("realm")},
 		&cli.StringFlag{Name: "turn-secret-file", Usage: "TURN REST shared secrets, one per line", EnvVars: envVars("turn-secret-file")},
 		&cli.DurationFlag{Name: "drain-timeout", Usage: "on SIGTERM, how long the relay node waits for live allocations to end", Value: d.TURN.DrainTimeout, EnvVars: envVars("drain-timeout")},
+		&cli.StringFlag{Name: "offload", Usage: "kernel data path for ChannelData: off, auto (eBPF if it loads, else user space) or tc (eBPF or fail)", Value: d.TURN.Offload, EnvVars: envVars("offload")},
 		&cli.BoolFlag{Name: "allow-loopback-peers", Usage: "relay to loopback and private addresses (tests on one machine only; unsafe)", EnvVars: envVars("allow-loopback-peers")},
 		&cli.StringFlag{Name: "relay-peer-listen", Usage: `UDP address of the relay peer that splices relay lobbies ("": off)`, Value: d.RelayPeer.Listen, EnvVars: envVars("relay-peer-listen")},
 		&cli.StringFlag{Name: "broker-url", Usage: "the core's PeerJS broker as relay nodes reach it, ws(s)://host:port/ (core: advertised to nodes; node: used when the core advertises none)", EnvVars: envVars("broker-url")},
@@ -633,6 +645,7 @@ func resolveConfig(c *cli.Context) (Config, error) {
 	set("turn-secret-file", func() { cfg.TURN.SecretFile = c.String("turn-secret-file") })
 	set("drain-timeout", func() { cfg.TURN.DrainTimeout = c.Duration("drain-timeout") })
 	set("allow-loopback-peers", func() { cfg.TURN.AllowLoopbackPeers = c.Bool("allow-loopback-peers") })
+	set("offload", func() { cfg.TURN.Offload = c.String("offload") })
 	set("relay-peer-listen", func() { cfg.RelayPeer.Listen = c.String("relay-peer-listen") })
 	set("broker-url", func() { cfg.RelayPeer.BrokerURL = c.String("broker-url") })
 	return cfg, errors.Join(cfg.validate(c.Command.Name), cfg.checkFiles(c.Command.Name))
@@ -768,6 +781,7 @@ func (t TURNConfig) nodeConfig(secrets []string, relayPeerPort uint16, log *slog
 		MaxCredentialLifetime: t.MaxCredentialLifetime,
 		UDPSocketBuffer:       t.UDPSocketBuffer,
 		RelaySocketBuffer:     t.RelaySocketBuffer,
+		Offload:               t.Offload,
 		SelfPeerPorts:         selfPorts,
 		Logger:                log,
 		Registerer:            reg,

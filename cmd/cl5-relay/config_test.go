@@ -200,6 +200,7 @@ func TestValidatePerCommand(t *testing.T) {
 		{func(c *Config) { c.TURN.TLSListen = ":5349" }, "tls_listen, tls_cert_file and tls_key_file go together"},
 		{func(c *Config) { c.TURN.NodeBandwidth = -1 }, "turn.node_bandwidth: must not be negative"},
 		{func(c *Config) { c.TURN.UDPSocketBuffer = 0 }, "turn.udp_socket_buffer: 0 is not a size"},
+		{func(c *Config) { c.TURN.Offload = "xdp" }, `turn.offload (--offload): "xdp": want off, auto or tc`},
 		{func(c *Config) { c.TURN.AllowPeers = []string{"x"} }, "turn.allow_peers"},
 		{func(c *Config) { c.Limits.MaxFrameBytes = 10 }, "limits.max_frame_bytes (--max-frame-bytes): 10 is below 1024"},
 		{func(c *Config) { c.Limits.SendQueue = 1 }, "limits.send_queue"},
