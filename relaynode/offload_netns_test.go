@@ -7,18 +7,16 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
-	"unsafe"
 
 	"github.com/jonboulle/clockwork"
-	"golang.org/x/sys/unix"
+
+	"github.com/cl5-relay/cl5-relay/relaynode/offload"
 
 	"github.com/cl5-relay/cl5-relay/relaynode/internal/testkit"
-	"github.com/cl5-relay/cl5-relay/relaynode/offload"
 )
 
 // The node with its eBPF offload, tested as relaynode/offload's tests
@@ -111,8 +109,8 @@ func TestOffloadNodeNetns(t *testing.T) {
 	runCmd(t, "ip", "netns", "exec", node, "sh", "-c", "echo 1 > /proc/sys/net/ipv4/conf/all/forwarding")
 	// Senders compute their UDP checksums, as packets from a NIC carry
 	// them (relaynode/offload's package comment, CHECKSUM_PARTIAL).
-	inNetns(t, client, func() { txChecksumOff(t, "vc") })
-	inNetns(t, peer, func() { txChecksumOff(t, "vp") })
+	testkit.InNetns(t, client, func() { testkit.TxChecksum(t, "vc", false) })
+	testkit.InNetns(t, peer, func() { testkit.TxChecksum(t, "vp", false) })
 
 	cmd := exec.Command("ip", "netns", "exec", node, os.Args[0],
 		"-test.run", "^TestOffloadNodeNetns$", "-test.count", "1", "-test.v")
@@ -231,7 +229,7 @@ func offloadNodeChild(t *testing.T, ns []string) {
 	}
 
 	var peerConn *net.UDPConn
-	inNetns(t, peerNS, func() {
+	testkit.InNetns(t, peerNS, func() {
 		var err error
 		peerConn, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(ap("10.13.2.2:4000")))
 		if err != nil {
@@ -241,7 +239,7 @@ func offloadNodeChild(t *testing.T, ns []string) {
 	t.Cleanup(func() { _ = peerConn.Close() })
 	newClient := func() *rawClient {
 		var c *rawClient
-		inNetns(t, clientNS, func() { c = newRawClientAt(t, "10.13.1.2", tn.Addrs().UDP, "", "") })
+		testkit.InNetns(t, clientNS, func() { c = newRawClientAt(t, "10.13.1.2", tn.Addrs().UDP, "", "") })
 		c.user, c.pass = restCreds("player")
 		return c
 	}
@@ -370,70 +368,5 @@ func offloadNodeChild(t *testing.T, ns []string) {
 			t.Fatal("the deleted allocation's binding is still offloaded after 10s")
 		}
 		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-// inNetns runs fn on a thread in the named network namespace; sockets
-// fn opens stay in it.
-func inNetns(t *testing.T, name string, fn func()) {
-	t.Helper()
-	done := make(chan struct{})
-	var failure error
-	go func() {
-		defer close(done)
-		runtime.LockOSThread()
-		orig, err := os.Open("/proc/thread-self/ns/net")
-		if err != nil {
-			failure = err
-			runtime.UnlockOSThread()
-			return
-		}
-		defer orig.Close()
-		ns, err := os.Open("/run/netns/" + name)
-		if err != nil {
-			failure = err
-			runtime.UnlockOSThread()
-			return
-		}
-		defer ns.Close()
-		if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
-			failure = err
-			runtime.UnlockOSThread()
-			return
-		}
-		defer func() {
-			// A thread that cannot go back stays locked and dies with
-			// its goroutine.
-			if unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET) == nil {
-				runtime.UnlockOSThread()
-			}
-		}()
-		fn()
-	}()
-	<-done
-	if failure != nil {
-		t.Fatalf("entering netns %s: %v", name, failure)
-	}
-}
-
-// txChecksumOff turns transmit checksum offload off on an interface of
-// the calling thread's namespace (ethtool -K dev tx off).
-func txChecksumOff(t *testing.T, dev string) {
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Errorf("socket: %v", err)
-		return
-	}
-	defer unix.Close(fd)
-	val := struct{ cmd, data uint32 }{cmd: 0x17 /* ETHTOOL_STXCSUM */}
-	var ifr struct {
-		name [unix.IFNAMSIZ]byte
-		data unsafe.Pointer
-		_    [16]byte
-	}
-	copy(ifr.name[:], dev)
-	ifr.data = unsafe.Pointer(&val)
-	if _, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.SIOCETHTOOL, uintptr(unsafe.Pointer(&ifr))); errno != 0 {
-		t.Errorf("ETHTOOL_STXCSUM %s: %v", dev, errno)
 	}
 }

@@ -13,6 +13,8 @@ import (
 
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
+
+	"github.com/cl5-relay/cl5-relay/relaynode/internal/testkit"
 )
 
 // BenchmarkOffloadChannelData relays 100-byte ChannelData from a client
@@ -63,7 +65,7 @@ func benchRelay(b *testing.B, mode string) {
 		var o *Offload
 		var err error
 		quiet := slog.New(slog.DiscardHandler)
-		inNetns(b, n.node, func() { o, err = New(Config{Interfaces: []string{"vnc", "vnp"}, Logger: quiet}) })
+		testkit.InNetns(b, n.node, func() { o, err = New(Config{Interfaces: []string{"vnc", "vnp"}, Logger: quiet}) })
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"sync"
 	"testing"
+
+	"github.com/cl5-relay/cl5-relay/relaynode/internal/testkit"
 )
 
 // TestBindingsConcurrently installs and removes bindings from several
@@ -16,7 +18,7 @@ func TestBindingsConcurrently(t *testing.T) {
 	n := newTestNet(t)
 	var o *Offload
 	var err error
-	inNetns(t, n.node, func() { o, err = New(Config{Interfaces: []string{"vnc"}, MaxBindings: 8}) })
+	testkit.InNetns(t, n.node, func() { o, err = New(Config{Interfaces: []string{"vnc"}, MaxBindings: 8}) })
 	if err != nil {
 		t.Fatal(err)
 	}

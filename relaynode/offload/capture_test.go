@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/cl5-relay/cl5-relay/relaynode/internal/testkit"
 )
 
 // capture is a packet socket on one interface: it sees the IPv4 packets
@@ -21,7 +23,7 @@ func htons(v uint16) uint16 { return v<<8 | v>>8 }
 func openCapture(t testing.TB, ns, dev string) *capture {
 	t.Helper()
 	var c *capture
-	inNetns(t, ns, func() {
+	testkit.InNetns(t, ns, func() {
 		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, int(htons(unix.ETH_P_IP)))
 		if err != nil {
 			t.Errorf("packet socket: %v", err)
@@ -137,7 +139,7 @@ func ipv4UDP(src, dst netip.AddrPort, payload []byte) []byte {
 // namespace ns) to the MAC address to.
 func sendPaddedFrame(t testing.TB, ns, dev string, to net.HardwareAddr, packet []byte) {
 	t.Helper()
-	inNetns(t, ns, func() {
+	testkit.InNetns(t, ns, func() {
 		ifi, err := net.InterfaceByName(dev)
 		if err != nil {
 			t.Errorf("%s: %v", dev, err)
@@ -165,7 +167,7 @@ func sendPaddedFrame(t testing.TB, ns, dev string, to net.HardwareAddr, packet [
 func macOf(t testing.TB, ns, dev string) net.HardwareAddr {
 	t.Helper()
 	var mac net.HardwareAddr
-	inNetns(t, ns, func() {
+	testkit.InNetns(t, ns, func() {
 		ifi, err := net.InterfaceByName(dev)
 		if err != nil {
 			t.Errorf("%s: %v", dev, err)

@@ -6,6 +6,8 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"testing"
+
+	"github.com/cl5-relay/cl5-relay/relaynode/internal/testkit"
 )
 
 // relayedPayload is the model of what the offload does with a datagram
@@ -48,7 +50,7 @@ func TestOffloadAgainstModel(t *testing.T) {
 
 	var o *Offload
 	var err error
-	inNetns(t, n.node, func() { o, err = New(Config{Interfaces: []string{"vnc", "vnp"}}) })
+	testkit.InNetns(t, n.node, func() { o, err = New(Config{Interfaces: []string{"vnc", "vnp"}}) })
 	if err != nil {
 		t.Fatal(err)
 	}

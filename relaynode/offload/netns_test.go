@@ -9,16 +9,16 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"runtime"
 	"sync/atomic"
 	"testing"
 	"time"
-	"unsafe"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/cl5-relay/cl5-relay/relaynode/internal/testkit"
 )
 
 // testNet is three network namespaces the test made: a client, the node
@@ -97,84 +97,16 @@ func newTestNet(t testing.TB) *testNet {
 	run(t, "ip", "netns", "exec", n.node, "sh", "-c", "echo 1 > /proc/sys/net/ipv4/conf/all/forwarding")
 	// Senders compute their UDP checksums, as packets from a NIC carry
 	// them (see the package comment on CHECKSUM_PARTIAL).
-	inNetns(t, n.client, func() { txChecksum(t, "vc", false) })
-	inNetns(t, n.peer, func() { txChecksum(t, "vp", false) })
+	testkit.InNetns(t, n.client, func() { testkit.TxChecksum(t, "vc", false) })
+	testkit.InNetns(t, n.peer, func() { testkit.TxChecksum(t, "vp", false) })
 	return n
-}
-
-// inNetns runs fn on a thread in the named network namespace; sockets
-// fn opens stay in it.
-func inNetns(t testing.TB, name string, fn func()) {
-	t.Helper()
-	done := make(chan struct{})
-	var failure error
-	go func() {
-		defer close(done)
-		runtime.LockOSThread()
-		orig, err := os.Open("/proc/thread-self/ns/net")
-		if err != nil {
-			failure = err
-			runtime.UnlockOSThread()
-			return
-		}
-		defer orig.Close()
-		ns, err := os.Open("/run/netns/" + name)
-		if err != nil {
-			failure = err
-			runtime.UnlockOSThread()
-			return
-		}
-		defer ns.Close()
-		if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
-			failure = err
-			runtime.UnlockOSThread()
-			return
-		}
-		defer func() {
-			// A thread that cannot go back stays locked and dies
-			// with its goroutine.
-			if unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET) == nil {
-				runtime.UnlockOSThread()
-			}
-		}()
-		fn()
-	}()
-	<-done
-	if failure != nil {
-		t.Fatalf("entering netns %s: %v", name, failure)
-	}
-}
-
-// txChecksum turns transmit checksum offload on an interface of the
-// calling thread's namespace on or off (ethtool -K dev tx on|off).
-func txChecksum(t testing.TB, dev string, on bool) {
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Errorf("socket: %v", err)
-		return
-	}
-	defer unix.Close(fd)
-	val := struct{ cmd, data uint32 }{cmd: 0x17 /* ETHTOOL_STXCSUM */}
-	if on {
-		val.data = 1
-	}
-	var ifr struct {
-		name [unix.IFNAMSIZ]byte
-		data unsafe.Pointer
-		_    [16]byte
-	}
-	copy(ifr.name[:], dev)
-	ifr.data = unsafe.Pointer(&val)
-	if _, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.SIOCETHTOOL, uintptr(unsafe.Pointer(&ifr))); errno != 0 {
-		t.Errorf("ETHTOOL_STXCSUM %s: %v", dev, errno)
-	}
 }
 
 func listenIn(t testing.TB, n string, ap netip.AddrPort) *net.UDPConn {
 	t.Helper()
 	var c *net.UDPConn
 	var err error
-	inNetns(t, n, func() { c, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(ap)) })
+	testkit.InNetns(t, n, func() { c, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(ap)) })
 	if err != nil {
 		t.Fatalf("listen %v in %s: %v", ap, n, err)
 	}
@@ -218,7 +150,7 @@ func send(t testing.TB, c *net.UDPConn, b []byte, to netip.AddrPort) {
 // had none before).
 func noPrograms(t testing.TB, n *testNet) {
 	t.Helper()
-	inNetns(t, n.node, func() {
+	testkit.InNetns(t, n.node, func() {
 		for _, dev := range []string{"vnc", "vnp"} {
 			ifi, err := net.InterfaceByName(dev)
 			if err != nil {
@@ -282,7 +214,7 @@ func testRelays(t *testing.T, mode AttachMode) {
 
 	var o *Offload
 	var err error
-	inNetns(t, n.node, func() { o, err = New(Config{Interfaces: []string{"vnc", "vnp"}, Attach: mode}) })
+	testkit.InNetns(t, n.node, func() { o, err = New(Config{Interfaces: []string{"vnc", "vnp"}, Attach: mode}) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -438,8 +370,8 @@ func testRelays(t *testing.T, mode AttachMode) {
 	// whose UDP checksum is still to be computed (CHECKSUM_PARTIAL): the
 	// program cannot move that pending checksum with the headers, so
 	// such packets go to user space, untouched.
-	inNetns(t, n.client, func() { txChecksum(t, "vc", true) })
-	inNetns(t, n.peer, func() { txChecksum(t, "vp", true) })
+	testkit.InNetns(t, n.client, func() { testkit.TxChecksum(t, "vc", true) })
+	testkit.InNetns(t, n.peer, func() { testkit.TxChecksum(t, "vp", true) })
 	partial := channelData(0x4001, []byte("partial checksum"), false)
 	send(t, client, partial, listen)
 	if got, from := recv(t, nodeListen); !bytes.Equal(got, partial) || from != clientAP {
@@ -449,8 +381,8 @@ func testRelays(t *testing.T, mode AttachMode) {
 	if got, from := recv(t, nodeRelay); string(got) != "partial checksum" || from != peerAP {
 		t.Fatalf("relay socket got %q from %v", got, from)
 	}
-	inNetns(t, n.client, func() { txChecksum(t, "vc", false) })
-	inNetns(t, n.peer, func() { txChecksum(t, "vp", false) })
+	testkit.InNetns(t, n.client, func() { testkit.TxChecksum(t, "vc", false) })
+	testkit.InNetns(t, n.peer, func() { testkit.TxChecksum(t, "vp", false) })
 
 	got, err := o.Counters(b)
 	if err != nil {
