@@ -348,35 +348,47 @@ func (r *meshRun) enter(ctx context.Context, p *meshPlayer, created []chan struc
 // events dials every joiner p is told of (NEW_PEER, PEER_JOIN) until ctx
 // ends or p's socket does.
 func (r *meshRun) events(ctx context.Context, p *meshPlayer, wg *sync.WaitGroup) {
+	watchJoiners(ctx, p.conn, &r.errs, nil, func(id string) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := p.peer.Dial(ctx, id, peerclient.DialOptions{})
+			if err != nil {
+				if !errors.Is(err, context.Canceled) {
+					r.errs.add(errKind("dial", err), 1)
+				}
+				return
+			}
+			r.opened(meshPair{p.id, id}, true)
+			_ = c // closed with its Peer
+		}()
+	})
+}
+
+// watchJoiners is a v1.0 client's event loop on conn, until ctx ends or
+// the socket does: joiner gets the instance id of each NEW_PEER and
+// PEER_JOIN (the players it dials), other (if set) every other frame.
+func watchJoiners(ctx context.Context, conn *cl5Conn, errs *errCounter, other func(cl5Frame), joiner func(id string)) {
 	for {
 		select {
-		case f := <-p.conn.in:
+		case f := <-conn.in:
 			if f.Opcode != wire.OpNewPeer && f.Opcode != wire.OpPeerJoin {
+				if other != nil {
+					other(f)
+				}
 				continue
 			}
 			var peer struct {
 				InstanceID string `json:"instance_id"`
 			}
 			if json.Unmarshal(f.Payload, &peer) != nil || peer.InstanceID == "" {
-				r.errs.add("event: "+f.Opcode+" without instance_id", 1)
+				errs.add("event: "+f.Opcode+" without instance_id", 1)
 				continue
 			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				c, err := p.peer.Dial(ctx, peer.InstanceID, peerclient.DialOptions{})
-				if err != nil {
-					if !errors.Is(err, context.Canceled) {
-						r.errs.add(errKind("dial", err), 1)
-					}
-					return
-				}
-				r.opened(meshPair{p.id, peer.InstanceID}, true)
-				_ = c // closed with its Peer
-			}()
-		case <-p.conn.done:
+			joiner(peer.InstanceID)
+		case <-conn.done:
 			if ctx.Err() == nil {
-				r.errs.add(errKind("events", p.conn.endErr()), 1)
+				errs.add(errKind("events", conn.endErr()), 1)
 			}
 			return
 		case <-ctx.Done():

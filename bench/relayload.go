@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -579,56 +578,36 @@ func (r *relayRun) enter(ctx context.Context, p *relayPlayer, runID string, crea
 // events dials every joiner p is told of (NEW_PEER, PEER_JOIN) and notes
 // RELAY, until ctx ends or p's socket does.
 func (r *relayRun) events(ctx context.Context, p *relayPlayer, wg *sync.WaitGroup) {
-	for {
-		select {
-		case f := <-p.conn.in:
-			switch f.Opcode {
-			case wire.OpRelay:
-				p.mu.Lock()
-				p.relayID = f.payloadString()
-				p.mu.Unlock()
-				continue
-			case wire.OpNewPeer, wire.OpPeerJoin:
-			default:
-				continue
-			}
-			var peer struct {
-				InstanceID string `json:"instance_id"`
-			}
-			if json.Unmarshal(f.Payload, &peer) != nil || peer.InstanceID == "" {
-				r.errs.add("event: "+f.Opcode+" without instance_id", 1)
-				continue
-			}
+	relay := func(f cl5Frame) {
+		if f.Opcode == wire.OpRelay {
 			p.mu.Lock()
-			again := p.dialedTo[peer.InstanceID]
-			p.dialedTo[peer.InstanceID] = true
+			p.relayID = f.payloadString()
 			p.mu.Unlock()
-			if again {
-				continue
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				dctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
-				defer cancel()
-				c, err := p.peer.Dial(dctx, peer.InstanceID, peerclient.DialOptions{})
-				if err != nil {
-					if ctx.Err() == nil {
-						r.errs.add(errKind("dial", err), 1)
-					}
-					return
-				}
-				r.opened(p, c, true)
-			}()
-		case <-p.conn.done:
-			if ctx.Err() == nil {
-				r.errs.add(errKind("events", p.conn.endErr()), 1)
-			}
-			return
-		case <-ctx.Done():
-			return
 		}
 	}
+	watchJoiners(ctx, p.conn, &r.errs, relay, func(id string) {
+		p.mu.Lock()
+		again := p.dialedTo[id]
+		p.dialedTo[id] = true
+		p.mu.Unlock()
+		if again {
+			return
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			dctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
+			defer cancel()
+			c, err := p.peer.Dial(dctx, id, peerclient.DialOptions{})
+			if err != nil {
+				if ctx.Err() == nil {
+					r.errs.add(errKind("dial", err), 1)
+				}
+				return
+			}
+			r.opened(p, c, true)
+		}()
+	})
 }
 
 // acceptLoop takes p's incoming connections (open when delivered).

@@ -254,6 +254,26 @@ static __always_inline int fib_route(struct __sk_buff *skb, struct bpf_fib_looku
 
 // send writes the new headers at the front (after the Ethernet header)
 // and redirects the packet.
+// fill_hdrs writes the outgoing IP and UDP headers of a relayed datagram:
+// the incoming IP header's ID, TOS and flags, the node's TTL, the new
+// addresses, ports and lengths, a fresh IP checksum and no UDP checksum
+// yet (the caller updates the incoming one).
+static __always_inline void fill_hdrs(struct out_hdrs *h, const struct ip_hdr *ip,
+				      __be32 saddr, __be32 daddr, __be16 sport, __be16 dport,
+				      __u16 tot_len, __u16 udp_len)
+{
+	h->ip = *ip;
+	h->ip.tot_len = bpf_htons(tot_len);
+	h->ip.ttl = RELAY_TTL;
+	h->ip.saddr = saddr;
+	h->ip.daddr = daddr;
+	h->ip.check = ip_checksum(&h->ip);
+	h->udp.source = sport;
+	h->udp.dest = dport;
+	h->udp.len = bpf_htons(udp_len);
+	h->udp.check = 0;
+}
+
 static __always_inline int send(struct __sk_buff *skb, struct out_hdrs *h, __u32 hlen,
 				struct bpf_fib_lookup *fib, int rc)
 {
@@ -321,16 +341,7 @@ static __always_inline int client_to_peer(struct __sk_buff *skb, struct ip_hdr *
 	}
 
 	struct out_hdrs h = {};
-	h.ip = *ip;
-	h.ip.tot_len = bpf_htons(new_tot_len);
-	h.ip.ttl = RELAY_TTL;
-	h.ip.saddr = v->relay_ip;
-	h.ip.daddr = v->peer_ip;
-	h.ip.check = ip_checksum(&h.ip);
-	h.udp.source = v->relay_port;
-	h.udp.dest = v->peer_port;
-	h.udp.len = bpf_htons(new_udp_len);
-	h.udp.check = 0;
+	fill_hdrs(&h, ip, v->relay_ip, v->peer_ip, v->relay_port, v->peer_port, new_tot_len, new_udp_len);
 	if (udp->check) {
 		struct csum_words from = {
 			.saddr = ip->saddr,
@@ -408,15 +419,7 @@ static __always_inline int peer_to_client(struct __sk_buff *skb, struct ip_hdr *
 	}
 
 	struct out_hdrs h = {};
-	h.ip = *ip;
-	h.ip.tot_len = bpf_htons(new_tot_len);
-	h.ip.ttl = RELAY_TTL;
-	h.ip.saddr = v->listen_ip;
-	h.ip.daddr = v->client_ip;
-	h.ip.check = ip_checksum(&h.ip);
-	h.udp.source = v->listen_port;
-	h.udp.dest = v->client_port;
-	h.udp.len = bpf_htons(new_udp_len);
+	fill_hdrs(&h, ip, v->listen_ip, v->client_ip, v->listen_port, v->client_port, new_tot_len, new_udp_len);
 	h.channel = v->channel;
 	h.cd_len = bpf_htons(data_len);
 	struct csum_words from = {
