@@ -18,14 +18,9 @@ func TestSpliceRandomTrafficMatchesModel(t *testing.T) {
 	t.Logf("seed %d", seed)
 	rng := rand.New(rand.NewPCG(seed, 12))
 
-	b := newRelayBroker(t)
-	b.setLobby("L", "relay", "alice", "bob")
-	_, sp, _ := startSplicer(t, b, "relay", SpliceConfig{})
-	alice := b.connect(t, "alice")
-	bob := b.connect(t, "bob")
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
-	ab, ba := dialAccept(t, ctx, alice, bob, DialOptions{})
+	_, sp, ab, ba := splicedPair(t, ctx, SpliceConfig{}, DialOptions{})
 	chA, err := ab.OpenChannel(ctx, "fromAlice", true)
 	if err != nil {
 		t.Fatal(err)

@@ -13,6 +13,20 @@ import (
 
 // startSplicer connects a relay peer with id and runs a Splicer on it
 // until the test ends (or stop is called).
+// splicedPair connects alice and bob, members of lobby L whose relay is
+// "relay" (a Splicer with cfg), and has alice dial bob through it with
+// opts; it returns the relay, its Splicer and both ends.
+func splicedPair(t testing.TB, ctx context.Context, cfg SpliceConfig, opts DialOptions) (r *Peer, sp *Splicer, ab, ba *DataConn) {
+	t.Helper()
+	b := newRelayBroker(t)
+	b.setLobby("L", "relay", "alice", "bob")
+	r, sp, _ = startSplicer(t, b, "relay", cfg)
+	alice := b.connect(t, "alice")
+	bob := b.connect(t, "bob")
+	ab, ba = dialAccept(t, ctx, alice, bob, opts)
+	return r, sp, ab, ba
+}
+
 func startSplicer(t testing.TB, b *relayBroker, id string, cfg SpliceConfig, opts ...func(*Config)) (r *Peer, sp *Splicer, stop func()) {
 	t.Helper()
 	r = b.connect(t, id, append([]func(*Config){asRelay, func(c *Config) { c.IgnoreOwnOffers = true }}, opts...)...)
@@ -94,15 +108,10 @@ func exchange(t testing.TB, ctx context.Context, from, to *DataConn, n int) {
 // knowing it: each sees the other's id, every message arrives once, in
 // order, chunked ones too, and a close on one side reaches the other.
 func TestSpliceCarriesAConnection(t *testing.T) {
-	b := newRelayBroker(t)
-	b.setLobby("L", "relay", "alice", "bob")
-	_, sp, _ := startSplicer(t, b, "relay", SpliceConfig{})
-	alice := b.connect(t, "alice")
-	bob := b.connect(t, "bob")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 
-	ab, ba := dialAccept(t, ctx, alice, bob, DialOptions{Metadata: map[string]any{"game": "cl5"}})
+	_, sp, ab, ba := splicedPair(t, ctx, SpliceConfig{}, DialOptions{Metadata: map[string]any{"game": "cl5"}})
 	if ab.Peer() != "bob" || ba.Peer() != "alice" || ba.ConnectionID() != ab.ConnectionID() ||
 		ba.Label() != "default" || !ba.Reliable() || string(ba.Metadata()) != `{"game":"cl5"}` {
 		t.Errorf("alice's conn to %s, bob's from %s, ids %s/%s, label %q reliable %v metadata %s",
@@ -147,14 +156,9 @@ func TestSpliceCarriesAConnection(t *testing.T) {
 
 // NEW_CHAN channels are mirrored on both legs, whichever side opens them.
 func TestSpliceMirrorsNewChan(t *testing.T) {
-	b := newRelayBroker(t)
-	b.setLobby("L", "relay", "alice", "bob")
-	_, sp, _ := startSplicer(t, b, "relay", SpliceConfig{})
-	alice := b.connect(t, "alice")
-	bob := b.connect(t, "bob")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	ab, ba := dialAccept(t, ctx, alice, bob, DialOptions{})
+	_, sp, ab, ba := splicedPair(t, ctx, SpliceConfig{}, DialOptions{})
 
 	chA, err := ab.OpenChannel(ctx, "blueberry", false)
 	if err != nil {
@@ -207,14 +211,12 @@ func TestSpliceMirrorsNewChan(t *testing.T) {
 // without a mirror, stray signaling is ignored, an unusable offer is
 // dropped, and the pair keeps working.
 func TestSpliceBadInput(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
 	b := newRelayBroker(t)
 	b.setLobby("L", "relay", "alice", "bob")
 	r, sp, _ := startSplicer(t, b, "relay", SpliceConfig{})
-	alice := b.connect(t, "alice")
-	bob := b.connect(t, "bob")
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	ab, ba := dialAccept(t, ctx, alice, bob, DialOptions{})
+	ab, ba := dialAccept(t, ctx, b.connect(t, "alice"), b.connect(t, "bob"), DialOptions{})
 
 	for _, m := range []any{
 		map[string]any{"opcode": "NEW_CHAN", "payload": map[string]any{"label": "noid"}},

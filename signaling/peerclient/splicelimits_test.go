@@ -69,15 +69,10 @@ func TestSpliceHeldDataAndOpenTimeout(t *testing.T) {
 // A receiver that stops reading makes the relay wait (backpressure, no
 // drop); after StallTimeout of waiting the pair is closed.
 func TestSpliceStalledLegClosesThePair(t *testing.T) {
-	b := newRelayBroker(t)
-	b.setLobby("L", "relay", "alice", "bob")
 	clock := clockwork.NewFakeClock()
-	_, sp, _ := startSplicer(t, b, "relay", SpliceConfig{Clock: clock, OpenTimeout: time.Hour})
-	alice := b.connect(t, "alice")
-	bob := b.connect(t, "bob")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	ab, ba := dialAccept(t, ctx, alice, bob, DialOptions{})
+	_, sp, ab, ba := splicedPair(t, ctx, SpliceConfig{Clock: clock, OpenTimeout: time.Hour}, DialOptions{})
 
 	// Bob never calls Recv: his inbox fills, then his SCTP window, then
 	// the relay's send buffer towards him.
