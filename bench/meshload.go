@@ -308,29 +308,9 @@ func (r *meshRun) connectBroker(ctx context.Context, p *meshPlayer) (string, err
 // enter puts p in its lobby: the host creates it, a member waits for
 // that and joins (and with LateBroker then opens its broker socket).
 func (r *meshRun) enter(ctx context.Context, p *meshPlayer, created []chan struct{}, wg *sync.WaitGroup) (string, error) {
-	name := fmt.Sprintf("mesh-%d", p.lobby)
-	if p.host {
-		err := p.conn.send(wire.OpCreateLobby, map[string]any{"name": name, "max_players": -1, "password": "", "locked": false, "enable_relay": false})
-		if err == nil {
-			err = expectOK(p.conn.await(ctx, time.Now().Add(sigReplyWait), wire.OpCreateAck))
-		}
-		if err != nil {
-			return "create", err
-		}
-		close(created[p.lobby])
-		return "", nil
-	}
-	select {
-	case <-created[p.lobby]:
-	case <-ctx.Done():
-		return "join", ctx.Err()
-	}
-	if err := p.conn.send(wire.OpJoinLobby, map[string]any{"name": name, "password": ""}); err != nil {
-		return "join", err
-	}
-	f, err := p.conn.await(ctx, time.Now().Add(sigReplyWait), wire.OpJoinAck)
-	if err = expectOK(f, err); err != nil {
-		return "join", err
+	f, phase, err := enterLobby(ctx, p.conn, fmt.Sprintf("mesh-%d", p.lobby), p.host, false, created[p.lobby])
+	if err != nil || p.host {
+		return phase, err
 	}
 	r.mu.Lock()
 	p.joined = f.at
@@ -343,6 +323,39 @@ func (r *meshRun) enter(ctx context.Context, p *meshPlayer, created []chan struc
 		go func() { defer wg.Done(); r.acceptLoop(ctx, p) }()
 	}
 	return "", nil
+}
+
+// enterLobby puts a player in lobby name as the v1.0 client does: the host
+// creates it (with enable_relay as asked) and closes created; a member
+// waits for created and joins. It returns the member's JOIN_ACK, or the
+// phase that failed.
+func enterLobby(ctx context.Context, conn *cl5Conn, name string, host, relay bool, created chan struct{}) (cl5Frame, string, error) {
+	if host {
+		err := conn.send(wire.OpCreateLobby, map[string]any{"name": name, "max_players": -1, "password": "", "locked": false, "enable_relay": relay})
+		if err == nil {
+			err = expectOK(conn.await(ctx, time.Now().Add(sigReplyWait), wire.OpCreateAck))
+		}
+		if err != nil {
+			return cl5Frame{}, "create", err
+		}
+		close(created)
+		return cl5Frame{}, "", nil
+	}
+	select {
+	case <-created:
+	case <-ctx.Done():
+		return cl5Frame{}, "join", ctx.Err()
+	}
+	if err := conn.send(wire.OpJoinLobby, map[string]any{"name": name, "password": ""}); err != nil {
+		return cl5Frame{}, "join", err
+	}
+	// RELAY, NEW_PEER and PEER_JOIN come after the ACK (await skips
+	// other frames).
+	f, err := conn.await(ctx, time.Now().Add(sigReplyWait), wire.OpJoinAck)
+	if err = expectOK(f, err); err != nil {
+		return cl5Frame{}, "join", err
+	}
+	return f, "", nil
 }
 
 // events dials every joiner p is told of (NEW_PEER, PEER_JOIN) until ctx

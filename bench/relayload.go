@@ -550,29 +550,8 @@ func (r *relayRun) enter(ctx context.Context, p *relayPlayer, runID string, crea
 	if r.relayed {
 		prefix = "relay"
 	}
-	name := fmt.Sprintf("%s-%s-%d", prefix, runID, p.lobby)
-	if p.host {
-		err := p.conn.send(wire.OpCreateLobby, map[string]any{"name": name, "max_players": -1, "password": "", "locked": false, "enable_relay": r.relayed})
-		if err == nil {
-			err = expectOK(p.conn.await(ctx, time.Now().Add(sigReplyWait), wire.OpCreateAck))
-		}
-		if err != nil {
-			return "create", err
-		}
-		close(created[p.lobby])
-		return "", nil
-	}
-	select {
-	case <-created[p.lobby]:
-	case <-ctx.Done():
-		return "join", ctx.Err()
-	}
-	if err := p.conn.send(wire.OpJoinLobby, map[string]any{"name": name, "password": ""}); err != nil {
-		return "join", err
-	}
-	// RELAY, NEW_PEER and PEER_JOIN come after the ACK (await skips
-	// other frames).
-	return "join", expectOK(p.conn.await(ctx, time.Now().Add(sigReplyWait), wire.OpJoinAck))
+	_, phase, err := enterLobby(ctx, p.conn, fmt.Sprintf("%s-%s-%d", prefix, runID, p.lobby), p.host, r.relayed, created[p.lobby])
+	return phase, err
 }
 
 // events dials every joiner p is told of (NEW_PEER, PEER_JOIN) and notes
