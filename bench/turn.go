@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"net/url"
 	"runtime"
 	"strings"
 	"sync"
@@ -120,6 +121,10 @@ type TurnConfig struct {
 	// sending, with the allocations set up and nothing flowing, to subtract
 	// from the run's whole-machine figure. 0 means 1 s; negative skips it.
 	IdleBaseline time.Duration
+	// ServerMetrics is a cl5-relay node's /metrics URL: read before and
+	// after the window for the share of relayed packets its kernel
+	// offload carried. Empty: not read.
+	ServerMetrics string
 	// Progress draws a live status line. Default nil: quiet.
 	Progress *Progress
 }
@@ -192,6 +197,11 @@ func (c TurnConfig) Validate() error {
 	if c.EchoSockets < 0 || c.Senders < 0 || c.SetupConcurrency < 0 || c.Drain < 0 || c.Drain > time.Minute {
 		bad("echo sockets, senders, setup concurrency must not be negative; drain 0..1m")
 	}
+	if c.ServerMetrics != "" {
+		if u, err := url.Parse(c.ServerMetrics); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad("server metrics %q: want http://host:port/metrics", c.ServerMetrics)
+		}
+	}
 	for _, pid := range c.ServerPIDs {
 		if pid <= 0 {
 			bad("server pid %d", pid)
@@ -256,6 +266,15 @@ type TurnResult struct {
 	BuiltinPeer  bool
 	EchoReceived uint64
 	RelayedAddr  netip.AddrPort
+
+	// NodeRelayed is what the node's metrics (Config.ServerMetrics) say it
+	// relayed over the window plus drain, and OffloadShare the part its
+	// eBPF offload carried (NodeCountersOK: read before and after;
+	// OffloadKnown: the node exports the offload's counter).
+	NodeRelayed    float64
+	OffloadShare   float64
+	NodeCountersOK bool
+	OffloadKnown   bool
 
 	Errors map[string]int64
 	Notes  []string
@@ -433,6 +452,12 @@ func runTurn(ctx context.Context, cfg TurnConfig, step string) (*TurnResult, err
 	// The machine at rest, allocations up, nothing flowing.
 	idlePerSec, idleOK := idleBaseline(ctx, cfg.IdleBaseline)
 
+	var countersBefore relayCounters
+	var countersErr error
+	if cfg.ServerMetrics != "" {
+		countersBefore, countersErr = scrapeRelayCounters(ctx, cfg.ServerMetrics)
+	}
+
 	// Data plane.
 	start := time.Now()
 	cpu := startCPUWindow(cfg.ServerPIDs)
@@ -501,6 +526,20 @@ func runTurn(ctx context.Context, cfg TurnConfig, step string) (*TurnResult, err
 	}
 	res.Drained = time.Since(drainStart)
 	usage := cpu.stop()
+	if cfg.ServerMetrics != "" && countersErr == nil {
+		var after relayCounters
+		select {
+		case <-time.After(nodeFoldDelay):
+		case <-ctx.Done():
+		}
+		if after, countersErr = scrapeRelayCounters(ctx, cfg.ServerMetrics); countersErr == nil {
+			res.OffloadShare, res.NodeRelayed = offloadShare(countersBefore, after)
+			res.NodeCountersOK, res.OffloadKnown = true, after.offloadKnown
+		}
+	}
+	if countersErr != nil {
+		res.Notes = appendOnce(res.Notes, "node metrics not read: "+countersErr.Error())
+	}
 	if udpAfter, ok := readUDPCounters(); ok && udpOK {
 		res.HostUDP, res.HostUDPOK = udpAfter.sub(udpBefore), true
 	}

@@ -104,6 +104,14 @@ func (r *TurnResult) Report() *Report {
 			"machine CPU: %s busy (%s) over %.1f s, the bench's own %s included: with server and bench on one machine, the kernel's share of relaying (softirq) lands wherever it interrupts; /proc/stat is sampled at the tick, so a light load reads rough",
 			r.MachineCPU.Round(time.Millisecond), idle, measured.Seconds(), r.BenchCPU.Round(time.Millisecond)))
 	}
+	if r.NodeCountersOK {
+		rep.add("node_relayed_packets", "relayed packets, by the node's metrics", r.NodeRelayed, "", BetterNone)
+		if r.OffloadKnown {
+			rep.add("offload_share_pct", "relayed in the kernel (eBPF offload)", 100*r.OffloadShare, "%", BetterNone)
+		} else {
+			rep.Notes = append(rep.Notes, "the node exports no cl5_turn_offload_packets_total: no offload")
+		}
+	}
 	if r.HostUDPOK {
 		rep.add("host_udp_rcvbuf_drops", "host UDP drops, receive buffer full", float64(r.HostUDP.RcvbufErrors), "", BetterLower)
 		if r.HostUDP.RcvbufErrors > 0 || r.HostUDP.SndbufErrors > 0 {

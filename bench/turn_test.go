@@ -5,6 +5,8 @@ import (
 	"errors"
 	"math"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os/exec"
 	"regexp"
 	"slices"
@@ -14,6 +16,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/cl5-relay/cl5-relay/relaynode"
 )
@@ -460,5 +465,69 @@ func TestTurnSenderBehind(t *testing.T) {
 	r := &TurnResult{Sent: 1000, Behind: 11}
 	if !r.GeneratorBound() {
 		t.Error("11 of 1000 behind is not generator-bound")
+	}
+}
+
+// TestTurnServerMetrics: with ServerMetrics, the bench reads the node's
+// relayed-packet counters around the window: they match what the bench
+// saw relayed, and a node without an offload shows a 0% share. A URL
+// that is not a node's metrics leaves a note and fails nothing.
+func TestTurnServerMetrics(t *testing.T) {
+	benchLeakCheck(t)
+	reg := prometheus.NewRegistry()
+	n := turnTestNode(t, func(c *relaynode.Config) { c.Registerer = reg })
+	srv := httptest.NewServer(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	defer srv.Close()
+	res := turnRunOK(t, TurnConfig{
+		Server: turnNodeAddr(n), Secret: turnTestSecret, ServerMetrics: srv.URL + "/metrics",
+		Clients: turnTestClients, Rate: turnTestRate, Packets: turnTestPackets, Duration: 20 * time.Second,
+	})
+	if !res.NodeCountersOK || !res.OffloadKnown {
+		t.Fatalf("counters read %v, offload counter known %v; notes %q", res.NodeCountersOK, res.OffloadKnown, res.Notes)
+	}
+	// Every packet sent reached the node and went to the peer; every one
+	// received came back through it.
+	if want := float64(res.Sent + res.Received); res.NodeRelayed != want {
+		t.Errorf("node relayed %v packets, the bench sent %d and received %d (want %v)", res.NodeRelayed, res.Sent, res.Received, want)
+	}
+	if res.OffloadShare != 0 {
+		t.Errorf("offload share %v with no offload", res.OffloadShare)
+	}
+	rep := res.Report()
+	if m, ok := rep.Metric("offload_share_pct"); !ok || m.Value != 0 {
+		t.Errorf("report offload_share_pct = %+v, %v", m, ok)
+	}
+
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write([]byte("# not a node\nup 1\n"))
+	}))
+	defer other.Close()
+	res = turnRunOK(t, TurnConfig{
+		Server: turnNodeAddr(n), Secret: turnTestSecret, ServerMetrics: other.URL,
+		Clients: 1, Rate: turnTestRate, Packets: 20, Duration: 20 * time.Second,
+	})
+	if res.NodeCountersOK || !slices.ContainsFunc(res.Notes, func(s string) bool { return strings.Contains(s, "no cl5_turn_relay_packets_total") }) {
+		t.Errorf("counters read %v from a non-node; notes %q", res.NodeCountersOK, res.Notes)
+	}
+}
+
+func TestParseRelayCounters(t *testing.T) {
+	in := `# TYPE cl5_turn_relay_packets_total counter
+cl5_turn_relay_packets_total{direction="client_to_peer"} 10
+cl5_turn_relay_packets_total{direction="peer_to_client"} 7
+# TYPE cl5_turn_offload_packets_total counter
+cl5_turn_offload_packets_total{direction="client_to_peer"} 90
+cl5_turn_offload_packets_total{direction="peer_to_client"} 93
+`
+	c, err := parseRelayCounters(strings.NewReader(in))
+	if err != nil || c.relayed != 17 || c.offloaded != 183 || !c.offloadKnown {
+		t.Fatalf("%+v, %v", c, err)
+	}
+	share, relayed := offloadShare(relayCounters{relayed: 7, offloaded: 3}, relayCounters{relayed: 207, offloaded: 183})
+	if relayed != 200 || share != 0.9 {
+		t.Errorf("share %v of %v, want 0.9 of 200", share, relayed)
+	}
+	if _, err := parseRelayCounters(strings.NewReader("garbage{{{")); err == nil {
+		t.Error("garbage parsed")
 	}
 }

@@ -46,9 +46,15 @@ type uclientResult struct {
 // runUclient runs turnutils_uclient with args (the server, 127.0.0.1, is
 // appended) under a 30 s limit.
 func runUclient(path string, args ...string) uclientResult {
+	return runUclientAt(path, "127.0.0.1", args...)
+}
+
+// runUclientAt runs path args... server: turnutils_uclient, or a command
+// that runs it (ip netns exec).
+func runUclientAt(path, server string, args ...string) uclientResult {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, path, append(args, "127.0.0.1")...)
+	cmd := exec.CommandContext(ctx, path, append(args, server)...)
 	out, err := cmd.CombinedOutput()
 	r := uclientResult{out: string(out), timedOut: ctx.Err() != nil, exitOK: err == nil, sent: -1, received: -1, lost: -1}
 	for _, line := range strings.Split(r.out, "\n") {

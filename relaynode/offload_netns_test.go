@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -32,8 +33,9 @@ import (
 // their namespaces.
 
 const (
-	offloadChildEnv  = "CL5_OFFLOAD_NODE_NETNS"  // "client,node,peer" in the child
-	offloadNobodyEnv = "CL5_OFFLOAD_NODE_NOBODY" // "1" in the child run as nobody
+	offloadChildEnv   = "CL5_OFFLOAD_NODE_NETNS"    // "client,node,peer" in the child
+	offloadNobodyEnv  = "CL5_OFFLOAD_NODE_NOBODY"   // "1" in the child run as nobody
+	offloadUclientEnv = "CL5_OFFLOAD_UCLIENT_NETNS" // "client,node,peer" in the child
 )
 
 // offloadNetSeq numbers this process's test nets, so their names differ
@@ -70,25 +72,12 @@ func runCmd(t *testing.T, args ...string) {
 	}
 }
 
-// TestOffloadNodeNetns: a node with Offload "tc" relays a channel's
-// ChannelData both ways in the kernel, intact; once the channel's
-// lifetime ends the kernel forgets it and pion relays again (with the
-// kernel's counts in the node's metrics); when the allocation is
-// deleted its bindings leave the kernel; a denied peer is never
-// offloaded; refreshing a channel or permission after it lapsed puts the
-// binding back.
-func TestOffloadNodeNetns(t *testing.T) {
-	if os.Getenv(offloadNobodyEnv) != "" {
-		offloadNobodyChild(t)
-		return
-	}
-	if spec := os.Getenv(offloadChildEnv); spec != "" {
-		offloadNodeChild(t, strings.Split(spec, ","))
-		return
-	}
-	needNodeOffload(t)
+// newOffloadNet makes the three namespaces of the picture above and
+// returns their names; the test's cleanup removes them.
+func newOffloadNet(t *testing.T) (client, node, peer string) {
+	t.Helper()
 	id := fmt.Sprintf("%d-%d", os.Getpid(), offloadNetSeq.Add(1))
-	client, node, peer := "cl5n-c-"+id, "cl5n-n-"+id, "cl5n-p-"+id
+	client, node, peer = "cl5n-c-"+id, "cl5n-n-"+id, "cl5n-p-"+id
 	for _, ns := range []string{client, node, peer} {
 		runCmd(t, "ip", "netns", "add", ns)
 		t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
@@ -111,15 +100,128 @@ func TestOffloadNodeNetns(t *testing.T) {
 	// them (relaynode/offload's package comment, CHECKSUM_PARTIAL).
 	testkit.InNetns(t, client, func() { testkit.TxChecksum(t, "vc", false) })
 	testkit.InNetns(t, peer, func() { testkit.TxChecksum(t, "vp", false) })
+	return client, node, peer
+}
 
-	cmd := exec.Command("ip", "netns", "exec", node, os.Args[0],
-		"-test.run", "^TestOffloadNodeNetns$", "-test.count", "1", "-test.v")
-	cmd.Env = append(os.Environ(), offloadChildEnv+"="+client+","+node+","+peer)
+// runInNetns runs this test binary's test name again in namespace ns,
+// with env added, and fails t unless it passes.
+func runInNetns(t *testing.T, ns, name, env string) {
+	t.Helper()
+	cmd := exec.Command("ip", "netns", "exec", ns, os.Args[0],
+		"-test.run", "^"+name+"$", "-test.count", "1", "-test.v")
+	cmd.Env = append(os.Environ(), env)
 	out, err := cmd.CombinedOutput()
-	t.Logf("in netns %s:\n%s", node, out)
-	if err != nil || !bytes.Contains(out, []byte("--- PASS: TestOffloadNodeNetns")) {
-		t.Fatalf("the node's side failed: %v", err)
+	t.Logf("in netns %s:\n%s", ns, out)
+	if err != nil || !bytes.Contains(out, []byte("--- PASS: "+name)) {
+		t.Fatalf("the side in netns %s failed: %v", ns, err)
 	}
+}
+
+// TestOffloadUclientNetns: coturn's own client, turnutils_uclient, through
+// a node with Offload "tc" to coturn's turnutils_peer: every message
+// comes back, at least 90% of them relayed in the kernel each way, the
+// bindings leave the kernel when the client deallocates, and closing the
+// node leaves no program attached.
+func TestOffloadUclientNetns(t *testing.T) {
+	if spec := os.Getenv(offloadUclientEnv); spec != "" {
+		offloadUclientChild(t, strings.Split(spec, ","))
+		return
+	}
+	needNodeOffload(t)
+	uclient(t)
+	if _, err := exec.LookPath("turnutils_peer"); err != nil {
+		t.Fatalf("turnutils_uclient without turnutils_peer: %v", err)
+	}
+	client, node, peer := newOffloadNet(t)
+	runInNetns(t, node, "TestOffloadUclientNetns", offloadUclientEnv+"="+client+","+node+","+peer)
+	// The process is gone: nothing of it is left either.
+	testkit.NoTCPrograms(t, node, "vnc", "vnp")
+}
+
+func offloadUclientChild(t *testing.T, ns []string) {
+	clientNS, nodeNS, peerNS := ns[0], ns[1], ns[2]
+	const sessions, msgs = 2, 200
+	peer := exec.Command("ip", "netns", "exec", peerNS, "turnutils_peer", "-L", "10.13.2.2", "-p", "3480")
+	if err := peer.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = peer.Process.Kill()
+		_ = peer.Wait()
+	})
+	// Wait for the echo peer from its own namespace.
+	testkit.InNetns(t, peerNS, func() {
+		c, err := net.Dial("udp4", "10.13.2.2:3480")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		buf := make([]byte, 16)
+		testkit.WaitFor(t, 10*time.Second, "turnutils_peer to echo", func() bool {
+			_, _ = c.Write([]byte("ping"))
+			_ = c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+			n, err := c.Read(buf)
+			return err == nil && string(buf[:n]) == "ping"
+		})
+	})
+
+	tn := startNode(t, Config{
+		UDPListen:             "10.13.1.1:3478",
+		UDPSockets:            1,
+		DisableTCP:            true,
+		Secrets:               []string{testSecret},
+		AllowPeers:            []netip.Prefix{netip.MustParsePrefix("10.13.2.0/24")},
+		Offload:               OffloadTC,
+		MaxCredentialLifetime: uclientCredentialLifetime,
+	})
+	if tn.off == nil {
+		t.Fatal("Offload tc started without an offload")
+	}
+	r := runUclientAt("ip", "10.13.1.1", "netns", "exec", clientNS, "turnutils_uclient",
+		"-c", "-n", strconv.Itoa(msgs), "-m", strconv.Itoa(sessions), "-l", "100", "-z", "5",
+		"-W", testSecret, "-u", "player", "-e", "10.13.2.2", "-r", "3480", "-p", "3478")
+	const want = sessions * msgs
+	if r.timedOut || !r.exitOK || r.sent != want || r.received < want-uclientMaxLoss {
+		t.Fatalf("turnutils_uclient: timed out %v, exit ok %v, sent %d, received %d (want %d, at most %d lost):\n%s",
+			r.timedOut, r.exitOK, r.sent, r.received, want, uclientMaxLoss, r.out)
+	}
+	st, err := tn.off.o.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("uclient sent %d, received %d; the kernel relayed %+v", r.sent, r.received, st)
+	if st.ToPeer < want*9/10 || st.ToClient < uint64(r.received)*9/10 {
+		t.Errorf("the kernel relayed %d to the peer and %d to the clients of %d sent and %d received, want at least 90%% each way",
+			st.ToPeer, st.ToClient, r.sent, r.received)
+	}
+	// uclient deallocates when it is done: the bindings leave the kernel.
+	testkit.WaitFor(t, 10*time.Second, "the bindings to leave the kernel", func() bool { return tn.off.installed() == 0 })
+	if err := tn.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	testkit.NoTCPrograms(t, nodeNS, "vnc", "vnp")
+}
+
+// TestOffloadNodeNetns: a node with Offload "tc" relays a channel's
+// ChannelData both ways in the kernel, intact; once the channel's
+// lifetime ends the kernel forgets it and pion relays again (with the
+// kernel's counts in the node's metrics); when the allocation is
+// deleted its bindings leave the kernel; a denied peer is never
+// offloaded; refreshing a channel or permission after it lapsed puts the
+// binding back.
+func TestOffloadNodeNetns(t *testing.T) {
+	if os.Getenv(offloadNobodyEnv) != "" {
+		offloadNobodyChild(t)
+		return
+	}
+	if spec := os.Getenv(offloadChildEnv); spec != "" {
+		offloadNodeChild(t, strings.Split(spec, ","))
+		return
+	}
+	needNodeOffload(t)
+	client, node, peer := newOffloadNet(t)
+
+	runInNetns(t, node, "TestOffloadNodeNetns", offloadChildEnv+"="+client+","+node+","+peer)
 
 	// The same node with Offload auto, run as nobody: loading fails
 	// (no CAP_BPF), the node logs one line and relays in user space.
@@ -139,11 +241,11 @@ func TestOffloadNodeNetns(t *testing.T) {
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	cmd = exec.Command("ip", "netns", "exec", node, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+	cmd := exec.Command("ip", "netns", "exec", node, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
 		dir+"/relaynode.test", "-test.run", "^TestOffloadNodeNetns$", "-test.count", "1", "-test.v")
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), offloadNobodyEnv+"=1")
-	out, err = cmd.CombinedOutput()
+	out, err := cmd.CombinedOutput()
 	t.Logf("as nobody in netns %s:\n%s", node, out)
 	if err != nil || !bytes.Contains(out, []byte("--- PASS: TestOffloadNodeNetns")) {
 		t.Fatalf("the node's side as nobody failed: %v", err)
@@ -210,15 +312,17 @@ func offloadNodeChild(t *testing.T, ns []string) {
 	ap := netip.MustParseAddrPort
 	clock := clockwork.NewFakeClockAt(time.Now()) // credentials are minted on the real one
 	cfg := Config{
-		UDPListen:   "10.13.1.1:3478",
-		UDPSockets:  1,
-		DisableTCP:  true,
-		RelayBindIP: netip.MustParseAddr("10.13.2.1"),
-		Secrets:     []string{testSecret},
-		AllowPeers:  []netip.Prefix{netip.MustParsePrefix("10.13.2.0/24")},
-		DenyPeers:   []netip.Prefix{netip.MustParsePrefix("10.13.2.99/32")},
-		Offload:     OffloadTC,
-		Clock:       clock,
+		UDPListen:  "10.13.1.1:3478",
+		UDPSockets: 1,
+		DisableTCP: true,
+		// Relays on the listening address (the default), on the clients'
+		// interface: peers' packets to it arrive on the other one, which
+		// the offload must serve too.
+		Secrets:    []string{testSecret},
+		AllowPeers: []netip.Prefix{netip.MustParsePrefix("10.13.2.0/24")},
+		DenyPeers:  []netip.Prefix{netip.MustParsePrefix("10.13.2.99/32")},
+		Offload:    OffloadTC,
+		Clock:      clock,
 	}
 	tn := startNode(t, cfg)
 	if tn.off == nil {
@@ -299,16 +403,27 @@ func offloadNodeChild(t *testing.T, ns []string) {
 		t.Errorf("cl5_turn_offload_packets_total = %v, want %d", got, st.ToPeer+st.ToClient)
 	}
 
+	// The sweeper adds live bindings' kernel counts to the node's relay
+	// metrics (and load reports) every second, without waiting for the
+	// binding to end.
+	userSpace := tn.metric(t, "cl5_turn_relay_packets_total")
+	tn.off.sweep()
+	relayed := tn.metric(t, "cl5_turn_relay_packets_total")
+	if relayed != userSpace+float64(st.ToPeer+st.ToClient) {
+		t.Errorf("cl5_turn_relay_packets_total = %v after a sweep, want %v from user space and %d from the kernel",
+			relayed, userSpace, st.ToPeer+st.ToClient)
+	}
+
 	// The channel's lifetime ends (the node's clock; pion's own, real,
 	// keeps the channel): the kernel forgets the binding, pion relays,
-	// and the kernel's counts land in the node's relay metrics.
+	// and its counts are not added twice.
 	clock.Advance(channelBindLifetime + time.Second)
 	tn.off.sweep()
 	if got := tn.off.installed(); got != 0 {
 		t.Fatalf("%d bindings offloaded after the channel expired, want 0", got)
 	}
-	if got := tn.metric(t, "cl5_turn_relay_packets_total"); got < float64(st.ToPeer+st.ToClient) {
-		t.Errorf("cl5_turn_relay_packets_total = %v after removal, want at least the kernel's %d", got, st.ToPeer+st.ToClient)
+	if got := tn.metric(t, "cl5_turn_relay_packets_total"); got != relayed {
+		t.Errorf("cl5_turn_relay_packets_total = %v after removal, want still %v", got, relayed)
 	}
 	exchange(c, 0x4001, relay, 3)
 	st2, err := tn.off.o.Stats()

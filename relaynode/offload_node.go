@@ -55,10 +55,17 @@ type nodeOffload struct {
 
 	mu     sync.Mutex
 	closed bool
-	byConn map[*relayConn]map[*channelBinding]offload.Binding
+	byConn map[*relayConn]map[*channelBinding]*offloaded
 
 	stop chan struct{}
 	done chan struct{}
+}
+
+// offloaded is a binding in the kernel and the part of its counts
+// already added to the node's.
+type offloaded struct {
+	ob   offload.Binding
+	seen offload.Counters
 }
 
 // startOffload loads the offload as cfg.Offload asks. It returns nil,
@@ -145,12 +152,20 @@ func (n *Node) loadOffload(listen []netip.Addr, relayBind netip.Addr) (*nodeOffl
 			local = append(local, ia.addrs...)
 		}
 	}
+	// Packets to the node's addresses may arrive on any interface (a
+	// peer behind another one than the client's): the program goes on
+	// every Ethernet interface, not only those that hold the addresses.
+	for _, ia := range all {
+		if len(ia.ifi.HardwareAddr) == 6 && !slices.Contains(names, ia.ifi.Name) {
+			names = append(names, ia.ifi.Name)
+		}
+	}
 	if len(names) == 0 {
 		return nil, errors.New("no up, non-loopback Ethernet interface to attach to")
 	}
 	m := &nodeOffload{
 		n:      n,
-		byConn: make(map[*relayConn]map[*channelBinding]offload.Binding),
+		byConn: make(map[*relayConn]map[*channelBinding]*offloaded),
 		stop:   make(chan struct{}),
 		done:   make(chan struct{}),
 	}
@@ -205,7 +220,8 @@ func (m *nodeOffload) run() {
 }
 
 // sweep re-syncs every allocation with offloaded bindings, removing
-// those whose lifetimes ended.
+// those whose lifetimes ended, and adds what the kernel relayed since
+// the last sweep to the node's counts (metrics, load reports).
 func (m *nodeOffload) sweep() {
 	m.mu.Lock()
 	conns := make([]*relayConn, 0, len(m.byConn))
@@ -215,6 +231,26 @@ func (m *nodeOffload) sweep() {
 	m.mu.Unlock()
 	for _, c := range conns {
 		m.sync(c)
+	}
+	m.harvest()
+}
+
+// harvest counts what the kernel relayed for each live binding since
+// it was last counted.
+func (m *nodeOffload) harvest() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return
+	}
+	for _, bs := range m.byConn {
+		for _, ob := range bs {
+			cnt, err := m.o.Counters(ob.ob)
+			if err != nil {
+				continue
+			}
+			m.countLocked(ob, cnt)
+		}
 	}
 }
 
@@ -255,9 +291,9 @@ func (m *nodeOffload) sync(c *relayConn) {
 			continue
 		}
 		if m.byConn[c] == nil {
-			m.byConn[c] = make(map[*channelBinding]offload.Binding)
+			m.byConn[c] = make(map[*channelBinding]*offloaded)
 		}
-		m.byConn[c][b] = ob
+		m.byConn[c][b] = &offloaded{ob: ob}
 	}
 }
 
@@ -293,20 +329,29 @@ func (m *nodeOffload) binding(owner *fastOwner, c *relayConn, b *channelBinding)
 
 // removeLocked takes b out of the kernel and counts what the kernel
 // relayed for it; m.mu is held.
-func (m *nodeOffload) removeLocked(c *relayConn, b *channelBinding, ob offload.Binding) {
-	cnt, err := m.o.RemoveBinding(ob)
+func (m *nodeOffload) removeLocked(c *relayConn, b *channelBinding, ob *offloaded) {
+	cnt, err := m.o.RemoveBinding(ob.ob)
 	if err != nil {
-		m.n.log.Debug("removing an offloaded binding", "client", ob.Client.String(), "peer", ob.Peer.String(), "err", err)
+		m.n.log.Debug("removing an offloaded binding", "client", ob.ob.Client.String(), "peer", ob.ob.Peer.String(), "err", err)
 	}
-	m.countLocked(cnt)
+	m.countLocked(ob, cnt)
 	delete(m.byConn[c], b)
 	if len(m.byConn[c]) == 0 {
 		delete(m.byConn, c)
 	}
 }
 
-func (m *nodeOffload) countLocked(cnt offload.Counters) {
+// countLocked adds cnt, ob's counts now, less what was counted before,
+// to the node's counts.
+func (m *nodeOffload) countLocked(ob *offloaded, now offload.Counters) {
 	n := m.n
+	cnt := offload.Counters{
+		ToPeerPackets:   now.ToPeerPackets - ob.seen.ToPeerPackets,
+		ToPeerBytes:     now.ToPeerBytes - ob.seen.ToPeerBytes,
+		ToClientPackets: now.ToClientPackets - ob.seen.ToClientPackets,
+		ToClientBytes:   now.ToClientBytes - ob.seen.ToClientBytes,
+	}
+	ob.seen = now
 	if cnt.ToPeerPackets > 0 {
 		n.m.packetsC2P.Add(float64(cnt.ToPeerPackets))
 		n.m.bytesC2P.Add(float64(cnt.ToPeerBytes))
@@ -378,7 +423,7 @@ var (
 	offloadActiveDesc = prometheus.NewDesc("cl5_turn_offload_active",
 		"1 while the eBPF offload relays ChannelData in the kernel (turn.offload), else 0.", nil, nil)
 	offloadPacketsDesc = prometheus.NewDesc("cl5_turn_offload_packets_total",
-		"Packets the eBPF offload relayed in the kernel, by direction (also in cl5_turn_relay_packets_total once their binding ends).",
+		"Packets the eBPF offload relayed in the kernel, by direction (part of cl5_turn_relay_packets_total, which counts them within a second).",
 		[]string{"direction"}, nil)
 )
 

@@ -13,9 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/link"
-	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/cl5-relay/cl5-relay/relaynode/internal/testkit"
@@ -142,50 +139,6 @@ func send(t testing.TB, c *net.UDPConn, b []byte, to netip.AddrPort) {
 	t.Helper()
 	if _, err := c.WriteToUDPAddrPort(b, to); err != nil {
 		t.Fatalf("send to %v: %v", to, err)
-	}
-}
-
-// noPrograms checks that nothing is left on the node's interfaces: no
-// TCX ingress program, no tc filter, no clsact qdisc (the test's veths
-// had none before).
-func noPrograms(t testing.TB, n *testNet) {
-	t.Helper()
-	testkit.InNetns(t, n.node, func() {
-		for _, dev := range []string{"vnc", "vnp"} {
-			ifi, err := net.InterfaceByName(dev)
-			if err != nil {
-				t.Errorf("%s: %v", dev, err)
-				continue
-			}
-			res, err := link.QueryPrograms(link.QueryOptions{Target: ifi.Index, Attach: ebpf.AttachTCXIngress})
-			if err != nil {
-				t.Errorf("query %s: %v", dev, err)
-			} else if len(res.Programs) != 0 {
-				t.Errorf("%s: %d TCX programs still attached to ingress", dev, len(res.Programs))
-			}
-			nl, err := netlink.LinkByIndex(ifi.Index)
-			if err != nil {
-				t.Errorf("%s: %v", dev, err)
-				continue
-			}
-			if fs, err := netlink.FilterList(nl, netlink.HANDLE_MIN_INGRESS); err == nil && len(fs) != 0 {
-				t.Errorf("%s: %d tc ingress filters left: %v", dev, len(fs), fs)
-			}
-			qs, err := netlink.QdiscList(nl)
-			if err != nil {
-				t.Errorf("%s: qdiscs: %v", dev, err)
-			}
-			for _, q := range qs {
-				if q.Type() == "clsact" {
-					t.Errorf("%s: clsact qdisc left", dev)
-				}
-			}
-		}
-	})
-	// And as an operator would look.
-	out, err := exec.Command("ip", "netns", "exec", n.node, "tc", "filter", "show", "dev", "vnc", "ingress").CombinedOutput()
-	if err == nil && len(bytes.TrimSpace(out)) != 0 {
-		t.Errorf("tc filter show dev vnc ingress: %s", out)
 	}
 }
 
@@ -426,7 +379,7 @@ func testRelays(t *testing.T, mode AttachMode) {
 	if err := o.Close(); err != nil {
 		t.Fatalf("second Close: %v", err)
 	}
-	noPrograms(t, n)
+	testkit.NoTCPrograms(t, n.node, "vnc", "vnp")
 	if err := o.AddBinding(b); !errors.Is(err, ErrClosed) {
 		t.Errorf("AddBinding after Close: %v", err)
 	}
