@@ -98,6 +98,7 @@ func benchTurnCommand() *cli.Command {
 			&cli.IntFlag{Name: "packets", Usage: "send exactly this many packets per client, then stop (0: send for --duration)"},
 			&cli.StringFlag{Name: "peer", Usage: "external echo peer `IP:PORT` as the relay reaches it (default: built in)"},
 			&cli.IntSliceFlag{Name: "server-pid", Usage: "TURN server process id(s) whose CPU time to measure (repeat or comma list)"},
+			&cli.StringFlag{Name: "server-metrics", Usage: "a cl5-relay node's /metrics URL, read before and after the window for the share of packets its kernel offload relayed", Value: ""},
 			&cli.DurationFlag{Name: "idle-baseline", Usage: "measure the machine's busy CPU at rest this long before sending, to subtract from the run's (negative: skip)", Value: time.Second},
 			&cli.BoolFlag{Name: "sweep", Usage: "raise the rate step by step; report the highest held under --sweep-max-loss"},
 			&cli.Float64Flag{Name: "sweep-factor", Usage: "rate multiplier per sweep step", Value: 1.5},
@@ -124,19 +125,20 @@ func benchTurn(c *cli.Context) error {
 		return errors.New("bench turn: give a REST secret or a static --user, not both")
 	}
 	cfg := bench.TurnConfig{
-		Server:       c.String("server"),
-		Secret:       secret,
-		User:         c.String("user"),
-		Pass:         pass,
-		Clients:      c.Int("clients"),
-		Rate:         c.Int("rate"),
-		Size:         c.Int("size"),
-		Duration:     c.Duration("duration"),
-		Packets:      c.Int("packets"),
-		Peer:         c.String("peer"),
-		ServerPIDs:   c.IntSlice("server-pid"),
-		IdleBaseline: c.Duration("idle-baseline"),
-		Progress:     bench.NewProgress(c.App.ErrWriter, false),
+		Server:        c.String("server"),
+		Secret:        secret,
+		User:          c.String("user"),
+		Pass:          pass,
+		Clients:       c.Int("clients"),
+		Rate:          c.Int("rate"),
+		Size:          c.Int("size"),
+		Duration:      c.Duration("duration"),
+		Packets:       c.Int("packets"),
+		Peer:          c.String("peer"),
+		ServerPIDs:    c.IntSlice("server-pid"),
+		ServerMetrics: c.String("server-metrics"),
+		IdleBaseline:  c.Duration("idle-baseline"),
+		Progress:      bench.NewProgress(c.App.ErrWriter, false),
 	}
 	ctx, stop := benchContext(c)
 	defer stop()
