@@ -48,6 +48,11 @@ type Config struct {
 	// players. Default "" (no preference).
 	Region string `yaml:"region"`
 
+	// Procs is how many CPUs (GOMAXPROCS) the process runs on: "auto"
+	// (default) runs on one while it needs less than 60% of a core and on
+	// all as soon as it needs more (procs.go); a number fixes it.
+	Procs string `yaml:"procs"`
+
 	Limits    LimitsConfig    `yaml:"limits"`
 	Migration MigrationConfig `yaml:"migration"`
 	TURN      TURNConfig      `yaml:"turn"`
@@ -218,6 +223,7 @@ func defaultConfig() Config {
 		Auth:          defaultAuth,
 		LogLevel:      defaultLogLevel,
 		LogFormat:     defaultLogFormat,
+		Procs:         procsAuto,
 		Limits: LimitsConfig{
 			MaxFrameBytes:     signaling.DefaultMaxFrameBytes,
 			UpgradesPerMinute: signaling.DefaultUpgradesPerMinute,
@@ -265,7 +271,7 @@ func defaultConfig() Config {
 var keyFlags = map[string]string{
 	"listen": "listen", "metrics_listen": "metrics-listen", "allowed_origins": "allowed-origins",
 	"auth": "auth", "jwt_secret_file": "jwt-secret-file", "log_level": "log-level", "log_format": "log-format",
-	"region": "region", "migration.policy": "migration-policy", "migration.resume_grace": "resume-grace",
+	"region": "region", "procs": "procs", "migration.policy": "migration-policy", "migration.resume_grace": "resume-grace",
 	"limits.peer_timeout": "peer-timeout", "limits.max_frame_bytes": "max-frame-bytes",
 	"fleet.listen": "fleet-listen", "fleet.core": "core", "fleet.node_id": "node-id",
 	"fleet.cluster_key_file": "cluster-key-file", "turn.listen": "turn-listen", "turn.relay_ports": "relay-ports",
@@ -334,6 +340,9 @@ func (c Config) validate(command string) error {
 		p.addr("listen", c.Listen, false)
 	}
 	p.addr("metrics_listen", c.MetricsListen, false)
+	if _, _, err := parseProcs(c.Procs); err != nil {
+		p.add("procs", "%v", err)
+	}
 	switch c.Auth {
 	case "open":
 	case "jwt":
@@ -561,6 +570,7 @@ func commonFlags(d Config) []cli.Flag {
 		&cli.StringFlag{Name: "log-format", Usage: "text or json", Value: d.LogFormat, EnvVars: envVars("log-format")},
 		&cli.StringFlag{Name: "region", Usage: "region of this process (node: its fleet region; core: its players' preferred region)", EnvVars: envVars("region")},
 		&cli.StringFlag{Name: "cluster-key-file", Usage: "fleet cluster key (the core creates it if missing)", EnvVars: envVars("cluster-key-file")},
+		&cli.StringFlag{Name: "procs", Usage: "CPUs to run on: auto (one while the load is light, all under load) or a number", Value: d.Procs, EnvVars: envVars("procs")},
 	}
 }
 
@@ -634,6 +644,7 @@ func resolveConfig(c *cli.Context) (Config, error) {
 	set("peer-timeout", func() { cfg.Limits.PeerTimeout = c.Duration("peer-timeout") })
 	set("max-frame-bytes", func() { cfg.Limits.MaxFrameBytes = c.Int("max-frame-bytes") })
 	set("region", func() { cfg.Region = c.String("region") })
+	set("procs", func() { cfg.Procs = c.String("procs") })
 	set("cluster-key-file", func() { cfg.Fleet.ClusterKeyFile = c.String("cluster-key-file") })
 	set("fleet-listen", func() { cfg.Fleet.Listen = c.String("fleet-listen") })
 	set("core", func() { cfg.Fleet.Core = c.String("core") })

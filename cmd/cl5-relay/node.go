@@ -26,6 +26,11 @@ func node(c *cli.Context) error {
 	}
 	log := newLogger(cfg, c.App.ErrWriter)
 	reg := newRegistry()
+	stopProcs, err := startProcs(cfg.Procs, log, reg)
+	if err != nil {
+		return err
+	}
+	defer stopProcs()
 
 	creds, err := fleet.LoadCredentials(cfg.credentials())
 	if err != nil {

@@ -44,6 +44,11 @@ func serve(c *cli.Context) error {
 		auth = signaling.JWTAuth{Secret: secret}
 	}
 	reg := newRegistry()
+	stopProcs, err := startProcs(cfg.Procs, log, reg)
+	if err != nil {
+		return err
+	}
+	defer stopProcs()
 
 	// The relay side: the fleet server and registry, the in-process node,
 	// and the ICE servers players are given from them.

@@ -11,7 +11,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -29,6 +31,10 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	// In-process runs of serve and node must leave this process's
+	// GOMAXPROCS alone: procs auto does, with GOMAXPROCS set (procs.go).
+	// startCommand's processes govern their own.
+	_ = os.Setenv("GOMAXPROCS", strconv.Itoa(runtime.GOMAXPROCS(0)))
 	code := m.Run()
 	if buildDir != "" {
 		_ = os.RemoveAll(buildDir)
@@ -81,7 +87,8 @@ func startCommand(t *testing.T, bin, sub, started string, args ...string) *runni
 		args = append(args, "--relay-peer-listen", "")
 	}
 	cmd := exec.Command(bin, append([]string{sub, "--log-format", "json"}, args...)...)
-	cmd.Env = append(os.Environ(), "CL5_LOG_LEVEL=info")
+	cmd.Env = append(slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, "GOMAXPROCS=") }),
+		"CL5_LOG_LEVEL=info")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -218,6 +225,16 @@ func TestServeBinary(t *testing.T) {
 	if !strings.Contains(body, "cl5_signaling_sessions 1") {
 		t.Fatalf("/metrics does not count the session:\n%.2000s", body)
 	}
+	// procs auto: at rest the process runs on one P (procs.go), whatever
+	// its start cost.
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(body, "\ncl5_procs 1\n") {
+		if time.Now().After(deadline) {
+			t.Fatalf("cl5_procs is not 1 at rest:\n%s", grepLines(body, "cl5_procs"))
+		}
+		time.Sleep(100 * time.Millisecond)
+		_, body = httpGet(t, metrics+"/metrics")
+	}
 
 	if err := rs.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
@@ -331,4 +348,15 @@ func TestBinarySecondSignalForcesExit(t *testing.T) {
 	case <-time.After(15 * time.Second):
 		t.Fatal("the second SIGTERM did not end the process")
 	}
+}
+
+// grepLines returns the lines of s that contain sub.
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }
