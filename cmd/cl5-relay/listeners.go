@@ -94,10 +94,10 @@ func listenError(key, addr string, err error) error {
 }
 
 // newRegistry is the process's metrics registry, with Go and process
-// collectors.
+// collectors and cl5_build_info.
 func newRegistry() *prometheus.Registry {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), newBuildInfoCollector())
 	return reg
 }
 
