@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -98,8 +99,16 @@ func listenError(key, addr string, err error) error {
 func newRegistry() *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), newBuildInfoCollector())
+	if f := registryCreated.Load(); f != nil {
+		(*f)(reg)
+	}
 	return reg
 }
+
+// registryCreated, when set (by a test), is handed each registry
+// newRegistry makes, to list every metric a run registers, even a vector
+// with no series yet.
+var registryCreated atomic.Pointer[func(*prometheus.Registry)]
 
 // opsHandler serves /metrics, /healthz (the process is up) and /readyz
 // (it accepts players; false while starting or shutting down).
