@@ -242,3 +242,52 @@ func TestOpsMetricNames(t *testing.T) {
 		}
 	}
 }
+
+// TestOpsSystemdUnits: systemd's own checker accepts the units and the
+// offload drop-in: no unknown key, no bad value, every command there.
+// It warns rather than fails on most mistakes, so any output fails the
+// test. ExecStart points at this test's build of cl5-relay instead of
+// /usr/local/bin.
+func TestOpsSystemdUnits(t *testing.T) {
+	analyze := opsTool(t, "systemd-analyze", "systemd")
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	var units []string
+	err := filepath.WalkDir(opsUnits, func(path string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		rel, _ := filepath.Rel(opsUnits, path)
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		text := string(b)
+		if strings.HasSuffix(rel, ".service") {
+			if !strings.Contains(text, "ExecStart=/usr/local/bin/cl5-relay ") {
+				t.Errorf("%s: ExecStart is not /usr/local/bin/cl5-relay", rel)
+			}
+			text = strings.ReplaceAll(text, "/usr/local/bin/cl5-relay", bin)
+			units = append(units, rel)
+		}
+		if err := os.MkdirAll(filepath.Join(dir, filepath.Dir(rel)), 0o755); err != nil {
+			return err
+		}
+		return os.WriteFile(filepath.Join(dir, rel), []byte(text), 0o644)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(units) != 2 {
+		t.Fatalf("units %v, want the serve and node units", units)
+	}
+	cmd := exec.Command(analyze, append([]string{"verify"}, units...)...)
+	cmd.Dir = dir // the drop-in directories beside the units are read too
+	out, err := cmd.CombinedOutput()
+	if err != nil || len(out) > 0 {
+		t.Fatalf("systemd-analyze verify %v: %v\n%s", units, err, out)
+	}
+}
