@@ -28,6 +28,7 @@ func newApp() *cli.App {
 				Action: node,
 			},
 			benchCommand(),
+			healthCommand(),
 			{
 				Name:  "version",
 				Usage: "print the version, commit and build date",

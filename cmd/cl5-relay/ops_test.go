@@ -1,6 +1,7 @@
 package main
 
 import (
+	"debug/elf"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -289,5 +290,220 @@ func TestOpsSystemdUnits(t *testing.T) {
 	out, err := cmd.CombinedOutput()
 	if err != nil || len(out) > 0 {
 		t.Fatalf("systemd-analyze verify %v: %v\n%s", units, err, out)
+	}
+}
+
+// TestHealthCommand: `cl5-relay health` (the container's HEALTHCHECK)
+// passes against a running node and fails clearly when nothing answers.
+func TestHealthCommand(t *testing.T) {
+	users := writeFile(t, "users", "ops:a-password\n")
+	p := runInProcess(t, "node", "--log-format", "json", "--turn-listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0",
+		"--config", writeFile(t, "n.yaml", "turn:\n  static_users_file: "+users+"\n"))
+	p.waitLog(t, "cl5-relay node started")
+	_, port, _ := strings.Cut(p.addrs()["metrics"], ":")
+	for _, args := range [][]string{
+		{"--metrics-listen", "127.0.0.1:" + port},
+		{"--metrics-listen", ":" + port, "--path", "/readyz"}, // a wildcard is asked on loopback
+	} {
+		if err, out := runCLI(t, append([]string{"health"}, args...)...); err != nil {
+			t.Errorf("health %v: %v %s", args, err, out)
+		}
+	}
+	closed := freePort(t)
+	for _, tc := range []struct{ addr, want string }{
+		{closed, "connection refused"},
+		{"nohost", `"nohost" is not host:port`},
+		{"127.0.0.1:0", "is not host:port of a running server"},
+	} {
+		if err, _ := runCLI(t, "health", "--metrics-listen", tc.addr); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("health --metrics-listen %s: %v, want %q", tc.addr, err, tc.want)
+		}
+	}
+	if err, _ := runCLI(t, "health", "--metrics-listen", "127.0.0.1:"+port, "--path", "/nope"); err == nil || !strings.Contains(err.Error(), "404") {
+		t.Errorf("health on a missing path: %v", err)
+	}
+}
+
+// dockerInstr is one Dockerfile instruction.
+type dockerInstr struct {
+	cmd, args string
+	line      int
+}
+
+// parseDockerfile splits a Dockerfile into instructions (comments and
+// line continuations handled) and stages (each starting at a FROM).
+func parseDockerfile(t *testing.T, text string) [][]dockerInstr {
+	t.Helper()
+	var stages [][]dockerInstr
+	var pending string
+	start := 0
+	for i, l := range strings.Split(text, "\n") {
+		trimmed := strings.TrimSpace(l)
+		if pending == "" && (trimmed == "" || strings.HasPrefix(trimmed, "#")) {
+			continue
+		}
+		if pending == "" {
+			start = i + 1
+		}
+		if c, ok := strings.CutSuffix(trimmed, "\\"); ok {
+			pending += c + " "
+			continue
+		}
+		full := pending + trimmed
+		pending = ""
+		cmd, args, _ := strings.Cut(full, " ")
+		in := dockerInstr{cmd: strings.ToUpper(cmd), args: strings.TrimSpace(args), line: start}
+		switch {
+		case in.cmd == "FROM":
+			stages = append(stages, []dockerInstr{in})
+		case len(stages) == 0 && in.cmd != "ARG":
+			t.Fatalf("line %d: %s before the first FROM", in.line, in.cmd)
+		case len(stages) > 0:
+			stages[len(stages)-1] = append(stages[len(stages)-1], in)
+		}
+	}
+	return stages
+}
+
+// TestOpsDockerfile: the image's Dockerfile is a multi-stage build whose
+// final stage is an empty base with only the binary (no shell), run as
+// a non-root user, with a HEALTHCHECK on /healthz and the ports
+// documented; its builder's go build command, run here with the same
+// environment and flags, gives a static binary that reports the version,
+// commit and date given as build arguments. With buildah installed, the
+// final stage is also built (on top of that binary: the golang base image
+// is not pulled) and the image's config checked. The golang builder stage
+// itself needs a registry, so it is not run here.
+func TestOpsDockerfile(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	dockerfile := filepath.Join("..", "..", "configs", "Dockerfile")
+	b, err := os.ReadFile(dockerfile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stages := parseDockerfile(t, string(b))
+	if len(stages) < 2 {
+		t.Fatalf("%d stages, want a builder and the image", len(stages))
+	}
+	final := stages[len(stages)-1]
+	if final[0].args != "scratch" {
+		t.Errorf("the image's base is %q, want scratch (no shell)", final[0].args)
+	}
+	has := map[string]string{}
+	for _, in := range final {
+		has[in.cmd] = in.args
+		if in.cmd == "RUN" {
+			t.Errorf("line %d: RUN in the final stage: it has no shell", in.line)
+		}
+	}
+	if u := has["USER"]; u == "" || strings.HasPrefix(u, "0") || strings.HasPrefix(u, "root") {
+		t.Errorf("USER %q: want a non-root user", u)
+	}
+	if hc := has["HEALTHCHECK"]; !strings.Contains(hc, `CMD ["/cl5-relay", "health"]`) {
+		t.Errorf("HEALTHCHECK %q: want the exec form of cl5-relay health", hc)
+	}
+	for _, p := range []string{"3000/tcp", "3478/udp", "3478/tcp", "3479/udp", "49152-65535/udp"} {
+		if !slices.Contains(strings.Fields(has["EXPOSE"]), p) {
+			t.Errorf("EXPOSE %q lacks %s", has["EXPOSE"], p)
+		}
+	}
+	if !strings.HasPrefix(has["ENTRYPOINT"], `["`) {
+		t.Errorf("ENTRYPOINT %q: want the exec form (there is no shell)", has["ENTRYPOINT"])
+	}
+
+	// The builder's go build, as the Dockerfile runs it.
+	var build string
+	for _, in := range stages[0] {
+		if in.cmd == "RUN" && strings.Contains(in.args, "go build") {
+			build = in.args
+		}
+	}
+	if build == "" {
+		t.Fatal("no RUN ... go build in the builder stage")
+	}
+	out := filepath.Join(t.TempDir(), "cl5-relay")
+	build = strings.NewReplacer("${VERSION}", "v9.8.7", "${COMMIT}", "0123456789abcdef0123456789abcdef01234567",
+		"${BUILD_DATE}", "2026-12-05T00:00:00Z", "-o /out/cl5-relay", "-o "+out).Replace(build)
+	if strings.Contains(build, "$") || !strings.Contains(build, out) {
+		t.Fatalf("cannot run the Dockerfile's build here: %s", build)
+	}
+	cmd := exec.Command("sh", "-c", build)
+	cmd.Dir = filepath.Join("..", "..")
+	if o, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("%s: %v\n%s", build, err, o)
+	}
+	f, err := elf.Open(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			t.Error("the binary is dynamically linked: it would not run on scratch")
+		}
+	}
+	f.Close()
+	v, err := exec.Command(out, "version").CombinedOutput()
+	if want := "cl5-relay v9.8.7 (commit 0123456789abcdef0123456789abcdef01234567, built 2026-12-05T00:00:00Z,"; err != nil || !strings.HasPrefix(string(v), want) {
+		t.Errorf("version: %q, %v; want %q...", v, err, want)
+	}
+
+	buildah, err := exec.LookPath("buildah")
+	if err != nil {
+		t.Log("buildah not installed: the final stage was not built")
+		return
+	}
+	buildahFinalStage(t, buildah, string(b), out)
+}
+
+// buildahFinalStage builds the Dockerfile's final stage with buildah, its
+// builder replaced by one holding bin, and checks the image's config.
+func buildahFinalStage(t *testing.T, buildah, dockerfile, bin string) {
+	t.Helper()
+	ctx := t.TempDir()
+	for name, from := range map[string]string{"cl5-relay": bin, "ca-certificates.crt": "/etc/ssl/certs/ca-certificates.crt"} {
+		b, err := os.ReadFile(from)
+		if err != nil && name == "ca-certificates.crt" {
+			b, err = nil, nil // only copied
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(ctx, name), b, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	last := strings.LastIndex(dockerfile, "\nFROM ")
+	stub := "FROM scratch AS build\nCOPY cl5-relay /out/cl5-relay\nCOPY ca-certificates.crt /etc/ssl/certs/ca-certificates.crt\n"
+	if err := os.WriteFile(filepath.Join(ctx, "Containerfile"), []byte(stub+dockerfile[last+1:]), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tag := "localhost/cl5-relay-test:" + strings.ToLower(strings.ReplaceAll(t.Name(), "/", "-")) + "-" + filepath.Base(ctx)
+	if o, err := exec.Command(buildah, "bud", "--format", "docker", "-f", filepath.Join(ctx, "Containerfile"), "-t", tag, ctx).CombinedOutput(); err != nil {
+		t.Fatalf("buildah bud: %v\n%s", err, o)
+	}
+	t.Cleanup(func() { _ = exec.Command(buildah, "rmi", tag).Run() })
+	o, err := exec.Command(buildah, "inspect", "--type", "image", tag).Output()
+	if err != nil {
+		t.Fatalf("buildah inspect: %v", err)
+	}
+	var img struct {
+		Docker struct {
+			Config struct {
+				User         string
+				ExposedPorts map[string]any
+				Entrypoint   []string
+				Healthcheck  struct{ Test []string }
+			} `json:"config"`
+		}
+	}
+	if err := json.Unmarshal(o, &img); err != nil {
+		t.Fatal(err)
+	}
+	c := img.Docker.Config
+	if c.User != "65532:65532" || !slices.Equal(c.Entrypoint, []string{"/cl5-relay"}) ||
+		!slices.Equal(c.Healthcheck.Test, []string{"CMD", "/cl5-relay", "health"}) || c.ExposedPorts["49152-65535/udp"] == nil {
+		t.Errorf("image config: %+v", c)
 	}
 }
