@@ -22,11 +22,22 @@ func healthCommand() *cli.Command {
 		Name:  "health",
 		Usage: "exit 0 if the cl5-relay at --metrics-listen answers /healthz (for HEALTHCHECK)",
 		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "config", Usage: "the server's YAML config: its metrics_listen is asked", EnvVars: envVars("config")},
 			&cli.StringFlag{Name: "metrics-listen", Usage: "the server's metrics address (a wildcard host is asked on loopback)", Value: d.MetricsListen, EnvVars: envVars("metrics-listen")},
 			&cli.StringFlag{Name: "path", Usage: "/healthz (up) or /readyz (accepting players)", Value: "/healthz"},
 		},
 		Action: func(c *cli.Context) error {
-			url, err := healthURL(c.String("metrics-listen"), c.String("path"))
+			// As for serve and node: flag or env, then the file, then the default.
+			cfg := defaultConfig()
+			if path := c.String("config"); path != "" {
+				if err := loadConfigFile(path, &cfg); err != nil {
+					return fmt.Errorf("health: %w", err)
+				}
+			}
+			if c.IsSet("metrics-listen") {
+				cfg.MetricsListen = c.String("metrics-listen")
+			}
+			url, err := healthURL(cfg.MetricsListen, c.String("path"))
 			if err != nil {
 				return err
 			}

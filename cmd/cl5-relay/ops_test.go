@@ -304,6 +304,7 @@ func TestHealthCommand(t *testing.T) {
 	for _, args := range [][]string{
 		{"--metrics-listen", "127.0.0.1:" + port},
 		{"--metrics-listen", ":" + port, "--path", "/readyz"}, // a wildcard is asked on loopback
+		{"--config", writeFile(t, "h.yaml", "metrics_listen: \"0.0.0.0:"+port+"\"\n")},
 	} {
 		if err, out := runCLI(t, append([]string{"health"}, args...)...); err != nil {
 			t.Errorf("health %v: %v %s", args, err, out)
@@ -321,6 +322,9 @@ func TestHealthCommand(t *testing.T) {
 	}
 	if err, _ := runCLI(t, "health", "--metrics-listen", "127.0.0.1:"+port, "--path", "/nope"); err == nil || !strings.Contains(err.Error(), "404") {
 		t.Errorf("health on a missing path: %v", err)
+	}
+	if err, _ := runCLI(t, "health", "--config", writeFile(t, "bad.yaml", "metrics_lisen: x\n")); err == nil || !strings.Contains(err.Error(), "unknown key metrics_lisen") {
+		t.Errorf("health with a bad config: %v", err)
 	}
 }
 
