@@ -511,3 +511,44 @@ func buildahFinalStage(t *testing.T, buildah, dockerfile, bin string) {
 		t.Errorf("image config: %+v", c)
 	}
 }
+
+// TestOpsGuideConfigs: the YAML configs of the operator's guide
+// (configs/README.md) load strictly and, the two whole ones, validate
+// for their command, with the cluster key file the unit's
+// CL5_CLUSTER_KEY_FILE gives.
+func TestOpsGuideConfigs(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", "..", "configs", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks := regexp.MustCompile("(?s)```yaml\n(.*?)```").FindAllStringSubmatch(string(b), -1)
+	whole := map[string]bool{}
+	for _, m := range blocks {
+		text := m[1]
+		if strings.Contains(text, "scrape_configs:") {
+			continue // Prometheus's
+		}
+		cfg := defaultConfig()
+		if err := decodeConfigFile(strings.NewReader(text), &cfg); err != nil {
+			t.Errorf("a config of the guide does not load: %v\n%s", err, text)
+			continue
+		}
+		command := ""
+		switch {
+		case cfg.Fleet.Listen != "":
+			command = "serve"
+		case cfg.Fleet.Core != "":
+			command = "node"
+		default:
+			continue // a fragment
+		}
+		whole[command] = true
+		cfg.Fleet.ClusterKeyFile = "/run/credentials/cl5-relay-" + command + ".service/cluster.key"
+		if err := cfg.validate(command); err != nil {
+			t.Errorf("the guide's %s config: %v", command, err)
+		}
+	}
+	if !whole["serve"] || !whole["node"] {
+		t.Errorf("found whole configs for %v, want serve and node", whole)
+	}
+}
