@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -94,12 +95,20 @@ func listenError(key, addr string, err error) error {
 }
 
 // newRegistry is the process's metrics registry, with Go and process
-// collectors.
+// collectors and cl5_build_info.
 func newRegistry() *prometheus.Registry {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), newBuildInfoCollector())
+	if f := registryCreated.Load(); f != nil {
+		(*f)(reg)
+	}
 	return reg
 }
+
+// registryCreated, when set (by a test), is handed each registry
+// newRegistry makes, to list every metric a run registers, even a vector
+// with no series yet.
+var registryCreated atomic.Pointer[func(*prometheus.Registry)]
 
 // opsHandler serves /metrics, /healthz (the process is up) and /readyz
 // (it accepts players; false while starting or shutting down).

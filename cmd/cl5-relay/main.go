@@ -5,38 +5,15 @@ package main
 import (
 	"fmt"
 	"os"
-	"runtime/debug"
 
 	"github.com/urfave/cli/v2"
 )
-
-// version is set at build time with -ldflags "-X main.version=...".
-var version = ""
-
-func versionString() string {
-	if version != "" {
-		return version
-	}
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return "devel"
-	}
-	if v := bi.Main.Version; v != "" && v != "(devel)" {
-		return v
-	}
-	for _, s := range bi.Settings {
-		if s.Key == "vcs.revision" && len(s.Value) >= 12 {
-			return "devel-" + s.Value[:12]
-		}
-	}
-	return "devel"
-}
 
 func newApp() *cli.App {
 	return &cli.App{
 		Name:    "cl5-relay",
 		Usage:   "CloudLink 5 signaling core, relay nodes and host migration",
-		Version: versionString(),
+		Version: versionLine(),
 		Commands: []*cli.Command{
 			{
 				Name:   "serve",
@@ -51,11 +28,12 @@ func newApp() *cli.App {
 				Action: node,
 			},
 			benchCommand(),
+			healthCommand(),
 			{
 				Name:  "version",
-				Usage: "print the version",
+				Usage: "print the version, commit and build date",
 				Action: func(c *cli.Context) error {
-					_, err := fmt.Fprintln(c.App.Writer, "cl5-relay", versionString())
+					_, err := fmt.Fprintln(c.App.Writer, "cl5-relay", versionLine())
 					return err
 				},
 			},

@@ -25,6 +25,8 @@ func node(c *cli.Context) error {
 		return err
 	}
 	log := newLogger(cfg, c.App.ErrWriter)
+	reloader := newHUPReloader(cfg.TURN.SecretFile, log)
+	defer reloader.stop()
 	reg := newRegistry()
 	stopProcs, err := startProcs(cfg.Procs, log, reg)
 	if err != nil {
@@ -111,6 +113,8 @@ func node(c *cli.Context) error {
 	}
 
 	g, gctx := errgroup.WithContext(ctx)
+	reloader.apply = n.SetSecrets
+	g.Go(func() error { return reloader.run(gctx) })
 	logNodeAddrs(log, n)
 	if ops != nil {
 		g.Go(ops.serve)

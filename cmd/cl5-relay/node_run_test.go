@@ -79,15 +79,28 @@ func TestNodeAloneServesAndStops(t *testing.T) {
 }
 
 func TestVersion(t *testing.T) {
+	// go test stamps no VCS information: the build info is unknown.
 	err, out := runCLI(t, "version")
-	if err != nil || !strings.HasPrefix(out, "cl5-relay devel") {
+	if err != nil || !strings.HasPrefix(out, "cl5-relay devel (commit unknown, built unknown, go") {
 		t.Fatalf("version: %q, %v", out, err)
 	}
-	old := version
-	version = "v1.2.3"
-	t.Cleanup(func() { version = old })
-	err, out = runCLI(t, "--version")
-	if err != nil || !strings.Contains(out, "v1.2.3") {
-		t.Fatalf("--version: %q, %v", out, err)
+	for _, v := range []*string{&version, &commit, &buildDate} {
+		old := *v
+		t.Cleanup(func() { *v = old })
+	}
+	version, commit, buildDate = "v1.2.3", "0123456789abcdef0123456789abcdef01234567", "2026-12-05T01:02:03Z"
+	want := "cl5-relay version v1.2.3 (commit 0123456789abcdef0123456789abcdef01234567, built 2026-12-05T01:02:03Z, go"
+	if err, out = runCLI(t, "--version"); err != nil || !strings.HasPrefix(out, want) {
+		t.Fatalf("--version: %q, %v; want %q...", out, err, want)
+	}
+	if err, out = runCLI(t, "version"); err != nil || !strings.HasPrefix(out, "cl5-relay v1.2.3 (commit 0123456789ab") {
+		t.Fatalf("version: %q, %v", out, err)
+	}
+	if v := versionString(); v != "v1.2.3" {
+		t.Fatalf("versionString = %q", v)
+	}
+	version = ""
+	if v := versionString(); v != "devel-0123456789ab" {
+		t.Fatalf("versionString without a version = %q", v)
 	}
 }

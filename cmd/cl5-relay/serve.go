@@ -35,6 +35,8 @@ func serve(c *cli.Context) error {
 		return err
 	}
 	log := newLogger(cfg, c.App.ErrWriter)
+	reloader := newHUPReloader(cfg.TURN.SecretFile, log)
+	defer reloader.stop()
 	var auth signaling.Authenticator = signaling.OpenAuth{}
 	if cfg.Auth == "jwt" {
 		secret, err := readJWTSecret(cfg.JWTSecretFile)
@@ -156,6 +158,16 @@ func serve(c *cli.Context) error {
 	}
 
 	g, gctx := errgroup.WithContext(ctx)
+	reloader.apply = func(secrets []string) error {
+		// The node accepts the new secret before the core mints with it.
+		if node != nil {
+			if err := node.SetSecrets(secrets); err != nil {
+				return err
+			}
+		}
+		return core.SetTURNSecrets(secrets)
+	}
+	g.Go(func() error { return reloader.run(gctx) })
 	for _, s := range servers {
 		g.Go(func() error { return s.serve() })
 		log.Info("listening", "server", s.name, "addr", s.ln.Addr().String())

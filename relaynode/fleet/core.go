@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -135,7 +136,27 @@ func (c *Core) Addr() net.Addr {
 
 // TURNSecrets are the TURN REST secrets an in-process relay node must
 // accept: the first is the one the ICE provider mints with.
-func (c *Core) TURNSecrets() []string { return c.secrets }
+func (c *Core) TURNSecrets() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.secrets
+}
+
+// SetTURNSecrets replaces the TURN REST secrets (a rotation, as on
+// SIGHUP, with secrets read again from the TURN secret file): the ICE
+// provider mints with the first from now on. The in-process relay node
+// is the caller's to update (relaynode's Node.SetSecrets), and remote
+// nodes must already accept the first secret.
+func (c *Core) SetTURNSecrets(secrets []string) error {
+	if len(secrets) == 0 || secrets[0] == "" {
+		return errors.New("fleet: no TURN secret to mint with")
+	}
+	c.mu.Lock()
+	c.secrets = slices.Clone(secrets)
+	c.mu.Unlock()
+	c.ice.SetSecret([]byte(secrets[0]))
+	return nil
+}
 
 // AddLocal lists a relay node of this process (Registry.AddLocal) until
 // Close.

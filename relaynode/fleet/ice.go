@@ -3,6 +3,7 @@ package fleet
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"sync/atomic"
 	"time"
 
 	"github.com/cl5-relay/cl5-relay/relaynode/turncred"
@@ -26,7 +27,7 @@ const maxTURNUser = 128
 // ICE gives players the STUN and TURN servers of live relay nodes, with
 // TURN REST credentials minted per player. It implements the signaling
 // package's ICEProvider and is safe for concurrent use; its fields must
-// not change once it is in use.
+// not change once it is in use (SetSecret replaces the secret).
 type ICE struct {
 	// Registry supplies the nodes (Server.Registry()).
 	Registry *Registry
@@ -42,6 +43,24 @@ type ICE struct {
 	TTL time.Duration
 	// Clock dates the credentials. Default (nil): the real clock.
 	Clock clockwork.Clock
+
+	// rotated, once SetSecret was called, replaces Secret.
+	rotated atomic.Pointer[[]byte]
+}
+
+// SetSecret makes p mint with secret from now on (a rotation: the nodes
+// must accept it already). Credentials handed out before keep working as
+// long as the nodes still accept the secret they were minted with.
+func (p *ICE) SetSecret(secret []byte) {
+	s := append([]byte(nil), secret...)
+	p.rotated.Store(&s)
+}
+
+func (p *ICE) secret() []byte {
+	if s := p.rotated.Load(); s != nil {
+		return *s
+	}
+	return p.Secret
 }
 
 var _ interface {
@@ -87,8 +106,8 @@ func (p *ICE) ICEServers(userID string) ([]wire.ICEServer, time.Duration) {
 			break
 		}
 	}
-	if len(p.Secret) > 0 {
-		user, pass := turncred.Mint(p.Secret, turnUser(userID), ttl, clock.Now())
+	if secret := p.secret(); len(secret) > 0 {
+		user, pass := turncred.Mint(secret, turnUser(userID), ttl, clock.Now())
 		for _, n := range nodes {
 			var urls []string
 			if n.Addrs.UDP != "" {

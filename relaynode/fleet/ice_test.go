@@ -155,3 +155,23 @@ func TestICELongUserIDHashed(t *testing.T) {
 		t.Errorf("credentials do not verify: %v", err)
 	}
 }
+
+// TestICESetSecret: after a rotation the provider mints with the new
+// secret.
+func TestICESetSecret(t *testing.T) {
+	r := iceRegistry(t, Hello{NodeID: "a", Addrs: Addrs{UDP: "198.51.100.1:3478"}})
+	p := &ICE{Registry: r.Registry, Secret: iceSecret, TTL: time.Hour, Clock: r.clock}
+	rotated := []byte("the-next-turn-rest-secret")
+	for _, want := range [][]byte{iceSecret, rotated} {
+		if string(want) == string(rotated) {
+			p.SetSecret(rotated)
+		}
+		servers, _ := p.ICEServers("u")
+		if len(servers) != 2 {
+			t.Fatalf("servers = %+v", servers)
+		}
+		if s := servers[1]; s.Credential != turncred.Password(want, s.Username) {
+			t.Fatalf("credential minted with the wrong secret (want %q)", want)
+		}
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -80,7 +81,8 @@ func ParseUsername(username string) (expiry time.Time, user string, err error) {
 // Verifier checks REST credentials against one or more shared secrets.
 // Several secrets are accepted at once so a secret can be rotated: add the
 // new one everywhere, switch minting to it, then remove the old one after
-// the longest credential lifetime. A Verifier is safe for concurrent use.
+// the longest credential lifetime. SetSecrets replaces them while the
+// verifier is in use (a reload). A Verifier is safe for concurrent use.
 type Verifier struct {
 	// MaxLifetime, if positive, refuses credentials whose expiry is more
 	// than this after the time they are checked at (ErrTooLong), so that
@@ -89,19 +91,27 @@ type Verifier struct {
 	// in use. Default 0: no cap.
 	MaxLifetime time.Duration
 
-	secrets [][]byte
+	secrets atomic.Pointer[[][]byte]
 }
 
 // NewVerifier returns a verifier accepting any of secrets. Empty secrets
 // are ignored.
 func NewVerifier(secrets ...[]byte) *Verifier {
 	v := &Verifier{}
+	v.SetSecrets(secrets...)
+	return v
+}
+
+// SetSecrets makes the verifier accept exactly secrets from now on (empty
+// ones are ignored); checks already under way finish with the old set.
+func (v *Verifier) SetSecrets(secrets ...[]byte) {
+	var kept [][]byte
 	for _, s := range secrets {
 		if len(s) > 0 {
-			v.secrets = append(v.secrets, append([]byte(nil), s...))
+			kept = append(kept, append([]byte(nil), s...))
 		}
 	}
-	return v
+	v.secrets.Store(&kept)
 }
 
 // Passwords returns the password each secret gives username, in the order
@@ -110,7 +120,11 @@ func NewVerifier(secrets ...[]byte) *Verifier {
 // never sends the password, only an HMAC keyed by it, so the server tries
 // each candidate.
 func (v *Verifier) Passwords(username string, now time.Time) ([]string, error) {
-	if len(v.secrets) == 0 {
+	var secrets [][]byte
+	if p := v.secrets.Load(); p != nil { // nil: a zero Verifier
+		secrets = *p
+	}
+	if len(secrets) == 0 {
 		return nil, ErrNoSecret
 	}
 	expiry, _, err := ParseUsername(username)
@@ -123,8 +137,8 @@ func (v *Verifier) Passwords(username string, now time.Time) ([]string, error) {
 	if v.MaxLifetime > 0 && expiry.Sub(now) > v.MaxLifetime {
 		return nil, fmt.Errorf("%w: expiry %s is more than %s away", ErrTooLong, expiry.UTC().Format(time.RFC3339), v.MaxLifetime)
 	}
-	out := make([]string, len(v.secrets))
-	for i, s := range v.secrets {
+	out := make([]string, len(secrets))
+	for i, s := range secrets {
 		out[i] = Password(s, username)
 	}
 	return out, nil

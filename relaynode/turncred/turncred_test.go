@@ -194,3 +194,44 @@ func TestMaxLifetime(t *testing.T) {
 		t.Errorf("no cap: %v", err)
 	}
 }
+
+// TestVerifierSetSecrets: a rotation as a reload does it: the new secret
+// first with the old one kept, then the old one gone.
+func TestVerifierSetSecrets(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	oldSecret, newSecret := []byte("old-secret-0123456789"), []byte("new-secret-0123456789")
+	v := NewVerifier(oldSecret)
+	oldUser, oldPass := Mint(oldSecret, "alice", time.Hour, now)
+	newUser, newPass := Mint(newSecret, "bob", time.Hour, now)
+	accepts := func(user, pass string) bool {
+		t.Helper()
+		ps, err := v.Passwords(user, now)
+		if err != nil {
+			t.Fatalf("Passwords(%q): %v", user, err)
+		}
+		for _, p := range ps {
+			if p == pass {
+				return true
+			}
+		}
+		return false
+	}
+	if !accepts(oldUser, oldPass) || accepts(newUser, newPass) {
+		t.Fatal("before the rotation: want the old secret only")
+	}
+	v.SetSecrets(newSecret, nil, oldSecret)
+	if !accepts(oldUser, oldPass) || !accepts(newUser, newPass) {
+		t.Fatal("during the overlap: want both secrets")
+	}
+	v.SetSecrets(newSecret)
+	if accepts(oldUser, oldPass) || !accepts(newUser, newPass) {
+		t.Fatal("after the overlap: want the new secret only")
+	}
+	v.SetSecrets()
+	if _, err := v.Passwords(newUser, now); !errors.Is(err, ErrNoSecret) {
+		t.Fatalf("no secrets: err = %v, want ErrNoSecret", err)
+	}
+	if _, err := new(Verifier).Passwords(newUser, now); !errors.Is(err, ErrNoSecret) {
+		t.Fatalf("zero Verifier: err = %v, want ErrNoSecret", err)
+	}
+}
