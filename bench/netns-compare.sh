@@ -8,9 +8,11 @@
 #
 # Each round runs, for each server in turn (cl5-tc, cl5-off, coturn):
 #   paced: 5 turnutils_uclient processes x 4 sessions, 100-byte ChannelData,
-#          one packet per session per millisecond (-z 1), to turnutils_peer;
-#   burst: cl5-relay bench turn, 20 clients x 1500 pkt/s (60k relayed
-#          packets/s), 100 bytes, to the same peer.
+#          one packet per session per millisecond (-z 1), to turnutils_peer
+#          (uclient's round trip is in whole milliseconds: see light);
+#   light: cl5-relay bench turn, 20 clients x 1000 pkt/s, 100 bytes, to the
+#          same peer: the same rate, with round-trip percentiles;
+#   burst: bench turn, 20 clients x 1500 pkt/s (60k relayed packets/s).
 # and prints one line per run: the server process's CPU per relayed packet
 # (utime+stime from /proc), the whole machine's busy CPU per relayed packet
 # (/proc/stat minus a 1 s idle baseline), loss, round trip, and for
@@ -141,24 +143,25 @@ paced() {
 			n, rel, s-r, 1e6*c/hz/rel, 1e6*busy/hz/rel, rtt, sh }'
 }
 
-# burst NAME PORT PID: bench turn, 60k relayed packets/s.
+# burst NAME PORT PID [RATE [LABEL]]: bench turn, 20 clients x RATE
+# packets/s (default 1500: 60k relayed packets/s).
 burst() {
-	local name=$1 port=$2 pid=$3 extra=()
+	local name=$1 port=$2 pid=$3 rate=${4:-1500} label=${5:-burst} extra=()
 	[ "$name" != coturn ] && extra=(--server-metrics "http://$node_ip:9491/metrics")
 	ip netns exec $C "$work/cl5" bench turn --server $node_ip:"$port" --secret-file "$work/secret" \
-		--peer $peer_ip:$peer_port --clients 20 --rate 1500 --size 100 --duration 6s \
+		--peer $peer_ip:$peer_port --clients 20 --rate "$rate" --size 100 --duration 6s \
 		--server-pid "$pid" "${extra[@]}" --json >"$work/burst.json" 2>"$work/burst.err" || true
-	python3 - "$name" "$work/burst.json" <<'EOF'
+	python3 - "$name" "$work/burst.json" "$label" <<'EOF'
 import json, sys
-name, path = sys.argv[1], sys.argv[2]
+name, path, label = sys.argv[1], sys.argv[2], sys.argv[3]
 try:
     r = json.load(open(path))
 except Exception as e:
-    print(f"burst {name:8s} failed: {e}"); sys.exit(0)
+    print(f"{label} {name:8s} failed: {e}"); sys.exit(0)
 m = {x["name"]: x["value"] for x in r.get("metrics", [])}
 g = lambda k: m.get(k, float("nan"))
 share = f'{g("offload_share_pct"):.1f}%' if "offload_share_pct" in m else "-"
-print(f'burst {name:8s} relayed {int(g("sent_packets")+g("received_packets")):7d}  lost {int(g("lost_packets")):5d}  '
+print(f'{label} {name:8s} relayed {int(g("sent_packets")+g("received_packets")):7d}  lost {int(g("lost_packets")):5d}  '
       f'server {g("server_cpu_us_per_packet"):.2f} us/pkt  machine {g("machine_cpu_us_per_packet"):.2f} us/pkt  '
       f'rtt p50 {g("rtt_p50_ms"):.2f} p99 {g("rtt_p99_ms"):.2f} ms  offload {share}')
 EOF
@@ -169,9 +172,39 @@ for round in $(seq "$rounds"); do
 	echo "# round $round"
 	for srv in cl5-tc cl5-off coturn; do
 		case $srv in
-		coturn) paced coturn 3479 $coturn_pid; burst coturn 3479 $coturn_pid ;;
-		cl5-tc) start_node tc; paced cl5-tc 3478 "$node_pid"; burst cl5-tc 3478 "$node_pid"; stop_node ;;
-		cl5-off) start_node off; paced cl5-off 3478 "$node_pid"; burst cl5-off 3478 "$node_pid"; stop_node ;;
+		coturn) paced coturn 3479 $coturn_pid; burst coturn 3479 $coturn_pid 1000 light; burst coturn 3479 $coturn_pid ;;
+		cl5-tc) start_node tc; paced cl5-tc 3478 "$node_pid"; burst cl5-tc 3478 "$node_pid" 1000 light; burst cl5-tc 3478 "$node_pid"; stop_node ;;
+		cl5-off) start_node off; paced cl5-off 3478 "$node_pid"; burst cl5-off 3478 "$node_pid" 1000 light; burst cl5-off 3478 "$node_pid"; stop_node ;;
 		esac
 	done
-done
+done | tee "$work/results"
+
+# Medians over the rounds, and ratios to coturn's medians.
+python3 - "$work/results" <<'EOF'
+import re, statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    m = re.match(r"(paced|light|burst) (\S+)\s+relayed\s+(\d+)\s+lost\s+(-?\d+)\s+server ([\d.nan]+) us/pkt\s+machine ([\d.nan]+) us/pkt\s+rtt (?:avg ([\d.]+)|p50 ([\d.nan]+) p99 ([\d.nan]+)) ms\s+offload (\S+)", line)
+    if not m:
+        continue
+    cond, srv = m.group(1), m.group(2)
+    r = rows.setdefault((cond, srv), {"server": [], "machine": [], "lost": [], "relayed": [], "p99": [], "share": []})
+    r["server"].append(float(m.group(5))); r["machine"].append(float(m.group(6)))
+    r["lost"].append(int(m.group(4))); r["relayed"].append(int(m.group(3)))
+    if m.group(9): r["p99"].append(float(m.group(9)))
+    if m.group(10).endswith("%"): r["share"].append(float(m.group(10)[:-1]))
+med = lambda xs: statistics.median(xs) if xs else float("nan")
+n = max((len(v["server"]) for v in rows.values()), default=0)
+print(f"\n# medians of {n} rounds (server, machine: CPU us per relayed packet; ratio: to coturn's median)")
+for cond in ("paced", "light", "burst"):
+    base = rows.get((cond, "coturn"))
+    for srv in ("cl5-tc", "cl5-off", "coturn"):
+        r = rows.get((cond, srv))
+        if not r:
+            continue
+        s, mach = med(r["server"]), med(r["machine"])
+        ratio = s / med(base["server"]) if base else float("nan")
+        mratio = mach / med(base["machine"]) if base and med(base["machine"]) > 0 else float("nan")
+        print(f"{cond} {srv:8s} server {s:5.2f} ({ratio:4.2f}x)  machine {mach:5.2f} ({mratio:4.2f}x)  "
+              f"lost {sum(r['lost'])} of {sum(r['relayed'])//2}  p99 {med(r['p99']):.2f} ms  offload {med(r['share']):.1f}%")
+EOF

@@ -160,7 +160,7 @@ type Config struct {
 	// (relaynode/offload, an eBPF program on the tc ingress hook of the
 	// interfaces carrying the listening and relay addresses): "off"
 	// (default, or ""): none; "auto": load it, and if that fails (no
-	// CAP_BPF/CAP_NET_ADMIN, an old kernel) log one line and relay in
+	// CAP_BPF/CAP_PERFMON/CAP_NET_ADMIN, an old kernel) log one line and relay in
 	// user space; "tc": load it or fail Start. Only IPv4 UDP clients on
 	// bindings without bandwidth caps are offloaded (see offload_node.go).
 	Offload string

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -27,7 +28,8 @@ const (
 	// clsact qdisc (created if missing, and removed again on Close if
 	// the Offload created it and nothing else uses it). A process that
 	// dies without Close leaves the filter behind (it is named
-	// cl5_offload, priority clsactPriority; tc filter del removes it).
+	// cl5_offload, priority clsactPriority): the next New in clsact mode
+	// on that interface replaces it, and tc filter del removes it.
 	AttachClsact AttachMode = "clsact"
 )
 
@@ -35,6 +37,10 @@ const (
 // filter; adding it fails rather than replace a filter someone else
 // installed there.
 const clsactPriority = 0x3478
+
+// clsactName is the filter's name (the kernel shows it with the object's
+// section after it).
+const clsactName = "cl5_offload"
 
 type attachment interface {
 	detach() error
@@ -105,14 +111,44 @@ func attach(mode AttachMode, ifi *net.Interface, prog *ebpf.Program, h *netlink.
 			Priority:  clsactPriority,
 		},
 		Fd:           prog.FD(),
-		Name:         "cl5_offload",
+		Name:         clsactName,
 		DirectAction: true,
 	}
-	if err := h.FilterAdd(a.filter); err != nil {
+	err = h.FilterAdd(a.filter)
+	if errors.Is(err, unix.EEXIST) && removeLeftover(h, nl) {
+		// A process that died without Close left its filter behind, and
+		// the qdisc it made: the qdisc goes on Close if nothing else
+		// uses it by then.
+		a.qdisc = q
+		err = h.FilterAdd(a.filter)
+	}
+	if err != nil {
 		if a.qdisc != nil {
 			_ = h.QdiscDel(a.qdisc)
 		}
 		return nil, fmt.Errorf("clsact filter: %w", err)
 	}
 	return a, nil
+}
+
+// removeLeftover deletes an ingress filter of ours (by name and
+// priority) from nl, one that a process that died without Close left
+// behind, and reports whether there was one. A filter of anybody else at
+// that priority stays.
+func removeLeftover(h *netlink.Handle, nl netlink.Link) bool {
+	fs, err := h.FilterList(nl, netlink.HANDLE_MIN_INGRESS)
+	if err != nil {
+		return false
+	}
+	removed := false
+	for _, f := range fs {
+		bf, ok := f.(*netlink.BpfFilter)
+		if !ok || bf.Priority != clsactPriority || !strings.HasPrefix(bf.Name, clsactName) {
+			continue
+		}
+		if h.FilterDel(bf) == nil {
+			removed = true
+		}
+	}
+	return removed
 }

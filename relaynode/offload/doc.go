@@ -41,8 +41,9 @@
 // kernel has it (Linux 6.6+; the attachment belongs to the Offload's file
 // descriptors, so Close, and the process's exit or crash, detach it),
 // and otherwise as a direct-action filter on a clsact qdisc (removed by
-// Close; see AttachClsact for a crash). Loading needs CAP_BPF and
-// CAP_NET_ADMIN (or root); New and Supported say why they fail so the
+// Close; see AttachClsact for a crash). Loading needs CAP_BPF,
+// CAP_PERFMON (the verifier allows its packet pointer arithmetic only
+// with it) and CAP_NET_ADMIN, or root; New and Supported say why they fail so the
 // caller can fall back.
 //
 // Requirements and limits of this first step:

@@ -384,3 +384,55 @@ func testRelays(t *testing.T, mode AttachMode) {
 		t.Errorf("AddBinding after Close: %v", err)
 	}
 }
+
+// TestClsactLeftoverReplaced: a process that dies without Close leaves
+// its clsact filter behind (TCX attachments go with the process); the
+// next Offload on that interface replaces it, relays, and leaves nothing
+// on Close.
+func TestClsactLeftoverReplaced(t *testing.T) {
+	needOffload(t)
+	n := newTestNet(t)
+	var dead *Offload
+	var err error
+	testkit.InNetns(t, n.node, func() { dead, err = New(Config{Interfaces: []string{"vnc", "vnp"}, Attach: AttachClsact}) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Dies: its program and maps go, its filters stay (they hold the program).
+	dead.mu.Lock()
+	dead.attached = nil
+	dead.mu.Unlock()
+	if err := dead.Close(); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("ip", "netns", "exec", n.node, "tc", "filter", "show", "dev", "vnc", "ingress").CombinedOutput()
+	if err != nil || !bytes.Contains(out, []byte(clsactName)) {
+		t.Fatalf("no leftover filter to replace (%v):\n%s", err, out)
+	}
+
+	listen := netip.AddrPortFrom(nodeCIP, 3478)
+	relay := netip.AddrPortFrom(nodePIP, 50000)
+	clientAP := netip.AddrPortFrom(clientIP, 40000)
+	peerAP := netip.AddrPortFrom(peerIP, 60000)
+	listenIn(t, n.node, listen)
+	listenIn(t, n.node, relay)
+	client := listenIn(t, n.client, clientAP)
+	peer := listenIn(t, n.peer, peerAP)
+	var o *Offload
+	testkit.InNetns(t, n.node, func() { o, err = New(Config{Interfaces: []string{"vnc", "vnp"}, Attach: AttachClsact}) })
+	if err != nil {
+		t.Fatalf("New over a leftover filter: %v", err)
+	}
+	if err := o.AddBinding(Binding{Client: clientAP, Listen: listen, Relay: relay, Peer: peerAP, Channel: 0x4001}); err != nil {
+		t.Fatal(err)
+	}
+	payload := []byte("after a crash")
+	send(t, client, channelData(0x4001, payload, false), listen)
+	if got, from := recv(t, peer); !bytes.Equal(got, payload) || from != relay {
+		t.Fatalf("peer got %q from %v, want %q from %v", got, from, payload, relay)
+	}
+	if err := o.Close(); err != nil {
+		t.Fatal(err)
+	}
+	testkit.NoTCPrograms(t, n.node, "vnc", "vnp")
+}

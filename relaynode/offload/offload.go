@@ -96,7 +96,7 @@ func load(objs *offloadObjects, maxBindings int) error {
 	}
 	if err := spec.LoadAndAssign(objs, nil); err != nil {
 		if errors.Is(err, unix.EPERM) {
-			return fmt.Errorf("%w: loading the program needs CAP_BPF and CAP_NET_ADMIN (or root): %w", ErrUnsupported, err)
+			return fmt.Errorf("%w: loading the program needs CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN (or root): %w", ErrUnsupported, err)
 		}
 		return fmt.Errorf("%w: loading the program: %w", ErrUnsupported, err)
 	}
