@@ -86,8 +86,8 @@ func (r *Registry) setShared(nodes []sharedNode) (listed int, shadowed []string)
 		case e != nil && e.core == "":
 			shadowed = append(shadowed, id)
 			continue
-		case want[id] || (e == nil && len(want) >= r.cfg.MaxNodes):
-			continue
+		case want[id] || len(want) >= r.cfg.MaxNodes:
+			continue // beyond the bound even if listed before: removed below
 		}
 		want[id] = true
 		info := n.info

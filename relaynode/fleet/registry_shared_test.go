@@ -2,8 +2,12 @@ package fleet
 
 import (
 	"errors"
+	"maps"
+	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
+	"time"
 )
 
 // shared is another core's node for setShared, fresh by r's clock.
@@ -140,6 +144,8 @@ func TestSharedNodeGivesWayToRegistration(t *testing.T) {
 // the first by id, so every core lists the same ones.
 func TestSharedNodesBounded(t *testing.T) {
 	r := newTestRegistry(t, RegistryConfig{MaxNodes: 2})
+	// c listed first, while it is among the first two, must give way.
+	r.setShared([]sharedNode{r.shared("c", "c", "", 0, false)})
 	n := []sharedNode{
 		r.shared("c", "c", "", 0, false),
 		r.shared("c", "a", "", 0, false),
@@ -154,5 +160,142 @@ func TestSharedNodesBounded(t *testing.T) {
 	}
 	if !slices.Equal(got, []string{"a", "b"}) {
 		t.Errorf("listed %v, want [a b]", got)
+	}
+}
+
+// TestSharedRandomized drives setShared, registrations and removals at
+// random and checks, after each step, what is listed, whose relay peers
+// are vouched for and what OnRelayGone heard, against a model that only
+// knows the rules: own ids win, other cores' nodes are the snapshot's
+// first MaxNodes by id, and a relay peer is gone when its node leaves,
+// changes core or grant, or starts draining.
+func TestSharedRandomized(t *testing.T) {
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	rng := rand.New(rand.NewPCG(seed, 0))
+	const maxNodes = 4
+	r := newTestRegistry(t, RegistryConfig{MaxNodes: maxNodes})
+	var gone []string
+	r.OnRelayGone(func(id string) { gone = append(gone, id) })
+
+	type listedShared struct {
+		core     string
+		relay    RelayGrant
+		draining bool
+	}
+	pool := []string{"a", "b", "c", "d", "e", "f", "g"}
+	grants := map[string]RelayGrant{} // the current grant of each pooled shared node
+	for _, id := range pool {
+		grants[id] = newRelayGrant()
+	}
+	own := map[string]RelayGrant{} // this core's nodes and their grants
+	shared := map[string]listedShared{}
+
+	for step := range 400 {
+		gone = nil
+		var wantGone []string
+		switch op := rng.IntN(10); {
+		case op < 6: // a new snapshot of the other cores' nodes
+			var snap []sharedNode
+			for _, id := range pool {
+				if rng.IntN(3) == 0 {
+					continue
+				}
+				if rng.IntN(8) == 0 {
+					grants[id] = newRelayGrant() // re-registered at its core
+				}
+				n := r.shared([]string{"c1", "c2"}[rng.IntN(2)], id, "", 0.1, false)
+				if rng.IntN(2) == 0 {
+					n.relay = grants[id]
+				}
+				n.info.Load.Draining = rng.IntN(4) == 0
+				snap = append(snap, n)
+			}
+			rng.Shuffle(len(snap), func(i, j int) { snap[i], snap[j] = snap[j], snap[i] })
+			next := map[string]listedShared{}
+			sorted := slices.Clone(snap)
+			slices.SortFunc(sorted, func(a, b sharedNode) int { return strings.Compare(a.info.ID, b.info.ID) })
+			for _, n := range sorted {
+				if _, mine := own[n.info.ID]; mine || len(next) >= maxNodes {
+					continue
+				}
+				next[n.info.ID] = listedShared{core: n.core, relay: n.relay, draining: n.info.Load.Draining}
+			}
+			for id, old := range shared {
+				nw, ok := next[id]
+				switch {
+				case old.relay.ID == "":
+				case !ok || nw.core != old.core || nw.relay != old.relay:
+					wantGone = append(wantGone, old.relay.ID)
+				case nw.draining && !old.draining:
+					wantGone = append(wantGone, old.relay.ID)
+				}
+			}
+			shared = next
+			r.setShared(snap)
+		case op < 8 && len(own) < maxNodes: // a node registers here
+			id := pool[rng.IntN(len(pool))]
+			if _, mine := own[id]; mine {
+				continue
+			}
+			gen, replaced, grant, err := r.register(relayHello(id, "", 0), "198.51.100.9:4000")
+			if err != nil || replaced {
+				t.Fatalf("step %d: register %s = replaced %v, %v", step, id, replaced, err)
+			}
+			r.gens[id] = gen
+			r.setLoad(t, id, 0.5, 0, false)
+			if old, ok := shared[id]; ok {
+				if old.relay.ID != "" {
+					wantGone = append(wantGone, old.relay.ID)
+				}
+				delete(shared, id)
+			}
+			own[id] = grant
+		default: // one of this core's nodes leaves
+			for id, g := range own {
+				if _, ok := r.remove(id, r.gens[id]); !ok {
+					t.Fatalf("step %d: remove %s failed", step, id)
+				}
+				wantGone = append(wantGone, g.ID)
+				delete(own, id)
+				break
+			}
+		}
+
+		var want, got []string
+		for id := range own {
+			want = append(want, id+"@")
+		}
+		for id, s := range shared {
+			want = append(want, id+"@"+s.core)
+		}
+		for _, n := range r.Nodes() {
+			got = append(got, n.ID+"@"+n.Core)
+		}
+		slices.Sort(want)
+		if !slices.Equal(got, want) {
+			t.Fatalf("step %d: listed %v, want %v", step, got, want)
+		}
+		slices.Sort(gone)
+		slices.Sort(wantGone)
+		if !slices.Equal(gone, wantGone) {
+			t.Fatalf("step %d: OnRelayGone heard %v, want %v", step, gone, wantGone)
+		}
+		for id, s := range shared {
+			if s.relay.ID == "" {
+				continue
+			}
+			if tok, ok := r.RelayToken(s.relay.ID); !ok || tok != s.relay.Token {
+				t.Fatalf("step %d: the relay of shared %s is not vouched for", step, id)
+			}
+			if pickable(r.Registry, id) == s.draining {
+				t.Fatalf("step %d: shared %s pickable %v while draining %v", step, id, !s.draining, s.draining)
+			}
+		}
+		for _, g := range grants {
+			if _, ok := r.RelayToken(g.ID); ok && !slices.ContainsFunc(slices.Collect(maps.Values(shared)), func(s listedShared) bool { return s.relay.ID == g.ID }) {
+				t.Fatalf("step %d: relay %s vouched for, but its node is not listed with it", step, g.ID)
+			}
+		}
 	}
 }
