@@ -242,7 +242,7 @@ func (s *Share) listen(ctx context.Context, ps *redis.PubSub) {
 		if err != nil {
 			// Redis is down or restarting: the next Receive reconnects
 			// and subscribes again; meanwhile the Interval polls go on.
-			s.fail(shareOpSubscribe, err)
+			s.fail(ctx, shareOpSubscribe, err)
 			t := s.reg.cfg.Clock.NewTimer(s.cfg.Interval)
 			select {
 			case <-ctx.Done():
@@ -271,7 +271,12 @@ func (s *Share) pokePoll() {
 	}
 }
 
-func (s *Share) fail(op string, err error) {
+// fail counts and logs err, unless ctx was cancelled: Run is ending, and
+// the operation's failure is no fault of Redis.
+func (s *Share) fail(ctx context.Context, op string, err error) {
+	if errors.Is(ctx.Err(), context.Canceled) {
+		return
+	}
 	s.errs.WithLabelValues(op).Inc()
 	s.errLog.Warn("fleet sharing through redis failed", "op", op, "err", err)
 }
@@ -287,7 +292,7 @@ func (s *Share) publish(ctx context.Context, announce bool) {
 	for _, n := range nodes {
 		b, err := encodeShareRecord(n, s.seq)
 		if err != nil {
-			s.fail(shareOpPublish, err)
+			s.fail(ctx, shareOpPublish, err)
 			continue
 		}
 		fields = append(fields, n.info.ID, b)
@@ -300,12 +305,12 @@ func (s *Share) publish(ctx context.Context, announce bool) {
 		pipe.SAdd(ctx, s.coresKey, s.cfg.CoreID)
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
-		s.fail(shareOpPublish, err)
+		s.fail(ctx, shareOpPublish, err)
 		return
 	}
 	if announce {
 		if err := s.rdb.Publish(ctx, s.events, s.cfg.CoreID).Err(); err != nil {
-			s.fail(shareOpPublish, err)
+			s.fail(ctx, shareOpPublish, err)
 		}
 	}
 }
@@ -318,7 +323,7 @@ func (s *Share) poll(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Interval)
 	defer cancel()
 	if err := s.read(ctx); err != nil {
-		s.fail(shareOpPoll, err)
+		s.fail(ctx, shareOpPoll, err)
 		if clock.Since(s.lastGood) > s.cfg.TTL && s.reg.sharedLen() > 0 {
 			s.log.Warn("redis unreachable for longer than the records live; unlisting the other cores' nodes", "ttl", s.cfg.TTL)
 			s.seen = nil
@@ -442,9 +447,9 @@ func (s *Share) withdraw() {
 	pipe.Del(ctx, s.ownKey)
 	pipe.SRem(ctx, s.coresKey, s.cfg.CoreID)
 	if _, err := pipe.Exec(ctx); err != nil {
-		s.fail(shareOpPublish, err)
+		s.fail(ctx, shareOpPublish, err)
 	} else if err := s.rdb.Publish(ctx, s.events, s.cfg.CoreID).Err(); err != nil {
-		s.fail(shareOpPublish, err)
+		s.fail(ctx, shareOpPublish, err)
 	}
 	s.seen = nil
 	s.list(nil)

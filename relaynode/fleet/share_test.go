@@ -402,6 +402,9 @@ func TestShareWithdrawsOnStop(t *testing.T) {
 	if n := sa.metric(t, "cl5_fleet_remote_nodes"); n != 0 {
 		t.Errorf("stopped share still counts %v remote nodes", n)
 	}
+	if n := sa.metric(t, "cl5_fleet_share_errors_total"); n != 0 {
+		t.Errorf("stopping counted %v share errors", n)
+	}
 }
 
 func TestNewShareErrors(t *testing.T) {
