@@ -124,8 +124,9 @@
 // # Several cores
 //
 // Signaling cores that share games through Redis share their relay nodes
-// too: each runs a Share (NewShare(registry, redisClient, ShareConfig),
-// then Run(ctx)), so a node may register with any core and every core
+// too: each runs a Share (Core.Share(redisClient, ShareConfig), which
+// needs a TURN secret common to the cores, or NewShare; then Run(ctx)),
+// so a node may register with any core and every core
 // lists it, and ice_servers and relay picks do not depend on the core a
 // player reaches. Each core rewrites its nodes in one Redis hash every
 // Interval (1 s), in one MULTI, expiring TTL (3 s) after; it publishes at

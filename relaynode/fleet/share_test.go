@@ -2,6 +2,7 @@ package fleet
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -465,4 +466,28 @@ func FuzzDecodeShareRecord(f *testing.F) {
 			t.Fatalf("listed as %q", n.info.ID)
 		}
 	})
+}
+
+// TestCoreShareNeedsACommonSecret: a core whose TURN secret is its own
+// random one cannot share its fleet (other cores' credentials would not
+// open its in-process node); with a cluster key it can.
+func TestCoreShareNeedsACommonSecret(t *testing.T) {
+	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"}) // no I/O before Run
+	defer rdb.Close()
+	private, err := NewCore(CoreConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer private.Close()
+	if _, err := private.Share(rdb, ShareConfig{}); !errors.Is(err, ErrSecretNotShared) {
+		t.Errorf("Share with a random TURN secret = %v, want ErrSecretNotShared", err)
+	}
+	keyed, err := NewCore(CoreConfig{Credentials: CredentialsConfig{ClusterKeyFile: writeTestFile(t, "key", string(testKey))}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer keyed.Close()
+	if _, err := keyed.Share(rdb, ShareConfig{}); err != nil {
+		t.Errorf("Share with a cluster key = %v", err)
+	}
 }
