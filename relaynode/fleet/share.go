@@ -15,6 +15,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
+	"golang.org/x/time/rate"
 
 	"github.com/cl5-relay/cl5-relay/relaynode/internal/ratelog"
 )
@@ -23,6 +24,14 @@ import (
 // hash tag keeps them in one Redis Cluster slot, so a core's update is one
 // transaction there too.
 const DefaultSharePrefix = "cl5:{fleet}:"
+
+// Budget of the publishes and polls a Share does between two ticks, on
+// its nodes' changes and on other cores' announcements: shareBurst at
+// once, then shareBurstRate per Interval.
+const (
+	shareBurst     = 3
+	shareBurstRate = 10
+)
 
 // maxCoreID bounds ShareConfig.CoreID (a label, like a region).
 const maxCoreID = maxRegion
@@ -216,18 +225,33 @@ func (s *Share) Run(ctx context.Context) error {
 	s.poll(ctx)
 	tick := clock.NewTicker(s.cfg.Interval)
 	defer tick.Stop()
+	// Budgets for the work done between ticks: a burst of joins (a
+	// restart of many nodes) is published, and a burst of announcements
+	// read, a few times at once and then at most shareBurstRate times per
+	// Interval; the rest waits for the tick, which always does both.
+	every := rate.Every(s.cfg.Interval / shareBurstRate)
+	publishes, polls := rate.NewLimiter(every, shareBurst), rate.NewLimiter(every, shareBurst)
+	dirty := false // a change not yet published
 	for {
 		select {
 		case <-ctx.Done():
 			s.withdraw()
 			return nil
 		case <-tick.Chan():
-			s.publish(ctx, false)
+			s.publish(ctx, dirty)
+			dirty = false
 			s.poll(ctx)
 		case <-s.reg.changed:
-			s.publish(ctx, true)
+			if publishes.AllowN(clock.Now(), 1) {
+				s.publish(ctx, true)
+				dirty = false
+			} else {
+				dirty = true
+			}
 		case <-s.poke:
-			s.poll(ctx)
+			if polls.AllowN(clock.Now(), 1) {
+				s.poll(ctx)
+			}
 		}
 	}
 }

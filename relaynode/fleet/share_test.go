@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
@@ -489,5 +491,55 @@ func TestCoreShareNeedsACommonSecret(t *testing.T) {
 	defer keyed.Close()
 	if _, err := keyed.Share(rdb, ShareConfig{}); err != nil {
 		t.Errorf("Share with a cluster key = %v", err)
+	}
+}
+
+// TestShareBudgetsBursts: a burst of joins is published (and announced to
+// the other cores) a few times at once, then with the next tick, not once
+// per join. The clock is frozen, so the budget does not refill.
+func TestShareBudgetsBursts(t *testing.T) {
+	addr, _ := roottestkit.StartRedis(t)
+	rdb := redisClient(t, addr)
+	ctx := context.Background()
+	clock := clockwork.NewFakeClock()
+	reg := NewRegistry(RegistryConfig{Clock: clock})
+	publishCalls := func() int {
+		info, err := rdb.Info(ctx, "commandstats").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(info, "\n") {
+			if rest, ok := strings.CutPrefix(strings.TrimSpace(line), "cmdstat_publish:calls="); ok {
+				n, _ := strconv.Atoi(strings.SplitN(rest, ",", 2)[0])
+				return n
+			}
+		}
+		return 0
+	}
+	startShare(t, reg, addr, func(c *ShareConfig) { c.CoreID = "core-a"; c.Interval = time.Second })
+	const wait = 30 * time.Second
+	bctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	if err := clock.BlockUntilContext(bctx, 1); err != nil { // Run's ticker
+		t.Fatal(err)
+	}
+	base := publishCalls() // Run's first publish announced
+
+	const joins = 30
+	for i := range joins {
+		remove, err := reg.AddLocal(hello(fmt.Sprintf("n%d", i), ""), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer remove()
+		testkit.WaitFor(t, wait, "Run to take the change", func() bool { return len(reg.changed) == 0 })
+	}
+	clock.Advance(time.Second)
+	testkit.WaitFor(t, wait, "every join published", func() bool {
+		n, err := rdb.HLen(ctx, DefaultSharePrefix+"core:core-a").Result()
+		return err == nil && n == joins
+	})
+	if got := publishCalls() - base; got > shareBurst+1 {
+		t.Errorf("%d joins announced %d times, want at most %d (the burst, then the tick)", joins, got, shareBurst+1)
 	}
 }
