@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/time/rate"
@@ -227,30 +228,59 @@ func (s *Share) Run(ctx context.Context) error {
 	defer tick.Stop()
 	// Budgets for the work done between ticks: a burst of joins (a
 	// restart of many nodes) is published, and a burst of announcements
-	// read, a few times at once and then at most shareBurstRate times per
-	// Interval; the rest waits for the tick, which always does both.
+	// read, shareBurst times at once, then at most shareBurstRate times
+	// per Interval; what the budget refuses is done together when the
+	// later timer fires, an Interval/shareBurstRate on, or at the tick,
+	// which always does both.
 	every := rate.Every(s.cfg.Interval / shareBurstRate)
 	publishes, polls := rate.NewLimiter(every, shareBurst), rate.NewLimiter(every, shareBurst)
-	dirty := false // a change not yet published
+	var later clockwork.Timer
+	var laterC <-chan time.Time
+	defer func() {
+		if later != nil {
+			later.Stop()
+		}
+	}()
+	deferWork := func() {
+		if later == nil {
+			later = clock.NewTimer(s.cfg.Interval / shareBurstRate)
+			laterC = later.Chan()
+		}
+	}
+	pendingPublish, pendingPoll := false, false
 	for {
 		select {
 		case <-ctx.Done():
 			s.withdraw()
 			return nil
 		case <-tick.Chan():
-			s.publish(ctx, dirty)
-			dirty = false
+			s.publish(ctx, pendingPublish)
 			s.poll(ctx)
+			pendingPublish, pendingPoll = false, false
+		case <-laterC:
+			later, laterC = nil, nil
+			if pendingPublish {
+				s.publish(ctx, true)
+			}
+			if pendingPoll {
+				s.poll(ctx)
+			}
+			pendingPublish, pendingPoll = false, false
 		case <-s.reg.changed:
 			if publishes.AllowN(clock.Now(), 1) {
 				s.publish(ctx, true)
-				dirty = false
+				pendingPublish = false
 			} else {
-				dirty = true
+				pendingPublish = true
+				deferWork()
 			}
 		case <-s.poke:
 			if polls.AllowN(clock.Now(), 1) {
 				s.poll(ctx)
+				pendingPoll = false
+			} else {
+				pendingPoll = true
+				deferWork()
 			}
 		}
 	}
