@@ -132,7 +132,8 @@
 // Interval (1 s), in one MULTI, expiring TTL (3 s) after; it publishes at
 // once, and announces on a channel, when one of its nodes comes, goes or
 // drains, and it reads the others' on each announcement and every
-// Interval. Other cores' nodes are listed with NodeInfo.Core set; Pick,
+// Interval (a burst of either is budgeted: 3 at once, then 10 per
+// Interval, the rest together a tenth of an Interval later). Other cores' nodes are listed with NodeInfo.Core set; Pick,
 // PickRelay, RelayToken and RelayGrant treat them like the core's own
 // (so a relay peer granted by one core is admitted by another's broker),
 // but only the owning core holds their connection. They go, and
