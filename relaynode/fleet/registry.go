@@ -225,7 +225,7 @@ func (r *Registry) AddLocal(h Hello, load func() Load) (remove func(), err error
 		r.mu.Unlock()
 		return nil, fmt.Errorf("%w: %q", ErrNodeIDTaken, h.NodeID)
 	}
-	if !ok && r.ownLocked() >= r.cfg.MaxNodes {
+	if r.ownLocked() >= r.cfg.MaxNodes {
 		r.mu.Unlock()
 		return nil, errFull
 	}
@@ -284,22 +284,21 @@ func (r *Registry) register(h Hello, remote string) (gen uint64, replaced bool, 
 	now := r.cfg.Clock.Now()
 	r.mu.Lock()
 	old, replaced := r.nodes[h.NodeID]
-	var gone string
-	if replaced && old.core != "" {
-		// Another core's node of that id gives way to this registration
-		// (most likely the same node, moved here): no connection is
-		// replaced.
-		gone = r.dropSharedLocked(old)
-		replaced = false
-	}
+	// Another core's node of that id gives way to this registration (most
+	// likely the same node, moved here): no connection is replaced.
+	shadow := replaced && old.core != ""
+	replaced = replaced && !shadow
 	if replaced && old.local != nil {
 		r.mu.Unlock()
 		return 0, false, RelayGrant{}, fmt.Errorf("%w: %q is the core's own relay", ErrNodeIDTaken, h.NodeID)
 	}
 	if !replaced && r.ownLocked() >= r.cfg.MaxNodes {
 		r.mu.Unlock()
-		r.relayGone(gone)
 		return 0, false, RelayGrant{}, errFull
+	}
+	var gone string
+	if shadow {
+		gone = r.dropSharedLocked(old)
 	}
 	if replaced {
 		gone = r.forgetRelayLocked(old)

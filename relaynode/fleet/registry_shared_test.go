@@ -140,6 +140,29 @@ func TestSharedNodeGivesWayToRegistration(t *testing.T) {
 	}
 }
 
+// TestSharedNodeDoesNotLiftMaxNodes: taking an id over from another core's
+// node is a new node of this core's, refused when it holds MaxNodes, and
+// the other core's node stays listed then.
+func TestSharedNodeDoesNotLiftMaxNodes(t *testing.T) {
+	r := newTestRegistry(t, RegistryConfig{MaxNodes: 2}, node{id: "own"}, node{id: "own2"})
+	x, y := r.shared("core-b", "x", "", 0, true), r.shared("core-b", "y", "", 0, false)
+	r.setShared([]sharedNode{x, y})
+	if _, err := r.AddLocal(hello("x", ""), nil); !errors.Is(err, errFull) {
+		t.Errorf("AddLocal over a shared id in a full registry = %v, want errFull", err)
+	}
+	if _, _, _, err := r.register(hello("y", ""), "198.51.100.9:4000"); !errors.Is(err, errFull) {
+		t.Errorf("register over a shared id in a full registry = %v, want errFull", err)
+	}
+	for _, id := range []string{"x", "y"} {
+		if info, ok := r.Node(id); !ok || info.Core != "core-b" {
+			t.Errorf("%s after the refusals = %+v, %v; want still core-b's", id, info, ok)
+		}
+	}
+	if _, ok := r.RelayToken(x.relay.ID); !ok {
+		t.Error("x's relay token was revoked by a refused AddLocal")
+	}
+}
+
 // TestSharedNodesBounded: at most MaxNodes other cores' nodes are listed,
 // the first by id, so every core lists the same ones.
 func TestSharedNodesBounded(t *testing.T) {
