@@ -256,12 +256,18 @@ func TestSharedRandomized(t *testing.T) {
 			}
 			shared = next
 			r.setShared(snap)
-		case op < 8 && len(own) < maxNodes: // a node registers here
+		case op < 8: // a node registers here
 			id := pool[rng.IntN(len(pool))]
 			if _, mine := own[id]; mine {
 				continue
 			}
 			gen, replaced, grant, err := r.register(relayHello(id, "", 0), "198.51.100.9:4000")
+			if len(own) >= maxNodes {
+				if !errors.Is(err, errFull) {
+					t.Fatalf("step %d: register %s beyond MaxNodes = %v, want errFull", step, id, err)
+				}
+				break
+			}
 			if err != nil || replaced {
 				t.Fatalf("step %d: register %s = replaced %v, %v", step, id, replaced, err)
 			}
