@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 )
 
 // CoreConfig configures the relay side of a signaling core: where its
@@ -57,7 +58,10 @@ type Core struct {
 	registry *Registry
 	ice      *ICE
 	secrets  []string
-	log      *slog.Logger
+	// privateSecret: secrets[0] is this process's random one, which no
+	// other core knows.
+	privateSecret bool
+	log           *slog.Logger
 
 	mu      sync.Mutex
 	removes []func()
@@ -82,14 +86,15 @@ func NewCore(cfg CoreConfig) (*Core, error) {
 	if creds.CreatedClusterKey {
 		cfg.Logger.Info("created a new cluster key; copy this file to every relay node", "file", cc.ClusterKeyFile)
 	}
-	if len(creds.TURNSecrets) == 0 {
+	private := len(creds.TURNSecrets) == 0
+	if private {
 		s, err := randomTURNSecret()
 		if err != nil {
 			return nil, err
 		}
 		creds.TURNSecrets = []string{s}
 	}
-	c := &Core{secrets: creds.TURNSecrets, log: cfg.Logger}
+	c := &Core{secrets: creds.TURNSecrets, privateSecret: private, log: cfg.Logger}
 	if cfg.Listen != "" {
 		c.server, err = NewServer(ServerConfig{
 			Listen:     cfg.Listen,
@@ -172,6 +177,21 @@ func (c *Core) AddLocal(h Hello, load func() Load) error {
 	}
 	c.removes = append(c.removes, remove)
 	return nil
+}
+
+// ErrSecretNotShared: Core.Share was asked of a core whose TURN REST
+// secret is its own random one.
+var ErrSecretNotShared = errors.New("fleet: sharing the fleet between cores needs a TURN secret they all know: a cluster key file or a TURN secret file, the same on every core")
+
+// Share prepares the sharing of this core's registry with the other
+// signaling cores through rdb (NewShare; run it with Share.Run). Every
+// core then mints TURN credentials for every core's nodes, so it refuses
+// a core whose TURN secret is its random one (ErrSecretNotShared).
+func (c *Core) Share(rdb redis.UniversalClient, cfg ShareConfig) (*Share, error) {
+	if c.privateSecret {
+		return nil, ErrSecretNotShared
+	}
+	return NewShare(c.registry, rdb, cfg)
 }
 
 // ICE is the provider of players' ice_servers (signaling.Config.ICE).

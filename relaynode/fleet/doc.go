@@ -121,12 +121,37 @@
 // by a hash to fit STUN's username limit. With no live node it returns
 // nil, 0 and signaling falls back to its static servers.
 //
+// # Several cores
+//
+// Signaling cores that share games through Redis share their relay nodes
+// too: each runs a Share (Core.Share(redisClient, ShareConfig), which
+// needs a TURN secret common to the cores, or NewShare; then Run(ctx)),
+// so a node may register with any core and every core
+// lists it, and ice_servers and relay picks do not depend on the core a
+// player reaches. Each core rewrites its nodes in one Redis hash every
+// Interval (1 s), in one MULTI, expiring TTL (3 s) after; it publishes at
+// once, and announces on a channel, when one of its nodes comes, goes or
+// drains, and it reads the others' on each announcement and every
+// Interval (a burst of either is budgeted: 3 at once, then 10 per
+// Interval, the rest together a tenth of an Interval later). Other cores' nodes are listed with NodeInfo.Core set; Pick,
+// PickRelay, RelayToken and RelayGrant treat them like the core's own
+// (so a relay peer granted by one core is admitted by another's broker),
+// but only the owning core holds their connection. They go, and
+// OnRelayGone hears of their relay peers, when their core drops them
+// (announced), when their core stops publishing (TTL), or when Redis has
+// been unreachable for TTL. A core's own node wins over another core's of
+// the same id. Records are checked like control messages; a bad one is
+// skipped with a log line. Picks agree across cores when they list the
+// same loads (the pending estimate of each core counts its own picks).
+//
 // # Metrics
 //
 // On the injected registry: cl5_fleet_nodes{state="ready|draining"},
 // cl5_fleet_registrations_total, cl5_fleet_node_losses_total{reason=
 // "closed|timeout|replaced|protocol|shutdown|error"},
 // cl5_fleet_rejections_total{reason="tls|hello|full|timeout"},
-// cl5_fleet_picks_total{result="new|kept|changed|none"}. No label carries
-// a node id or an address.
+// cl5_fleet_picks_total{result="new|kept|changed|none"}; with a Share,
+// cl5_fleet_remote_nodes (other cores' nodes listed; cl5_fleet_nodes counts
+// only the core's own) and cl5_fleet_share_errors_total{op="publish|poll|
+// subscribe|record"}. No label carries a node id or an address.
 package fleet

@@ -42,6 +42,10 @@ type NodeInfo struct {
 	Load Load `json:"load"`
 	// Remote is the address its control connection comes from.
 	Remote string `json:"remote,omitempty"`
+	// Core is the id of the signaling core the node registered with when
+	// that is another core sharing the fleet (Share); "" for this core's
+	// own nodes. Only its own core commands it; here it is only picked.
+	Core string `json:"core,omitempty"`
 	// Since is when it registered, LastSeen when its last report arrived
 	// (Since until the first).
 	Since    time.Time `json:"since"`
@@ -121,6 +125,15 @@ type Registry struct {
 	// lobby moving off one prefers its region (bounded by MaxNodes).
 	goneRegion  map[string]string
 	onRelayGone func(relayID string)
+
+	// shared counts the entries of other cores' nodes (Share), which
+	// neither MaxNodes nor the cl5_fleet_nodes gauge count.
+	shared int
+	// changed is signalled (without blocking) when one of this core's
+	// nodes comes, goes or drains, so a Share publishes at once.
+	changed chan struct{}
+	// sharing: a Share feeds this registry (at most one may).
+	sharing bool
 }
 
 type entry struct {
@@ -138,6 +151,9 @@ type entry struct {
 	pending int
 	// relay is the node's relay peer grant (ID "" when it runs none).
 	relay RelayGrant
+	// core is the id of the other core that owns this node, "" for this
+	// core's own (registry_shared.go). Its gen is 0, which no connection has.
+	core string
 }
 
 // NewRegistry returns an empty registry. A Server makes its own; this is
@@ -151,6 +167,7 @@ func NewRegistry(cfg RegistryConfig) *Registry {
 		relays: make(map[string]*entry),
 
 		goneRegion: make(map[string]string),
+		changed:    make(chan struct{}, 1),
 	}
 }
 
@@ -180,7 +197,7 @@ func (r *Registry) Node(id string) (NodeInfo, bool) {
 	return e.info, true
 }
 
-// Len is the number of registered nodes.
+// Len is the number of listed nodes, other cores' shared ones included.
 func (r *Registry) Len() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -203,14 +220,17 @@ func (r *Registry) AddLocal(h Hello, load func() Load) (remove func(), err error
 	}
 	now := r.cfg.Clock.Now()
 	r.mu.Lock()
-	if _, ok := r.nodes[h.NodeID]; ok {
+	old, ok := r.nodes[h.NodeID]
+	if ok && old.core == "" {
 		r.mu.Unlock()
 		return nil, fmt.Errorf("%w: %q", ErrNodeIDTaken, h.NodeID)
 	}
-	if len(r.nodes) >= r.cfg.MaxNodes {
+	if r.ownLocked() >= r.cfg.MaxNodes {
 		r.mu.Unlock()
 		return nil, errFull
 	}
+	// Another core's node of that id gives way: a core's own nodes win.
+	gone := r.dropSharedLocked(old)
 	r.gen++
 	gen := r.gen
 	e := &entry{
@@ -229,6 +249,8 @@ func (r *Registry) AddLocal(h Hello, load func() Load) (remove func(), err error
 	r.nodes[h.NodeID] = e
 	r.updateGaugesLocked()
 	r.mu.Unlock()
+	r.relayGone(gone)
+	r.notifyChanged()
 	r.refreshLocal()
 	return func() { r.remove(h.NodeID, gen) }, nil
 }
@@ -262,15 +284,22 @@ func (r *Registry) register(h Hello, remote string) (gen uint64, replaced bool, 
 	now := r.cfg.Clock.Now()
 	r.mu.Lock()
 	old, replaced := r.nodes[h.NodeID]
+	// Another core's node of that id gives way to this registration (most
+	// likely the same node, moved here): no connection is replaced.
+	shadow := replaced && old.core != ""
+	replaced = replaced && !shadow
 	if replaced && old.local != nil {
 		r.mu.Unlock()
 		return 0, false, RelayGrant{}, fmt.Errorf("%w: %q is the core's own relay", ErrNodeIDTaken, h.NodeID)
 	}
-	if !replaced && len(r.nodes) >= r.cfg.MaxNodes {
+	if !replaced && r.ownLocked() >= r.cfg.MaxNodes {
 		r.mu.Unlock()
 		return 0, false, RelayGrant{}, errFull
 	}
 	var gone string
+	if shadow {
+		gone = r.dropSharedLocked(old)
+	}
 	if replaced {
 		gone = r.forgetRelayLocked(old)
 	}
@@ -291,6 +320,7 @@ func (r *Registry) register(h Hello, remote string) (gen uint64, replaced bool, 
 	r.updateGaugesLocked()
 	r.mu.Unlock()
 	r.relayGone(gone)
+	r.notifyChanged()
 	return e.gen, replaced, e.relay, nil
 }
 
@@ -321,6 +351,9 @@ func (r *Registry) report(id string, gen uint64, l Load) (drained, ok bool) {
 	}
 	r.mu.Unlock()
 	r.relayGone(relay)
+	if drained {
+		r.notifyChanged()
+	}
 	return drained, true
 }
 
@@ -337,6 +370,7 @@ func (r *Registry) remove(id string, gen uint64) (NodeInfo, bool) {
 	r.updateGaugesLocked()
 	r.mu.Unlock()
 	r.relayGone(gone)
+	r.notifyChanged()
 	return e.info, true
 }
 
@@ -346,11 +380,11 @@ func (r *Registry) updateGaugesLocked() {
 	}
 	draining := 0
 	for _, e := range r.nodes {
-		if e.info.Load.Draining {
+		if e.info.Load.Draining && e.core == "" {
 			draining++
 		}
 	}
-	r.m.nodes.WithLabelValues("ready").Set(float64(len(r.nodes) - draining))
+	r.m.nodes.WithLabelValues("ready").Set(float64(r.ownLocked() - draining))
 	r.m.nodes.WithLabelValues("draining").Set(float64(draining))
 }
 
