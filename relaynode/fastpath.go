@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"sync"
@@ -92,7 +93,8 @@ type udpListener struct {
 type pendingRequest struct {
 	msg  controlMsg
 	from netip.AddrPort
-	at   int64 // Node.clock when pion got it
+	to   netip.Addr // the address it was sent to, when the socket says (withDst)
+	at   int64      // Node.clock when pion got it
 }
 
 // fastOwner is the client an allocation (a relayConn) belongs to, on
@@ -100,6 +102,10 @@ type pendingRequest struct {
 type fastOwner struct {
 	l      *udpListener
 	client netip.AddrPort
+	// local is the node's address the client sends to, on a socket
+	// bound to a wildcard with several addresses to choose from (invalid:
+	// the socket's own, or not known).
+	local netip.Addr
 }
 
 // datagram is one datagram queued for pion.
@@ -107,7 +113,8 @@ type datagram struct {
 	buf   [pionMTU]byte
 	n     int
 	from  netip.AddrPort
-	scope uint32 // IPv6 zone (interface index), 0 for none
+	scope uint32     // IPv6 zone (interface index), 0 for none
+	to    netip.Addr // destination, on sockets that keep it (withDst)
 }
 
 var datagrams = sync.Pool{New: func() any { return new(datagram) }}
@@ -143,6 +150,14 @@ func newUDPListener(n *Node, conn *net.UDPConn) (*udpListener, error) {
 	}
 	for i := range listenBatchSize {
 		l.in.setBuf(i, l.inBuf[i*pionMTU:(i+1)*pionMTU])
+	}
+	// The kernel offload needs the address a client sends to; a socket
+	// bound to a wildcard learns it from each datagram.
+	if off := n.cfg.Offload; off != "" && off != OffloadOff && addrPort(conn.LocalAddr()).Addr().IsUnspecified() {
+		if err := enableDst(raw, v6); err != nil {
+			return nil, fmt.Errorf("IP_PKTINFO: %w", err)
+		}
+		l.in.withDst()
 	}
 	l.serveFn = l.serve
 	return l, nil
@@ -211,7 +226,7 @@ func (l *udpListener) dispatch(count int) {
 				}
 			}
 		}
-		l.toPion(pkt, from, scope)
+		l.toPion(pkt, from, scope, l.in.dst(i))
 	}
 	l.mu.RUnlock()
 	l.flush()
@@ -245,10 +260,10 @@ func (l *udpListener) flush() {
 	l.staged = staged[:0]
 }
 
-func (l *udpListener) toPion(pkt []byte, from netip.AddrPort, scope uint32) {
+func (l *udpListener) toPion(pkt []byte, from netip.AddrPort, scope uint32, to netip.Addr) {
 	d := datagrams.Get().(*datagram)
 	d.n = copy(d.buf[:], pkt)
-	d.from, d.scope = from, scope
+	d.from, d.scope, d.to = from, scope, to
 	select {
 	case l.queue <- d:
 	default:
@@ -260,11 +275,11 @@ func (l *udpListener) toPion(pkt []byte, from netip.AddrPort, scope uint32) {
 
 // read is turnPacketConn.ReadFrom with the fast path: the next datagram
 // the reader left for pion.
-func (l *udpListener) read(p []byte) (int, netip.AddrPort, net.Addr, error) {
+func (l *udpListener) read(p []byte) (int, netip.AddrPort, netip.Addr, net.Addr, error) {
 	select {
 	case d := <-l.queue:
 		k := copy(p, d.buf[:d.n])
-		from, scope := d.from, d.scope
+		from, scope, to := d.from, d.scope, d.to
 		datagrams.Put(d)
 		addr := udpAddr(from, scope)
 		if scope != 0 {
@@ -272,9 +287,9 @@ func (l *udpListener) read(p []byte) (int, netip.AddrPort, net.Addr, error) {
 			// are not followed.
 			from = netip.AddrPort{}
 		}
-		return k, from, addr, nil
+		return k, from, to, addr, nil
 	case <-l.closed:
-		return 0, netip.AddrPort{}, nil, net.ErrClosed
+		return 0, netip.AddrPort{}, netip.Addr{}, nil, net.ErrClosed
 	}
 }
 
@@ -292,7 +307,7 @@ func udpAddr(a netip.AddrPort, scope uint32) *net.UDPAddr {
 // req is the request as the precheck decoded it; nil for anything else
 // (pion answers a request that is not authenticated with an error, which
 // teaches nothing).
-func (l *udpListener) snoopRequest(req *stun.Message, from netip.AddrPort) {
+func (l *udpListener) snoopRequest(req *stun.Message, from netip.AddrPort, to netip.Addr) {
 	if req == nil || !from.IsValid() {
 		return
 	}
@@ -307,7 +322,7 @@ func (l *udpListener) snoopRequest(req *stun.Message, from netip.AddrPort) {
 		l.pending = pendingRequest{}
 		return
 	}
-	l.pending = pendingRequest{msg: m, from: from, at: l.n.clock()}
+	l.pending = pendingRequest{msg: m, from: from, to: to, at: l.n.clock()}
 }
 
 // noteCreated records the relay socket pion made while handling the
@@ -339,7 +354,7 @@ func (l *udpListener) snoopResponse(b []byte, to net.Addr) {
 		rc := l.created
 		l.created = nil
 		if relayed, ok := relayedOf(b); ok && rc != nil && relayed.Port() == rc.port {
-			l.attach(pr.from, rc)
+			l.attach(pr.from, pr.to, rc)
 		}
 	case typeChannelBindRequest:
 		if rc := l.client(pr.from); rc != nil {
@@ -352,10 +367,11 @@ func (l *udpListener) snoopResponse(b []byte, to net.Addr) {
 	}
 }
 
-// attach makes rc the allocation of client on this socket. An allocation
-// belongs to the first client it is attached to, for good.
-func (l *udpListener) attach(client netip.AddrPort, rc *relayConn) {
-	if !rc.owner.CompareAndSwap(nil, &fastOwner{l: l, client: client}) {
+// attach makes rc the allocation of client on this socket, which it
+// sends to at local (invalid if not known). An allocation belongs to the
+// first client it is attached to, for good.
+func (l *udpListener) attach(client netip.AddrPort, local netip.Addr, rc *relayConn) {
+	if !rc.owner.CompareAndSwap(nil, &fastOwner{l: l, client: client, local: local}) {
 		return
 	}
 	l.mu.Lock()

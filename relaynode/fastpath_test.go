@@ -277,13 +277,13 @@ func TestSnoopNeedsPionsAnswer(t *testing.T) {
 		{"other transaction", answer(otherTx, okType), client},
 		{"other client", answer(req.TransactionID, okType), other},
 	} {
-		l.snoopRequest(req, c.addr())
+		l.snoopRequest(req, c.addr(), netip.Addr{})
 		l.snoopResponse(tc.resp, tc.to)
 		if rc.channel(0x4100, tn.clock()) != nil {
 			t.Fatalf("%s installed a binding", tc.name)
 		}
 	}
-	l.snoopRequest(req, c.addr())
+	l.snoopRequest(req, c.addr(), netip.Addr{})
 	l.snoopResponse(answer(req.TransactionID, okType), client)
 	if b := rc.channel(0x4100, tn.clock()); b == nil || b.peer != peer {
 		t.Fatalf("pion's answer installed %+v, want a binding to %s", b, peer)

@@ -78,7 +78,7 @@ func (c *turnPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
 			}
 			return n, addr, nil
 		}
-		n, from, addr, err := c.fast.read(p)
+		n, from, to, addr, err := c.fast.read(p)
 		if err != nil {
 			c.once.Do(c.done)
 			return 0, nil, err
@@ -88,7 +88,7 @@ func (c *turnPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
 			_, _ = c.PacketConn.WriteTo(reply, addr)
 			continue
 		}
-		c.fast.snoopRequest(req, from)
+		c.fast.snoopRequest(req, from, to)
 		return n, addr, nil
 	}
 }

@@ -39,6 +39,71 @@ type msgBatch struct {
 	// need resetting (an idle wakeup then touches one header, not all:
 	// under load from other processes every cache line is a miss).
 	filled int
+	// ctrl holds each message's control data (withDst); nil: none.
+	ctrl []byte
+}
+
+// dstCtrlLen is room for one IP_PKTINFO or IPV6_PKTINFO message.
+var dstCtrlLen = unix.CmsgSpace(unix.SizeofInet6Pktinfo)
+
+// withDst makes recvmmsg keep each datagram's destination address (the
+// socket must have IP_PKTINFO or IPV6_RECVPKTINFO on: enableDst), read
+// with dst.
+func (b *msgBatch) withDst() *msgBatch {
+	b.ctrl = make([]byte, len(b.hdrs)*dstCtrlLen)
+	for i := range b.hdrs {
+		b.hdrs[i].Hdr.Control = &b.ctrl[i*dstCtrlLen]
+		b.hdrs[i].Hdr.SetControllen(dstCtrlLen)
+	}
+	return b
+}
+
+// dst returns message i's destination address, if withDst kept it
+// (IPv4-mapped addresses unmapped).
+func (b *msgBatch) dst(i int) netip.Addr {
+	if b.ctrl == nil {
+		return netip.Addr{}
+	}
+	h := &b.hdrs[i].Hdr
+	ctrl := b.ctrl[i*dstCtrlLen : i*dstCtrlLen+min(int(h.Controllen), dstCtrlLen)]
+	for len(ctrl) >= unix.SizeofCmsghdr {
+		cm := (*unix.Cmsghdr)(unsafe.Pointer(&ctrl[0]))
+		if int(cm.Len) < unix.SizeofCmsghdr || int(cm.Len) > len(ctrl) {
+			break
+		}
+		data := ctrl[unix.CmsgLen(0):cm.Len]
+		switch {
+		case cm.Level == unix.IPPROTO_IP && cm.Type == unix.IP_PKTINFO && len(data) >= unix.SizeofInet4Pktinfo:
+			pi := (*unix.Inet4Pktinfo)(unsafe.Pointer(&data[0]))
+			return netip.AddrFrom4(pi.Addr)
+		case cm.Level == unix.IPPROTO_IPV6 && cm.Type == unix.IPV6_PKTINFO && len(data) >= unix.SizeofInet6Pktinfo:
+			pi := (*unix.Inet6Pktinfo)(unsafe.Pointer(&data[0]))
+			return netip.AddrFrom16(pi.Addr).Unmap()
+		}
+		next := unix.CmsgSpace(int(cm.Len) - unix.CmsgLen(0))
+		if next > len(ctrl) {
+			break
+		}
+		ctrl = ctrl[next:]
+	}
+	return netip.Addr{}
+}
+
+// enableDst turns on the destination address of received datagrams on
+// rc (both families on an AF_INET6 socket: IPv4 datagrams to it carry
+// IP_PKTINFO).
+func enableDst(rc syscall.RawConn, v6 bool) error {
+	var serr error
+	err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_PKTINFO, 1)
+		if v6 && serr == nil {
+			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IPV6, unix.IPV6_RECVPKTINFO, 1)
+		}
+	})
+	if err != nil {
+		return err
+	}
+	return serr
 }
 
 func newMsgBatch(size int) *msgBatch {
@@ -152,6 +217,9 @@ func (b *msgBatch) tryRecv(fd uintptr, count int) (n int, again bool, err error)
 	for i := range min(b.filled, len(b.hdrs)) {
 		b.hdrs[i].Hdr.Namelen = unix.SizeofSockaddrInet6
 		b.hdrs[i].Hdr.Flags = 0
+		if b.ctrl != nil {
+			b.hdrs[i].Hdr.SetControllen(dstCtrlLen)
+		}
 	}
 	b.filled = 0
 	for {

@@ -32,3 +32,7 @@ func (b *msgBatch) received(int) (int, bool, netip.AddrPort, uint32) {
 func (b *msgBatch) send(syscall.RawConn, int, int) (int, error) { return 0, errNoBatchIO }
 
 func socketFamilyV6(syscall.RawConn) (bool, error) { return false, errNoBatchIO }
+
+func (b *msgBatch) withDst() *msgBatch      { return b }
+func (b *msgBatch) dst(int) netip.Addr      { return netip.Addr{} }
+func enableDst(syscall.RawConn, bool) error { return errNoBatchIO }

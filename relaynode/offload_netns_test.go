@@ -33,9 +33,10 @@ import (
 // their namespaces.
 
 const (
-	offloadChildEnv   = "CL5_OFFLOAD_NODE_NETNS"    // "client,node,peer" in the child
-	offloadNobodyEnv  = "CL5_OFFLOAD_NODE_NOBODY"   // "1" in the child run as nobody
-	offloadUclientEnv = "CL5_OFFLOAD_UCLIENT_NETNS" // "client,node,peer" in the child
+	offloadChildEnv   = "CL5_OFFLOAD_NODE_NETNS"     // "client,node,peer" in the child
+	offloadNobodyEnv  = "CL5_OFFLOAD_NODE_NOBODY"    // "1" in the child run as nobody
+	offloadUclientEnv = "CL5_OFFLOAD_UCLIENT_NETNS"  // "client,node,peer" in the child
+	offloadWildEnv    = "CL5_OFFLOAD_WILDCARD_NETNS" // "client,node,peer" in the child
 )
 
 // offloadNetSeq numbers this process's test nets, so their names differ
@@ -200,6 +201,82 @@ func offloadUclientChild(t *testing.T, ns []string) {
 		t.Fatalf("Close: %v", err)
 	}
 	testkit.NoTCPrograms(t, nodeNS, "vnc", "vnp")
+}
+
+// TestOffloadWildcardNetns: a node listening on 0.0.0.0 with two
+// addresses on the clients' interface learns which one each client sends
+// to (IP_PKTINFO) and offloads its bindings with that address; without it
+// the node could not tell and kept them in user space.
+func TestOffloadWildcardNetns(t *testing.T) {
+	if spec := os.Getenv(offloadWildEnv); spec != "" {
+		offloadWildcardChild(t, strings.Split(spec, ","))
+		return
+	}
+	needNodeOffload(t)
+	client, node, peer := newOffloadNet(t)
+	runCmd(t, "ip", "-n", node, "addr", "add", "10.13.1.3/24", "dev", "vnc")
+	runInNetns(t, node, "TestOffloadWildcardNetns", offloadWildEnv+"="+client+","+node+","+peer)
+}
+
+func offloadWildcardChild(t *testing.T, ns []string) {
+	clientNS, peerNS := ns[0], ns[2]
+	ap := netip.MustParseAddrPort
+	tn := startNode(t, Config{
+		UDPListen:   "0.0.0.0:3478",
+		UDPSockets:  1,
+		DisableTCP:  true,
+		RelayBindIP: netip.MustParseAddr("10.13.2.1"),
+		Secrets:     []string{testSecret},
+		AllowPeers:  []netip.Prefix{netip.MustParsePrefix("10.13.2.0/24")},
+		Offload:     OffloadTC,
+	})
+	if tn.off == nil {
+		t.Fatal("Offload tc started without an offload")
+	}
+	var peerConn *net.UDPConn
+	testkit.InNetns(t, peerNS, func() {
+		var err error
+		if peerConn, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(ap("10.13.2.2:4000"))); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Cleanup(func() { _ = peerConn.Close() })
+	// The client uses the interface's second address.
+	var c *rawClient
+	testkit.InNetns(t, clientNS, func() { c = newRawClientAt(t, "10.13.1.2", ap("10.13.1.3:3478"), "", "") })
+	c.user, c.pass = restCreds("player")
+	relay := c.allocate()
+	if err := c.channelBind(0x4001, ap("10.13.2.2:4000")); err != nil {
+		t.Fatal(err)
+	}
+	if got := tn.off.installed(); got != 1 {
+		t.Fatalf("%d bindings offloaded for a client of the wildcard socket, want 1", got)
+	}
+	const count = 50
+	buf := make([]byte, 2048)
+	for i := range count {
+		msg := []byte{'w', 'i', 'l', 'd', byte(i)}
+		c.sendChannel(0x4001, msg)
+		_ = peerConn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		n, _, err := peerConn.ReadFromUDPAddrPort(buf)
+		if err != nil || !bytes.Equal(buf[:n], msg) {
+			t.Fatalf("packet %d to the peer: %q, %v", i, buf[:n], err)
+		}
+		if _, err := peerConn.WriteToUDPAddrPort(msg, relay); err != nil {
+			t.Fatal(err)
+		}
+		// Back from the address the client sent to, as ChannelData.
+		if ch, got, ok := c.readChannel(10 * time.Second); !ok || ch != 0x4001 || !bytes.Equal(got, msg) {
+			t.Fatalf("packet %d back: channel %#x %q ok=%v", i, ch, got, ok)
+		}
+	}
+	st, err := tn.off.o.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.ToPeer < count*9/10 || st.ToClient < count*9/10 {
+		t.Errorf("the kernel relayed %+v of %d each way, want at least 90%%", st, count)
+	}
 }
 
 // TestOffloadNodeNetns: a node with Offload "tc" relays a channel's

@@ -40,15 +40,19 @@ const offloadSweepInterval = time.Second
 // client, to an IPv4 peer that is not the node itself, with no
 // bandwidth cap on the node or the allocation (the user-space limiter
 // must see those packets), when the node knows the address the client
-// sends to (a specific listening address, or the one IPv4 address of
-// the offload's interfaces on a wildcard listen) and the relay
-// sockets' local address. Everything else stays in user space.
+// sends to (a specific listening address; on a wildcard listen, the
+// destination of the client's Allocate, IP_PKTINFO, or the one IPv4
+// address of the offload's interfaces) and the relay sockets' local
+// address. Everything else stays in user space.
 type nodeOffload struct {
 	n *Node
 	o *offload.Offload
 	// wildcardListen is the listening address to use for sockets bound
-	// to a wildcard; invalid: such sockets are not offloaded.
+	// to a wildcard when the client's own is not known; invalid: none.
 	wildcardListen netip.Addr
+	// localAddrs are the IPv4 addresses of the offload's interfaces: a
+	// client's destination on a wildcard socket must be one of them.
+	localAddrs []netip.Addr
 	// relayIP is the relay sockets' local address as packets from peers
 	// reach it; invalid: nothing is offloaded.
 	relayIP netip.Addr
@@ -172,6 +176,7 @@ func (n *Node) loadOffload(listen []netip.Addr, relayBind netip.Addr) (*nodeOffl
 	if len(local) == 1 {
 		m.wildcardListen = local[0]
 	}
+	m.localAddrs = local
 	switch rb := relayBind.Unmap(); {
 	case rb.IsValid() && !rb.IsUnspecified():
 		m.relayIP = rb
@@ -314,6 +319,9 @@ func (m *nodeOffload) binding(owner *fastOwner, c *relayConn, b *channelBinding)
 	listen := la.Addr().Unmap()
 	if listen.IsUnspecified() {
 		listen = m.wildcardListen
+		if slices.Contains(m.localAddrs, owner.local) {
+			listen = owner.local // the address the client's Allocate went to
+		}
 	}
 	if !listen.Is4() {
 		return offload.Binding{}, false

@@ -235,7 +235,7 @@ func (c *rawClient) readChannel(d time.Duration) (ch uint16, payload []byte, ok 
 	_ = c.conn.SetReadDeadline(time.Now().Add(d))
 	defer func() { _ = c.conn.SetReadDeadline(time.Time{}) }()
 	for {
-		n, err := c.conn.Read(buf)
+		n, from, err := c.conn.ReadFromUDPAddrPort(buf)
 		if ne, ok := err.(net.Error); ok && ne.Timeout() {
 			return 0, nil, false
 		}
@@ -244,6 +244,10 @@ func (c *rawClient) readChannel(d time.Duration) (ch uint16, payload []byte, ok 
 		}
 		if n < 4 || buf[0]>>6 != 1 {
 			continue
+		}
+		// A client takes ChannelData only from the address it sends to.
+		if server := c.server.AddrPort(); netip.AddrPortFrom(from.Addr().Unmap(), from.Port()) != netip.AddrPortFrom(server.Addr().Unmap(), server.Port()) {
+			c.t.Fatalf("ChannelData from %v, not from the server %v", from, server)
 		}
 		length := int(binary.BigEndian.Uint16(buf[2:4]))
 		if 4+length > n {
