@@ -37,6 +37,7 @@ const (
 	offloadNobodyEnv  = "CL5_OFFLOAD_NODE_NOBODY"    // "1" in the child run as nobody
 	offloadUclientEnv = "CL5_OFFLOAD_UCLIENT_NETNS"  // "client,node,peer" in the child
 	offloadWildEnv    = "CL5_OFFLOAD_WILDCARD_NETNS" // "client,node,peer" in the child
+	offloadCapEnv     = "CL5_OFFLOAD_CAP_NETNS"      // "client,node,peer" in the child
 )
 
 // offloadNetSeq numbers this process's test nets, so their names differ
@@ -276,6 +277,111 @@ func offloadWildcardChild(t *testing.T, ns []string) {
 	}
 	if st.ToPeer < count*9/10 || st.ToClient < count*9/10 {
 		t.Errorf("the kernel relayed %+v of %d each way, want at least 90%%", st, count)
+	}
+}
+
+// TestOffloadCapNetns: an allocation with a bandwidth cap is offloaded
+// while it stays under the cap; once the kernel's counts show it over,
+// it leaves the kernel and the user-space limiter drops the excess; after
+// offloadCapHold it goes back.
+func TestOffloadCapNetns(t *testing.T) {
+	if spec := os.Getenv(offloadCapEnv); spec != "" {
+		offloadCapChild(t, strings.Split(spec, ","))
+		return
+	}
+	needNodeOffload(t)
+	client, node, peer := newOffloadNet(t)
+	runInNetns(t, node, "TestOffloadCapNetns", offloadCapEnv+"="+client+","+node+","+peer)
+}
+
+func offloadCapChild(t *testing.T, ns []string) {
+	clientNS, peerNS := ns[0], ns[2]
+	ap := netip.MustParseAddrPort
+	clock := clockwork.NewFakeClockAt(time.Now()) // credentials are minted on the real one
+	const capBytes = 20_000                       // per second
+	tn := startNode(t, Config{
+		UDPListen:           "10.13.1.1:3478",
+		UDPSockets:          1,
+		DisableTCP:          true,
+		Secrets:             []string{testSecret},
+		AllowPeers:          []netip.Prefix{netip.MustParsePrefix("10.13.2.0/24")},
+		AllocationBandwidth: capBytes,
+		Offload:             OffloadTC,
+		Clock:               clock,
+	})
+	if tn.off == nil {
+		t.Fatal("Offload tc started without an offload")
+	}
+	var peerConn *net.UDPConn
+	testkit.InNetns(t, peerNS, func() {
+		var err error
+		if peerConn, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(ap("10.13.2.2:4000"))); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Cleanup(func() { _ = peerConn.Close() })
+	var c *rawClient
+	testkit.InNetns(t, clientNS, func() { c = newRawClientAt(t, "10.13.1.2", tn.Addrs().UDP, "", "") })
+	c.user, c.pass = restCreds("player")
+	c.allocate()
+	if err := c.channelBind(0x4001, ap("10.13.2.2:4000")); err != nil {
+		t.Fatal(err)
+	}
+	if got := tn.off.installed(); got != 1 {
+		t.Fatalf("%d bindings offloaded for a capped allocation, want 1", got)
+	}
+	toPeer := func(count, size int) uint64 {
+		t.Helper()
+		before, err := tn.off.o.Stats()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range count {
+			c.sendChannel(0x4001, make([]byte, size))
+		}
+		// What the kernel relays it counts as the packet passes.
+		var st offload.Stats
+		deadline := time.Now().Add(2 * time.Second)
+		for time.Now().Before(deadline) {
+			if st, err = tn.off.o.Stats(); err != nil || st.ToPeer-before.ToPeer >= uint64(count) {
+				break
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		return st.ToPeer - before.ToPeer
+	}
+
+	// Under the cap: 10 x 100 bytes in a second stays in the kernel.
+	if got := toPeer(10, 100); got != 10 {
+		t.Fatalf("the kernel relayed %d of 10 packets under the cap", got)
+	}
+	clock.Advance(time.Second)
+	tn.off.sweep()
+	if got := tn.off.installed(); got != 1 {
+		t.Fatalf("%d bindings offloaded under the cap, want 1", got)
+	}
+	// Over it: 100 KB in a second leaves the kernel at the next sweep.
+	if got := toPeer(100, 1000); got != 100 {
+		t.Fatalf("the kernel relayed %d of 100 packets", got)
+	}
+	clock.Advance(time.Second)
+	tn.off.sweep()
+	if got := tn.off.installed(); got != 0 {
+		t.Fatalf("%d bindings offloaded over the cap, want 0", got)
+	}
+	// The limiter (a second's worth of burst) takes over and drops the rest.
+	drops := tn.metric(t, "cl5_turn_drops_total", "reason", dropAllocationBandwidth)
+	if got := toPeer(50, 1000); got != 0 {
+		t.Errorf("the kernel relayed %d packets of an allocation held out of it", got)
+	}
+	testkit.WaitFor(t, 10*time.Second, "the limiter to drop the excess", func() bool {
+		return tn.metric(t, "cl5_turn_drops_total", "reason", dropAllocationBandwidth) > drops
+	})
+	// The hold ends: back in the kernel.
+	clock.Advance(offloadCapHold + time.Second)
+	tn.off.sweep()
+	if got := tn.off.installed(); got != 1 {
+		t.Fatalf("%d bindings offloaded after the hold, want 1", got)
 	}
 }
 

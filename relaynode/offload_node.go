@@ -37,13 +37,14 @@ const offloadSweepInterval = time.Second
 // sweeper for the lifetimes that end on their own.
 //
 // What is offloaded: bindings of allocations made over UDP by an IPv4
-// client, to an IPv4 peer that is not the node itself, with no
-// bandwidth cap on the node or the allocation (the user-space limiter
-// must see those packets), when the node knows the address the client
-// sends to (a specific listening address; on a wildcard listen, the
-// destination of the client's Allocate, IP_PKTINFO, or the one IPv4
-// address of the offload's interfaces) and the relay sockets' local
-// address. Everything else stays in user space.
+// client, to an IPv4 peer that is not the node itself, when the node
+// knows the address the client sends to (a specific listening address;
+// on a wildcard listen, the destination of the client's Allocate,
+// IP_PKTINFO, or the one IPv4 address of the offload's interfaces) and
+// the relay sockets' local address. Everything else stays in user space. Bandwidth caps are
+// checked each second on the kernel's counts: an allocation over its cap
+// (or every one, over the node's) leaves the kernel for offloadCapHold,
+// and the user-space limiter takes over.
 type nodeOffload struct {
 	n *Node
 	o *offload.Offload
@@ -60,6 +61,12 @@ type nodeOffload struct {
 	mu     sync.Mutex
 	closed bool
 	byConn map[*relayConn]map[*channelBinding]*offloaded
+	// Bandwidth caps: an allocation (or, for the node's cap, every one)
+	// that went over its cap in the kernel stays in user space, under the
+	// limiter, until its hold ends.
+	held        map[*relayConn]time.Time
+	nodeHeld    time.Time
+	lastHarvest time.Time
 
 	stop chan struct{}
 	done chan struct{}
@@ -170,6 +177,7 @@ func (n *Node) loadOffload(listen []netip.Addr, relayBind netip.Addr) (*nodeOffl
 	m := &nodeOffload{
 		n:      n,
 		byConn: make(map[*relayConn]map[*channelBinding]*offloaded),
+		held:   make(map[*relayConn]time.Time),
 		stop:   make(chan struct{}),
 		done:   make(chan struct{}),
 	}
@@ -229,9 +237,14 @@ func (m *nodeOffload) run() {
 // the last sweep to the node's counts (metrics, load reports).
 func (m *nodeOffload) sweep() {
 	m.mu.Lock()
-	conns := make([]*relayConn, 0, len(m.byConn))
+	conns := make([]*relayConn, 0, len(m.byConn)+len(m.held))
 	for c := range m.byConn {
 		conns = append(conns, c)
+	}
+	for c := range m.held { // back in when their hold ends
+		if _, ok := m.byConn[c]; !ok {
+			conns = append(conns, c)
+		}
 	}
 	m.mu.Unlock()
 	for _, c := range conns {
@@ -241,21 +254,50 @@ func (m *nodeOffload) sweep() {
 }
 
 // harvest counts what the kernel relayed for each live binding since
-// it was last counted.
+// it was last counted, and takes allocations that went over a bandwidth
+// cap out of the kernel.
 func (m *nodeOffload) harvest() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
 		return
 	}
-	for _, bs := range m.byConn {
+	now := m.n.clk.Now()
+	elapsed := now.Sub(m.lastHarvest).Seconds()
+	m.lastHarvest = now
+	var total uint64
+	for c, bs := range m.byConn {
+		var bytes uint64
 		for _, ob := range bs {
 			cnt, err := m.o.Counters(ob.ob)
 			if err != nil {
 				continue
 			}
-			m.countLocked(ob, cnt)
+			d := m.countLocked(ob, cnt)
+			bytes += d.ToPeerBytes + d.ToClientBytes
 		}
+		total += bytes
+		if c.bw != nil && elapsed > 0 && float64(bytes)/elapsed > float64(c.bw.Limit()) {
+			m.holdLocked(c, now)
+		}
+	}
+	if bw := m.n.nodeBW; bw != nil && elapsed > 0 && float64(total)/elapsed > float64(bw.Limit()) {
+		m.nodeHeld = now.Add(offloadCapHold)
+		for c := range m.byConn {
+			m.holdLocked(c, now)
+		}
+	}
+}
+
+// offloadCapHold is how long an allocation that went over its bandwidth
+// cap in the kernel stays with the user-space limiter.
+const offloadCapHold = 10 * time.Second
+
+// holdLocked takes c's bindings out of the kernel for offloadCapHold.
+func (m *nodeOffload) holdLocked(c *relayConn, now time.Time) {
+	m.held[c] = now.Add(offloadCapHold)
+	for b, ob := range m.byConn[c] {
+		m.removeLocked(c, b, ob)
 	}
 }
 
@@ -279,7 +321,17 @@ func (m *nodeOffload) sync(c *relayConn) {
 			m.removeLocked(c, b, ob)
 		}
 	}
-	if dead || !m.eligible(c) {
+	if dead {
+		delete(m.held, c)
+		return
+	}
+	if until, ok := m.held[c]; ok {
+		if m.n.clk.Now().Before(until) {
+			return
+		}
+		delete(m.held, c)
+	}
+	if !m.eligible(c) || m.n.clk.Now().Before(m.nodeHeld) {
 		return
 	}
 	owner := c.owner.Load()
@@ -304,7 +356,7 @@ func (m *nodeOffload) sync(c *relayConn) {
 
 // eligible reports whether c's bindings may be offloaded at all.
 func (m *nodeOffload) eligible(c *relayConn) bool {
-	return m.relayIP.IsValid() && m.n.nodeBW == nil && c.bw == nil && c.owner.Load() != nil
+	return m.relayIP.IsValid() && c.owner.Load() != nil
 }
 
 // binding is b as the kernel sees it, if it can be offloaded.
@@ -349,9 +401,9 @@ func (m *nodeOffload) removeLocked(c *relayConn, b *channelBinding, ob *offloade
 	}
 }
 
-// countLocked adds cnt, ob's counts now, less what was counted before,
-// to the node's counts.
-func (m *nodeOffload) countLocked(ob *offloaded, now offload.Counters) {
+// countLocked adds ob's counts now, less what was counted before, to
+// the node's counts, and returns that difference.
+func (m *nodeOffload) countLocked(ob *offloaded, now offload.Counters) offload.Counters {
 	n := m.n
 	cnt := offload.Counters{
 		ToPeerPackets:   now.ToPeerPackets - ob.seen.ToPeerPackets,
@@ -370,6 +422,7 @@ func (m *nodeOffload) countLocked(ob *offloaded, now offload.Counters) {
 	}
 	n.relayedPackets.Add(cnt.ToPeerPackets + cnt.ToClientPackets)
 	n.relayedBytes.Add(cnt.ToPeerBytes + cnt.ToClientBytes)
+	return cnt
 }
 
 // installed returns how many bindings are offloaded.
