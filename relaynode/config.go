@@ -371,6 +371,8 @@ func (c Config) Validate() error {
 
 	switch c.Offload {
 	case "", OffloadOff, OffloadAuto, OffloadTC:
+	case "xdp":
+		bad("Offload %q: no XDP program yet; tc relays in the kernel on every interface", c.Offload)
 	default:
 		bad("Offload %q: want off, auto or tc", c.Offload)
 	}
