@@ -78,6 +78,8 @@ type game struct {
 	list    lobbyList
 	resumes *migration.Resumes
 
+	gone bool // dropped for another core to own (cluster.go); nothing changes any more
+
 	brokerUsed bool                 // a player opened a broker socket (brokerhold.go)
 	holding    map[*player]struct{} // players with held frames
 }
@@ -183,6 +185,7 @@ func (h *Hub) Resume(ugi, token, cookie string) (*Session, bool, error) {
 	}
 	h.metrics.resumes.WithLabelValues("ok").Inc()
 	h.sendInitOKLocked(g, p)
+	h.changedLocked(g) // a new token
 	for _, f := range p.pending {
 		s.send(f)
 	}
@@ -218,6 +221,13 @@ func (s *Session) Disconnect(reason DisconnectReason) {
 	if !s.detached.CompareAndSwap(false, true) {
 		return
 	}
+	if s.tunneled {
+		s.shutdown(CloseGoingAway, "connection closed")
+		if s.tunnel != nil {
+			s.tunnel.Close(reason)
+		}
+		return
+	}
 	now := s.hub.clock.Now()
 	serverClosed := s.closing.Load()
 	s.shutdown(CloseGoingAway, "connection closed")
@@ -228,10 +238,11 @@ func (s *Session) Disconnect(reason DisconnectReason) {
 	}
 
 	g.mu.Lock()
-	if p.conn != s {
-		g.mu.Unlock() // the player resumed on a newer connection
+	if p.conn != s || g.gone {
+		g.mu.Unlock() // the player resumed on a newer connection, or the game moved
 		return
 	}
+	h.changedLocked(g)
 	p.conn = nil
 	if reason != Closed && !serverClosed && h.holdLocked(g, p, now) {
 		g.mu.Unlock()
@@ -278,6 +289,7 @@ func (h *Hub) expire(g *game, p *player) {
 			h.removePlayerLocked(g, q, causeGraceExpired, now)
 		}
 	}
+	h.changedLocked(g)
 	empty := len(g.players) == 0
 	g.mu.Unlock()
 	if empty {
@@ -352,6 +364,12 @@ func (s *Session) Handle(frame []byte) {
 	if s.closing.Load() {
 		return
 	}
+	if s.tunneled {
+		if s.tunnel != nil {
+			s.tunnel.Send(frame)
+		}
+		return
+	}
 	h, g := s.hub, s.game
 	if !s.allowMessage(h.clock.Now()) {
 		g.mu.Lock()
@@ -373,10 +391,15 @@ func (s *Session) Handle(frame []byte) {
 	h.metrics.message(env.Opcode).Inc()
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if s.closing.Load() || s.p.conn != s {
+	if s.closing.Load() || s.p.conn != s || g.gone {
 		return // kicked, dropped or resumed elsewhere while we decoded
 	}
 	h.dispatchLocked(g, s, env)
+	switch env.Opcode {
+	case wire.OpKeepalive, wire.OpListLobbies, wire.OpFindLobby:
+	default:
+		h.changedLocked(g) // the state a cluster stores may have changed
+	}
 }
 
 // ICE returns the ICE servers for the INIT'd player instanceID of game ugi,

@@ -1,0 +1,152 @@
+package signaling
+
+import (
+	"context"
+	"net/netip"
+)
+
+// Cluster spreads games over several signaling cores that share a store
+// (signaling/cluster implements it on Redis). Each game is owned by one
+// core at a time, whose hub runs it exactly as a lone core would; the other
+// cores carry their players' frames to it through a Tunnel. Config.Cluster
+// nil (the default) is a lone core: nothing of this file runs.
+type Cluster interface {
+	// Connect routes a new connection (already upgraded) of game req.UGI.
+	// It returns nil when this core owns the game, which the hub then
+	// serves, or a Tunnel to the owner core: the cluster delivers the
+	// owner's frames to client (Session.Deliver) and ends it
+	// (Session.CloseWith) when the owner does. It may wait for an owner
+	// that died to be replaced, within ctx.
+	Connect(ctx context.Context, req ConnectRequest, client *Session) (Tunnel, error)
+	// Changed tells the cluster that game ugi's players or lobbies
+	// changed, so that its state is written again. It is called with the
+	// game's lock held: it must not block nor call into the hub.
+	Changed(ugi string)
+}
+
+// ConnectRequest is what a core knows of a new connection.
+type ConnectRequest struct {
+	UGI         string
+	Cookie      string
+	ResumeToken string // "" for a new player
+	Addr        netip.Addr
+}
+
+// Tunnel carries one client's frames to the core that owns its game, in
+// order.
+type Tunnel interface {
+	// Send forwards one frame; it does not retain frame.
+	Send(frame []byte)
+	// Close tells the owner that the client's connection ended. Idempotent.
+	Close(reason DisconnectReason)
+}
+
+// newTunnelSession returns a session that runs nothing in this hub: its
+// frames go to t (set by setTunnel), and the owner's come back through
+// Deliver.
+func (h *Hub) newTunnelSession() *Session {
+	s := h.newSession(nil, &player{}, "")
+	s.tunneled = true
+	return s
+}
+
+// Deliver queues a frame from the owner core for the client of a tunneled
+// session. The cluster calls it from one goroutine at a time, in the
+// owner's order.
+func (s *Session) Deliver(frame []byte) {
+	if s.tunneled {
+		s.send(frame)
+	}
+}
+
+// CloseWith asks the transport to close a tunneled session's connection with
+// code and reason (the owner closed its end, or the game moved).
+func (s *Session) CloseWith(code int, reason string) {
+	if s.tunneled {
+		s.shutdown(code, reason)
+	}
+}
+
+// CloseServiceRestart is the close code of a connection whose game moved to
+// another core: the client reconnects (with its resume token) to any core.
+const CloseServiceRestart = 1012
+
+// connectClustered routes an upgraded connection: to this hub, or through a
+// tunnel to the owner of its game.
+func (s *Server) connectClustered(ctx context.Context, req ConnectRequest) (*Session, error) {
+	proxy := s.hub.newTunnelSession()
+	t, err := s.cfg.Cluster.Connect(ctx, req, proxy)
+	if err != nil {
+		return nil, err
+	}
+	if t != nil {
+		proxy.tunnel = t
+		return proxy, nil
+	}
+	if req.ResumeToken == "" {
+		sess, err := s.hub.Attach(req.UGI, req.Cookie)
+		if err != nil {
+			return nil, err
+		}
+		sess.setAddr(req.Addr)
+		return sess, nil
+	}
+	sess, _, err := s.hub.Resume(req.UGI, req.ResumeToken, req.Cookie)
+	if err != nil {
+		return nil, err
+	}
+	sess.setAddr(req.Addr)
+	return sess, nil
+}
+
+// changedLocked tells the cluster, if any, that g changed. Called with g.mu
+// held.
+func (h *Hub) changedLocked(g *game) {
+	if c := h.cfg.Cluster; c != nil && !g.gone {
+		c.Changed(g.ugi)
+	}
+}
+
+// DropGame forgets game ugi at once, because this core no longer owns it:
+// every connection of the game is closed with CloseServiceRestart (so that
+// clients that opted in to resume come back, to whichever core owns it
+// now), and no lobby change is announced nor any host elected: the new
+// owner carries on from the state in the store. It reports whether there
+// was such a game.
+func (h *Hub) DropGame(ugi, reason string) bool {
+	h.mu.Lock()
+	g := h.games[ugi]
+	if g != nil {
+		delete(h.games, ugi)
+	}
+	h.mu.Unlock()
+	if g == nil {
+		return false
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.gone = true
+	g.stopLobbyListLocked()
+	for _, p := range g.players {
+		h.stopGraceLocked(p)
+		h.dropHeldLocked(g, p)
+		if p.conn != nil {
+			p.conn.shutdown(CloseServiceRestart, reason)
+		}
+		if h.sessionEnded != nil {
+			h.sessionEnded(p.peer.InstanceID)
+		}
+	}
+	for range g.lobbies {
+		h.metrics.lobbies.Dec()
+	}
+	return true
+}
+
+// HasGame reports whether the hub runs game ugi (it has players, connected
+// or held).
+func (h *Hub) HasGame(ugi string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.games[ugi] != nil
+}
