@@ -1,0 +1,280 @@
+package cluster_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/goleak"
+
+	"github.com/cl5-relay/cl5-relay/internal/testkit"
+	"github.com/cl5-relay/cl5-relay/signaling"
+	"github.com/cl5-relay/cl5-relay/signaling/cluster"
+	"github.com/cl5-relay/cl5-relay/signaling/wire"
+)
+
+func TestMain(m *testing.M) {
+	// go-redis's own reconnection messages, when Redis is cut on purpose.
+	cluster.RouteRedisLogs(slog.New(slog.NewTextHandler(io.Discard, nil)))
+	goleak.VerifyTestMain(m)
+}
+
+func newRedisClient(t *testing.T, addr string) *redis.Client {
+	rdb := redis.NewClient(&redis.Options{Addr: addr})
+	t.Cleanup(func() { _ = rdb.Close() })
+	return rdb
+}
+
+// TestLobbySharedAcrossCores: three players on three cores share one lobby;
+// the core where the game started owns it and the others tunnel to it,
+// with every frame of the v1.0 sequences, in order.
+func TestLobbySharedAcrossCores(t *testing.T) {
+	addr, _ := testkit.StartRedis(t)
+	a := startCore(t, "a", addr, coreOpts{})
+	b := startCore(t, "b", addr, coreOpts{})
+	c := startCore(t, "c", addr, coreOpts{})
+	const ugi = "shared"
+
+	host := player(t, a.url(ugi, ""), "host")
+	host.create("L")
+	m1 := player(t, b.url(ugi, ""), "m1")
+	m1.join("L")
+	if got := peerID(t, m1.expect(wire.OpNewHost)); got != host.id {
+		t.Fatalf("m1's NEW_HOST %s, want %s", got, host.id)
+	}
+	if got := peerID(t, host.expect(wire.OpNewPeer)); got != m1.id {
+		t.Fatalf("host's NEW_PEER %s, want %s", got, m1.id)
+	}
+	m2 := player(t, c.url(ugi, ""), "m2")
+	m2.join("L")
+	if got := peerID(t, host.expect(wire.OpNewPeer)); got != m2.id {
+		t.Fatalf("host's NEW_PEER %s, want m2 %s", got, m2.id)
+	}
+	if got := peerID(t, m1.expect(wire.OpPeerJoin)); got != m2.id {
+		t.Fatalf("m1's PEER_JOIN %s, want m2 %s", got, m2.id)
+	}
+	if h, epoch, n := m2.find("L"); h != host.id || epoch != 1 || n != 2 {
+		t.Fatalf("FIND from core c: host %s epoch %d members %d", h, epoch, n)
+	}
+
+	// Order: a burst of KEEPALIVEs through a tunnel comes back in order.
+	for i := range 100 {
+		m2.send(wire.OpKeepalive, i)
+	}
+	for i := range 100 {
+		var got int
+		if err := json.Unmarshal(m2.expect(wire.OpKeepaliveAck), &got); err != nil || got != i {
+			t.Fatalf("KEEPALIVE_ACK #%d carried %d (%v)", i, got, err)
+		}
+	}
+
+	// A member on another core that leaves (a close frame) is gone at
+	// once; the host hears of it.
+	m2.leave()
+	if got := readText(t, host.expect(wire.OpPeerLeft)); got != m2.id {
+		t.Fatalf("PEER_LEFT %s, want m2 %s", got, m2.id)
+	}
+}
+
+func readText(t *testing.T, payload json.RawMessage) string {
+	t.Helper()
+	var s string
+	if err := json.Unmarshal(payload, &s); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// TestOwnerCrashMovesGame: the owner core dies without a word (its Redis
+// connection cut, its sockets dropped); within the lease TTL another core
+// takes the game over from the stored state, and players who resume, to
+// any core, keep their lobby, roles and ids; the returning host starts a
+// new epoch.
+func TestOwnerCrashMovesGame(t *testing.T) {
+	addr, _ := testkit.StartRedis(t)
+	rdb := newRedisClient(t, addr)
+	pa := newProxy(t, addr)
+	a := startCore(t, "a", pa.addr(), coreOpts{})
+	b := startCore(t, "b", addr, coreOpts{})
+	const ugi = "crash"
+
+	host := player(t, a.url(ugi, ""), "host")
+	host.create("L")
+	m1 := player(t, b.url(ugi, ""), "m1")
+	m1.join("L")
+	m2 := player(t, a.url(ugi, ""), "m2")
+	m2.join("L")
+	waitFor(t, "the state with both members", func() bool {
+		return strings.Contains(stateOf(t, rdb, ugi), `"members":["`+m1.id+`","`+m2.id+`"]`)
+	})
+	if !strings.HasPrefix(leaseOf(rdb, ugi), "a/") {
+		t.Fatalf("lease %q, want core a's", leaseOf(rdb, ugi))
+	}
+
+	a.crash(pa)
+	host.expectClose()
+	m2.expectClose()
+	if code := m1.expectClose(); code != signaling.CloseServiceRestart {
+		t.Fatalf("m1 (tunneled to the dead owner) closed with %d, want %d", code, signaling.CloseServiceRestart)
+	}
+
+	// Everyone comes back to core b.
+	m1 = m1.resume(b.url(ugi, ""))
+	host = host.resume(b.url(ugi, ""))
+	m2 = m2.resume(b.url(ugi, ""))
+	if !strings.HasPrefix(leaseOf(rdb, ugi), "b/") {
+		t.Fatalf("lease %q, want core b's", leaseOf(rdb, ugi))
+	}
+	// The host's return is a reclaim: a new epoch, announced to members.
+	var nh wire.Peer
+	if err := json.Unmarshal(m1.expect(wire.OpNewHost), &nh); err != nil || nh.InstanceID != host.id || nh.Epoch != 2 {
+		t.Fatalf("m1's NEW_HOST %+v (%v), want host %s epoch 2", nh, err, host.id)
+	}
+	if h, epoch, n := m2.find("L"); h != host.id || epoch != 2 || n != 2 {
+		t.Fatalf("after takeover: host %s epoch %d members %d, want %s 2 2", h, epoch, n, host.id)
+	}
+	// The lobby still works: a new player joins on b.
+	m3 := player(t, b.url(ugi, ""), "m3")
+	m3.join("L")
+	if got := peerID(t, host.expect(wire.OpNewPeer)); got != m3.id {
+		t.Fatalf("host's NEW_PEER %s, want m3 %s", got, m3.id)
+	}
+}
+
+// TestHostNotBackIsMigrated: after a takeover, a host that does not come
+// back within the resume grace is replaced as usual, in a higher epoch.
+func TestHostNotBackIsMigrated(t *testing.T) {
+	addr, _ := testkit.StartRedis(t)
+	rdb := newRedisClient(t, addr)
+	pa := newProxy(t, addr)
+	opts := coreOpts{grace: 2 * time.Second}
+	a := startCore(t, "a", pa.addr(), opts)
+	b := startCore(t, "b", addr, opts)
+	const ugi = "hostgone"
+
+	host := player(t, a.url(ugi, ""), "host")
+	host.create("L")
+	m1 := player(t, b.url(ugi, ""), "m1")
+	m1.join("L")
+	waitFor(t, "the state with m1", func() bool { return strings.Contains(stateOf(t, rdb, ugi), `"members":["`+m1.id) })
+
+	a.crash(pa)
+	m1.expectClose()
+	m1 = m1.resume(b.url(ugi, ""))
+	// The host never returns: m1 hosts once its grace is over.
+	m1.expectText(wire.OpTransition, "host")
+	var nh wire.Peer
+	if err := json.Unmarshal(m1.expect(wire.OpNewHost), &nh); err != nil || nh.InstanceID != m1.id || nh.Epoch != 2 {
+		t.Fatalf("NEW_HOST %+v (%v), want m1 in epoch 2", nh, err)
+	}
+}
+
+// TestPartitionedOwnerStopsFirst: an owner cut off from Redis closes its
+// game's sockets before any other core can take the lease, so one lobby
+// never has two hosts in one epoch.
+func TestPartitionedOwnerStopsFirst(t *testing.T) {
+	addr, _ := testkit.StartRedis(t)
+	pa := newProxy(t, addr)
+	a := startCore(t, "a", pa.addr(), coreOpts{})
+	b := startCore(t, "b", addr, coreOpts{})
+	const ugi = "partition"
+
+	host := player(t, a.url(ugi, ""), "host")
+	host.create("L")
+	m1 := player(t, b.url(ugi, ""), "m1")
+	m1.join("L")
+	rdb := newRedisClient(t, addr)
+	waitFor(t, "the state with m1", func() bool { return strings.Contains(stateOf(t, rdb, ugi), `"members":["`+m1.id) })
+
+	pa.partition() // a is alive, but cannot reach Redis
+	if code := host.expectClose(); code != signaling.CloseServiceRestart {
+		t.Fatalf("host closed with %d, want %d", code, signaling.CloseServiceRestart)
+	}
+	m1.expectClose()
+	m1 = m1.resume(b.url(ugi, ""))
+	host = host.resume(b.url(ugi, ""))
+
+	dropped, ok := a.dropped(ugi)
+	if !ok {
+		t.Fatal("core a never dropped the game")
+	}
+	took, ok := b.took(ugi)
+	if !ok {
+		t.Fatal("core b never took the game")
+	}
+	if !dropped.Before(took) {
+		t.Fatalf("core a dropped the game at %v, after core b took it at %v", dropped, took)
+	}
+	if h, epoch, n := m1.find("L"); h != host.id || epoch != 2 || n != 1 {
+		t.Fatalf("after the move: host %s epoch %d members %d", h, epoch, n)
+	}
+}
+
+// TestRedisRestartMidGame: Redis restarts (without its data) in the middle
+// of a game; the owner takes its lease back and writes the state again,
+// tunnels that may have lost frames are closed, and the players resume and
+// play on.
+func TestRedisRestartMidGame(t *testing.T) {
+	addr, stopRedis := testkit.StartRedis(t)
+	opts := coreOpts{ttl: 5 * time.Second}
+	a := startCore(t, "a", addr, opts)
+	b := startCore(t, "b", addr, opts)
+	const ugi = "restart"
+
+	host := player(t, a.url(ugi, ""), "host")
+	host.create("L")
+	m1 := player(t, b.url(ugi, ""), "m1")
+	m1.join("L")
+	host.expect(wire.OpNewPeer)
+
+	stopRedis()
+	testkit.StartRedisAt(t, addr)
+	rdb := newRedisClient(t, addr)
+
+	// m1's tunnel may have lost frames: it is closed, and m1 resumes.
+	if code := m1.expectClose(); code != signaling.CloseServiceRestart {
+		t.Fatalf("m1 closed with %d, want %d", code, signaling.CloseServiceRestart)
+	}
+	waitFor(t, "the state written again", func() bool {
+		return strings.Contains(stateOf(t, rdb, ugi), `"members":["`+m1.id)
+	})
+	m1 = m1.resume(b.url(ugi, ""))
+	if h, epoch, n := m1.find("L"); h != host.id || epoch != 1 || n != 1 {
+		t.Fatalf("after the restart: host %s epoch %d members %d", h, epoch, n)
+	}
+	m2 := player(t, b.url(ugi, ""), "m2")
+	m2.join("L")
+	if got := peerID(t, host.expect(wire.OpNewPeer)); got != m2.id {
+		t.Fatalf("host's NEW_PEER %s, want m2 %s", got, m2.id)
+	}
+}
+
+// TestFencedWriteRefused: a stale owner's late state write is refused.
+func TestFencedWriteRefused(t *testing.T) {
+	addr, _ := testkit.StartRedis(t)
+	rdb := newRedisClient(t, addr)
+	a := startCore(t, "a", addr, coreOpts{ttl: 30 * time.Second}) // renewals every 6 s: the write finds out first
+	const ugi = "fenced"
+	host := player(t, a.url(ugi, ""), "host")
+	host.create("L")
+	waitFor(t, "the state", func() bool { return strings.Contains(stateOf(t, rdb, ugi), host.id) })
+	// Another core steals the lease (as after an expiry); a's next write
+	// must not land.
+	ctx := context.Background()
+	if err := rdb.Set(ctx, "cl5:lease:{"+ugi+"}", "z/x:99", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.Set(ctx, "cl5:state:{"+ugi+"}", "theirs", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	host.send(wire.OpManageLobby, map[string]any{"method": "lock"})
+	waitFor(t, "core a to drop the game", func() bool { _, ok := a.dropped(ugi); return ok })
+	if s := stateOf(t, rdb, ugi); s != "theirs" {
+		t.Fatalf("state %q: a stale owner's write landed", s)
+	}
+}

@@ -1,0 +1,46 @@
+package cluster
+
+import "github.com/prometheus/client_golang/prometheus"
+
+type metrics struct {
+	leases        prometheus.Gauge
+	takeovers     prometheus.Counter
+	leasesLost    *prometheus.CounterVec
+	fencedRefused prometheus.Counter
+	stateWrites   prometheus.Counter
+	tunnelFrames  *prometheus.CounterVec
+	redisErrors   *prometheus.CounterVec
+	hop           prometheus.Histogram
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		leases: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "cl5_cluster_leases", Help: "Games whose lease this core holds.",
+		}),
+		takeovers: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cl5_cluster_takeovers_total", Help: "Games this core took over with state another core wrote.",
+		}),
+		leasesLost: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cl5_cluster_leases_lost_total", Help: "Games dropped for a lease lost, by reason (unrenewed, taken).",
+		}, []string{"reason"}),
+		fencedRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cl5_cluster_fenced_writes_refused_total", Help: "State writes refused because the lease was no longer this core's.",
+		}),
+		stateWrites: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cl5_cluster_state_writes_total", Help: "Game states written to Redis.",
+		}),
+		tunnelFrames: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cl5_cluster_tunnel_frames_total", Help: "Frames carried by tunnels between cores, by direction.",
+		}, []string{"dir"}),
+		redisErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cl5_cluster_redis_errors_total", Help: "Failed Redis calls, by operation.",
+		}, []string{"op"}),
+		hop: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "cl5_cluster_hop_seconds", Help: "One-way hop between cores, as half a tunnel open's round trip.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 14),
+		}),
+	}
+	reg.MustRegister(m.leases, m.takeovers, m.leasesLost, m.fencedRefused, m.stateWrites, m.tunnelFrames, m.redisErrors, m.hop)
+	return m
+}

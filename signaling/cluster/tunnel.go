@@ -1,0 +1,434 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/cl5-relay/cl5-relay/signaling"
+)
+
+// Tunnels carry a player's frames between the core its socket is on (the
+// origin) and the core that owns its game, over Redis pub/sub: each core
+// reads one channel, its inbox, on one goroutine. Why pub/sub rather than
+// streams: a frame is worth nothing once its socket is gone, so nothing
+// needs storing; pub/sub costs one PUBLISH per batch and no trimming, and
+// is the lower latency of the two. Order holds because each direction of a
+// tunnel is published by one goroutine at a time, each PUBLISH waiting for
+// the one before, and Redis delivers to one subscriber connection in
+// order. Pub/sub drops what is published while a subscriber reconnects:
+// every batch carries a sequence number, and a tunnel that sees a gap, or
+// whose inbox resubscribed, is closed, so that the client reconnects with
+// its resume token and the hub sends it what it missed.
+
+// openReply is an owner's answer to an open.
+type openReply struct {
+	ok  bool
+	err string
+}
+
+// originTunnel is the origin's end: it implements signaling.Tunnel.
+type originTunnel struct {
+	c      *Cluster
+	id     string
+	ugi    string
+	lease  string // the owner's lease value when opened
+	to     string // the owner's inbox
+	client *signaling.Session
+
+	sendMu  sync.Mutex // serialises Send: one PUBLISH at a time, in order
+	seqOut  uint64
+	seqIn   uint64 // reader only
+	closeMu sync.Once
+}
+
+// ownerTunnel is the owner's end, around a hub session.
+type ownerTunnel struct {
+	id     string
+	ugi    string
+	from   string // the origin's process (self), for its liveness
+	to     string // the origin's inbox
+	sess   *signaling.Session
+	seqIn  uint64 // reader only
+	seqOut uint64 // pump only
+}
+
+// open asks the owner (holding lease value owner) for a tunnel.
+func (c *Cluster) open(ctx context.Context, req signaling.ConnectRequest, owner string, client *signaling.Session) (signaling.Tunnel, error) {
+	oself := ownerSelf(owner)
+	t := &originTunnel{
+		c: c, id: c.self + "/" + strconv.FormatUint(c.nextTID.Add(1), 36), ugi: req.UGI, lease: owner,
+		to: c.cfg.KeyPrefix + "inbox:" + oself, client: client,
+	}
+	reply := make(chan openReply, 1)
+	c.mu.Lock()
+	c.origins[t.id] = t
+	c.opens[t.id] = reply
+	c.mu.Unlock()
+	forget := func() {
+		c.mu.Lock()
+		delete(c.origins, t.id)
+		delete(c.opens, t.id)
+		c.mu.Unlock()
+	}
+	addr := ""
+	if req.Addr.IsValid() {
+		addr = req.Addr.String()
+	}
+	m := message{kind: kindOpen, from: c.self, tid: t.id, ugi: req.UGI, lease: owner,
+		cookie: req.Cookie, token: req.ResumeToken, addr: addr}
+	start := c.clock.Now()
+	if err := c.publish(ctx, t.to, m.encode()); err != nil {
+		forget()
+		return nil, err
+	}
+	timer := c.clock.NewTimer(c.cfg.OpenTimeout)
+	defer timer.Stop()
+	select {
+	case r := <-reply:
+		c.mu.Lock()
+		delete(c.opens, t.id)
+		c.mu.Unlock()
+		if !r.ok {
+			forget()
+			return nil, fmt.Errorf("cluster: owner refused tunnel: %s", r.err)
+		}
+		c.metrics.hop.Observe(c.clock.Since(start).Seconds() / 2)
+		return t, nil
+	case <-timer.Chan():
+		err := errors.New("cluster: owner did not answer")
+		forget()
+		// Should the owner answer late, its frames find no tunnel and it
+		// is told to close its end (handle).
+		return nil, err
+	case <-ctx.Done():
+		forget()
+		return nil, ctx.Err()
+	}
+}
+
+func (c *Cluster) publish(ctx context.Context, channel string, payload []byte) error {
+	if err := c.rdb.Publish(ctx, channel, payload).Err(); err != nil {
+		c.metrics.redisErrors.WithLabelValues("publish").Inc()
+		return fmt.Errorf("cluster: publish: %w", err)
+	}
+	return nil
+}
+
+// Send forwards one client frame to the owner.
+func (t *originTunnel) Send(frame []byte) {
+	t.sendMu.Lock()
+	defer t.sendMu.Unlock()
+	t.seqOut++
+	m := message{kind: kindFrames, from: t.c.self, tid: t.id, seq: t.seqOut, frames: [][]byte{frame}}
+	ctx, cancel := context.WithTimeout(t.c.ctx, t.c.cfg.OpenTimeout)
+	err := t.c.publish(ctx, t.to, m.encode())
+	cancel()
+	if err != nil {
+		t.end(signaling.CloseServiceRestart, "lost touch with the game's core")
+		return
+	}
+	t.c.metrics.tunnelFrames.WithLabelValues("to_owner").Inc()
+}
+
+// Close tells the owner the client is gone.
+func (t *originTunnel) Close(reason signaling.DisconnectReason) {
+	t.closeMu.Do(func() {
+		t.c.mu.Lock()
+		delete(t.c.origins, t.id)
+		t.c.mu.Unlock()
+		m := message{kind: kindClose, from: t.c.self, tid: t.id, reason: uint64(reason)}
+		ctx, cancel := context.WithTimeout(context.Background(), t.c.cfg.OpenTimeout)
+		_ = t.c.publish(ctx, t.to, m.encode())
+		cancel()
+	})
+}
+
+// end closes the client's connection from this side (the owner is gone,
+// or the tunnel broke). The client's Disconnect then calls Close.
+func (t *originTunnel) end(code int, reason string) {
+	t.client.CloseWith(code, reason)
+}
+
+// readInbox reads this core's inbox, one message at a time, in order.
+func (c *Cluster) readInbox() {
+	defer c.wg.Done()
+	subscribed := true
+	for {
+		msg, err := c.ps.Receive(c.ctx)
+		if err != nil {
+			if c.ctx.Err() != nil || errors.Is(err, redis.ErrClosed) {
+				return
+			}
+			c.metrics.redisErrors.WithLabelValues("inbox").Inc()
+			subscribed = false
+			select {
+			case <-c.ctx.Done():
+				return
+			case <-c.clock.After(c.cfg.RenewEvery / 2):
+			}
+			continue
+		}
+		switch m := msg.(type) {
+		case *redis.Subscription:
+			if !subscribed {
+				// Resubscribed after a break: what was published meanwhile
+				// is lost, so every tunnel may have lost frames.
+				c.closeAllTunnels("lost touch with the cluster")
+			}
+			subscribed = true
+		case *redis.Message:
+			if !subscribed {
+				c.closeAllTunnels("lost touch with the cluster")
+				subscribed = true
+			}
+			dm, err := decode([]byte(m.Payload))
+			if err != nil {
+				c.log.Warn("bad cluster message", "err", err)
+				continue
+			}
+			c.handle(dm)
+		}
+	}
+}
+
+// handle runs one inbox message. Reader only.
+func (c *Cluster) handle(m message) {
+	switch m.kind {
+	case kindOpen:
+		c.handleOpen(m)
+	case kindOpened:
+		c.mu.Lock()
+		reply := c.opens[m.tid]
+		c.mu.Unlock()
+		if reply != nil {
+			reply <- openReply{ok: m.ok, err: m.text}
+		}
+	case kindFrames:
+		c.mu.Lock()
+		ot, ow := c.origins[m.tid], c.owners[m.tid]
+		c.mu.Unlock()
+		switch {
+		case ot != nil:
+			if m.seq != ot.seqIn+1 {
+				ot.end(signaling.CloseServiceRestart, "frames lost between cores")
+				return
+			}
+			ot.seqIn = m.seq
+			for _, f := range m.frames {
+				ot.client.Deliver(f)
+			}
+			c.metrics.tunnelFrames.WithLabelValues("from_owner").Add(float64(len(m.frames)))
+		case ow != nil:
+			if m.seq != ow.seqIn+1 {
+				ow.sess.Disconnect(signaling.Lost) // held, when it opted in to resume
+				return
+			}
+			ow.seqIn = m.seq
+			for _, f := range m.frames {
+				ow.sess.Handle(f)
+			}
+		default:
+			// A tunnel that ended here: tell the other end.
+			c.reply(m.from, message{kind: kindClose, from: c.self, tid: m.tid, code: signaling.CloseServiceRestart,
+				text: "tunnel closed", reason: uint64(signaling.Lost)})
+		}
+	case kindClose:
+		c.mu.Lock()
+		ot, ow := c.origins[m.tid], c.owners[m.tid]
+		delete(c.origins, m.tid)
+		delete(c.owners, m.tid)
+		c.mu.Unlock()
+		if ot != nil {
+			ot.closeMu.Do(func() {}) // the owner's end is gone: nothing to tell it
+			ot.end(int(m.code), m.text)
+		}
+		if ow != nil {
+			ow.sess.Disconnect(signaling.DisconnectReason(m.reason))
+		}
+	}
+}
+
+func (c *Cluster) reply(to string, m message) {
+	ctx, cancel := context.WithTimeout(c.ctx, c.cfg.OpenTimeout)
+	_ = c.publish(ctx, c.cfg.KeyPrefix+"inbox:"+to, m.encode())
+	cancel()
+}
+
+// handleOpen attaches a tunneled player to this owner's hub. Reader only.
+func (c *Cluster) handleOpen(m message) {
+	c.mu.Lock()
+	l := c.owned[m.ugi]
+	ok := l != nil && l.val == m.lease
+	if ok {
+		l.idleSince = time.Time{}
+	}
+	c.mu.Unlock()
+	if !ok {
+		c.reply(m.from, message{kind: kindOpened, from: c.self, tid: m.tid, text: "not the owner"})
+		return
+	}
+	var sess *signaling.Session
+	var err error
+	if m.token == "" {
+		sess, err = c.hub.Attach(m.ugi, m.cookie)
+	} else {
+		sess, _, err = c.hub.Resume(m.ugi, m.token, m.cookie)
+	}
+	if err != nil {
+		c.reply(m.from, message{kind: kindOpened, from: c.self, tid: m.tid, text: err.Error()})
+		return
+	}
+	ow := &ownerTunnel{id: m.tid, ugi: m.ugi, from: m.from, to: c.cfg.KeyPrefix + "inbox:" + m.from, sess: sess}
+	c.mu.Lock()
+	c.owners[m.tid] = ow
+	c.mu.Unlock()
+	// The answer goes before any frame: the pump starts after it.
+	c.reply(m.from, message{kind: kindOpened, from: c.self, tid: m.tid, ok: true})
+	c.wg.Add(1)
+	go c.pump(ow)
+}
+
+// maxBatch bounds the frames of one tunnel message.
+const maxBatch = 64
+
+// pump carries an owner session's frames to its origin, in order, and its
+// close. One per owner tunnel; it ends with the session.
+func (c *Cluster) pump(ow *ownerTunnel) {
+	defer c.wg.Done()
+	out, done := ow.sess.Outgoing(), ow.sess.Done()
+	batch := make([][]byte, 0, maxBatch)
+	send := func() bool {
+		if len(batch) == 0 {
+			return true
+		}
+		ow.seqOut++
+		m := message{kind: kindFrames, from: c.self, tid: ow.id, seq: ow.seqOut, frames: batch}
+		ctx, cancel := context.WithTimeout(c.ctx, c.cfg.OpenTimeout)
+		err := c.publish(ctx, ow.to, m.encode())
+		cancel()
+		c.metrics.tunnelFrames.WithLabelValues("to_origin").Add(float64(len(batch)))
+		clear(batch)
+		batch = batch[:0]
+		return err == nil
+	}
+	drain := func() {
+		for len(batch) < maxBatch {
+			select {
+			case f := <-out:
+				batch = append(batch, f)
+			default:
+				return
+			}
+		}
+	}
+	for {
+		select {
+		case f := <-out:
+			batch = append(batch, f)
+			drain()
+			if !send() {
+				ow.sess.Disconnect(signaling.Lost)
+			}
+			continue
+		case <-done:
+		case <-c.ctx.Done():
+		}
+		break
+	}
+	for {
+		drain()
+		if len(batch) == 0 {
+			break
+		}
+		if !send() {
+			break
+		}
+	}
+	code, text := signaling.CloseGoingAway, "core shutting down"
+	select {
+	case <-done:
+		code, text = ow.sess.CloseReason()
+	default:
+	}
+	c.mu.Lock()
+	_, open := c.owners[ow.id]
+	delete(c.owners, ow.id)
+	c.mu.Unlock()
+	if open {
+		c.reply(ow.from, message{kind: kindClose, from: c.self, tid: ow.id, code: uint64(code), text: text})
+	}
+	ow.sess.Disconnect(signaling.Lost) // the hub closed it: no hold (or the player moved on)
+}
+
+// checkTunnels closes tunnels whose other end is gone: at an origin, those
+// whose game's lease changed hands (the owner died or dropped it); at an
+// owner, those whose origin core stopped renewing its liveness key.
+func (c *Cluster) checkTunnels(ctx context.Context) {
+	c.mu.Lock()
+	byUGI := map[string][]*originTunnel{}
+	for _, t := range c.origins {
+		byUGI[t.ugi] = append(byUGI[t.ugi], t)
+	}
+	byOrigin := map[string][]*ownerTunnel{}
+	for _, t := range c.owners {
+		byOrigin[t.from] = append(byOrigin[t.from], t)
+	}
+	c.mu.Unlock()
+	if len(byUGI) == 0 && len(byOrigin) == 0 {
+		return
+	}
+	pipe := c.rdb.Pipeline()
+	leases := map[string]*redis.StringCmd{}
+	for ugi := range byUGI {
+		leases[ugi] = pipe.Get(ctx, c.leaseKey(ugi))
+	}
+	alive := map[string]*redis.IntCmd{}
+	for from := range byOrigin {
+		alive[from] = pipe.Exists(ctx, c.aliveKey(from))
+	}
+	_, _ = pipe.Exec(ctx)
+	for ugi, cmd := range leases {
+		val, err := cmd.Result()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			continue // unknown: next time
+		}
+		for _, t := range byUGI[ugi] {
+			if val != t.lease {
+				t.end(signaling.CloseServiceRestart, "game moved to another core")
+			}
+		}
+	}
+	for from, cmd := range alive {
+		if n, err := cmd.Result(); err == nil && n == 0 {
+			for _, t := range byOrigin[from] {
+				t.sess.Disconnect(signaling.Lost)
+			}
+		}
+	}
+}
+
+// closeAllTunnels ends every tunnel of this core, both ends.
+func (c *Cluster) closeAllTunnels(reason string) {
+	c.mu.Lock()
+	origins := make([]*originTunnel, 0, len(c.origins))
+	for _, t := range c.origins {
+		origins = append(origins, t)
+	}
+	owners := make([]*ownerTunnel, 0, len(c.owners))
+	for _, t := range c.owners {
+		owners = append(owners, t)
+	}
+	c.mu.Unlock()
+	for _, t := range origins {
+		t.end(signaling.CloseServiceRestart, reason)
+	}
+	for _, t := range owners {
+		t.sess.Disconnect(signaling.Lost)
+	}
+}
