@@ -17,6 +17,7 @@ import (
 	"github.com/cl5-relay/cl5-relay/relaynode/fleet"
 	"github.com/cl5-relay/cl5-relay/relaynode/relaypeer"
 	"github.com/cl5-relay/cl5-relay/signaling"
+	"github.com/cl5-relay/cl5-relay/signaling/cluster"
 )
 
 // shutdownTimeout bounds the graceful part of a shutdown; a second signal
@@ -68,6 +69,16 @@ func serve(c *cli.Context) error {
 	// those of remote nodes); lobbies move when one is gone.
 	sc := cfg.signalingConfig(auth, core.ICE(), log, reg)
 	sc.Relays = core.Registry()
+	// With a Redis, this core shares games with others (signaling/cluster).
+	var cl *cluster.Cluster
+	if cfg.Cluster.RedisURL != "" {
+		cluster.RouteRedisLogs(log)
+		if cl, err = cluster.New(cfg.clusterConfig(log, reg)); err != nil {
+			return err
+		}
+		defer cl.Close()
+		sc.Cluster = cl
+	}
 	sig := signaling.NewServer(sc)
 	core.Registry().OnRelayGone(sig.Hub().RelayGone)
 	var relay *relaypeer.Relay
@@ -132,6 +143,14 @@ func serve(c *cli.Context) error {
 	if len(listenErrs) > 0 {
 		return errors.Join(listenErrs...)
 	}
+	if cl != nil {
+		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := cl.Start(sctx, sig.Hub())
+		cancel()
+		if err != nil {
+			return err
+		}
+	}
 	if node != nil {
 		h, err := node.FleetHello(localNodeID, cfg.Region, versionString())
 		if err != nil {
@@ -185,6 +204,11 @@ func serve(c *cli.Context) error {
 		// plain requests that hang; it fails only if a WebSocket outlives
 		// sctx.
 		var errs []error
+		if cl != nil {
+			// First: the leases go back and this core's games close with
+			// 1012, so their players resume on the other cores at once.
+			errs = append(errs, cl.Close())
+		}
 		errs = append(errs, sig.Shutdown(sctx))
 		for _, s := range servers {
 			errs = append(errs, s.shutdown(sctx))
