@@ -230,7 +230,8 @@ func TestClusterSettings(t *testing.T) {
 		t.Fatalf("cluster config %+v, %v", cfg.Cluster, err)
 	}
 	_, err = runResolve(t, []string{"--redis-url", "http://:s3cret@x", "--core-id", "bad id", "--turn-listen", ""})
-	if err == nil || !strings.Contains(err.Error(), "cluster.redis_url") || strings.Contains(err.Error(), "s3cret") {
+	if err == nil || !strings.Contains(err.Error(), "cluster.redis_url") || !strings.Contains(err.Error(), "cluster.core_id") ||
+		strings.Contains(err.Error(), "s3cret") {
 		t.Fatalf("bad url: %v", err)
 	}
 	_, err = runResolve(t, []string{"--lease-ttl", "100ms", "--turn-listen", ""})

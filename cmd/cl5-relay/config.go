@@ -373,10 +373,13 @@ func (c Config) validate(command string) error {
 	if c.Cluster.RedisURL != "" {
 		if c.Cluster.LeaseTTL < 300*time.Millisecond {
 			p.add("cluster.lease_ttl", "%v is under 300ms", c.Cluster.LeaseTTL)
-		} else if err := c.clusterConfig(nil, nil).Validate(); errors.Is(err, cluster.ErrBadCoreID) {
-			p.add("cluster.core_id", "%v", err)
-		} else if err != nil {
-			p.add("cluster.redis_url", "%v", err)
+		}
+		err := c.clusterConfig(nil, nil).Validate()
+		if errors.Is(err, cluster.ErrBadCoreID) {
+			p.add("cluster.core_id", "%v", cluster.ErrBadCoreID)
+		}
+		if errors.Is(err, cluster.ErrBadRedisURL) {
+			p.add("cluster.redis_url", "%v", cluster.ErrBadRedisURL)
 		}
 	}
 	p.notZero("migration.resume_grace", c.Migration.ResumeGrace == 0, "-1s to turn resume off")

@@ -42,10 +42,11 @@ const (
 
 // Errors.
 var (
-	ErrClosed     = errors.New("cluster: closed")
-	ErrBadCoreID  = errors.New("cluster: core id must be 1 to 64 letters, digits, '.', '_' or '-'")
-	ErrNoRedis    = errors.New("cluster: no redis url")
-	ErrBadTimings = errors.New("cluster: lease_ttl must be at least 3 renew intervals")
+	ErrClosed      = errors.New("cluster: closed")
+	ErrBadCoreID   = errors.New("cluster: core id must be 1 to 64 letters, digits, '.', '_' or '-'")
+	ErrNoRedis     = errors.New("cluster: no redis url")
+	ErrBadTimings  = errors.New("cluster: lease_ttl must be at least 3 renew intervals")
+	ErrBadRedisURL = errors.New("cluster: redis_url is not a redis:// or rediss:// URL")
 )
 
 var coreIDRe = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
@@ -120,17 +121,22 @@ func (c Config) withDefaults() (Config, error) {
 	return c, nil
 }
 
-// Validate reports what is wrong with cfg, without connecting. The error
-// never contains the URL (it may hold a password).
+// Validate reports everything wrong with cfg, without connecting: its
+// errors wrap ErrBadCoreID, ErrBadRedisURL or ErrBadTimings. They never
+// contain the URL (it may hold a password).
 func (c Config) Validate() error {
-	cfg, err := c.withDefaults()
-	if err != nil {
-		return err
+	var errs []error
+	if c.CoreID != "" && !coreIDRe.MatchString(c.CoreID) {
+		errs = append(errs, fmt.Errorf("%w: %q", ErrBadCoreID, c.CoreID))
 	}
-	if _, err := redis.ParseURL(cfg.RedisURL); err != nil {
-		return errors.New("cluster: redis_url is not a redis:// or rediss:// URL")
+	if _, err := redis.ParseURL(c.RedisURL); err != nil {
+		errs = append(errs, ErrBadRedisURL)
 	}
-	return nil
+	c.CoreID, c.RedisURL = "core", "redis://localhost"
+	if _, err := c.withDefaults(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
 }
 
 // Cluster is one core's membership of the cluster. It implements
@@ -181,7 +187,7 @@ func New(cfg Config) (*Cluster, error) {
 	}
 	opt, err := redis.ParseURL(cfg.RedisURL)
 	if err != nil {
-		return nil, errors.New("cluster: redis_url is not a redis:// or rediss:// URL")
+		return nil, ErrBadRedisURL
 	}
 	// Fail fast: a call that waits longer than a renewal interval is as
 	// good as failed, and the lease logic must run on time.
