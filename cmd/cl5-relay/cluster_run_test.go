@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"syscall"
 	"testing"
@@ -12,8 +14,10 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/cl5-relay/cl5-relay/bench"
 	"github.com/cl5-relay/cl5-relay/internal/testkit"
 	"github.com/cl5-relay/cl5-relay/signaling"
+	"github.com/cl5-relay/cl5-relay/signaling/cluster"
 	"github.com/cl5-relay/cl5-relay/signaling/wire"
 )
 
@@ -237,5 +241,48 @@ func TestClusterSettings(t *testing.T) {
 	_, err = runResolve(t, []string{"--lease-ttl", "100ms", "--turn-listen", ""})
 	if err == nil || !strings.Contains(err.Error(), "cluster.lease_ttl") {
 		t.Fatalf("short lease: %v", err)
+	}
+}
+
+// TestBenchSignalingSeveralCores: bench signaling with two --url of one
+// cluster spreads games over both cores and reports requests through the
+// other core apart.
+func TestBenchSignalingSeveralCores(t *testing.T) {
+	raddr, _ := testkit.StartRedis(t)
+	var urls []string
+	for _, id := range []string{"a", "b"} {
+		cl, err := cluster.New(cluster.Config{RedisURL: "redis://" + raddr, CoreID: id, LeaseTTL: time.Second,
+			Logger: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := signaling.NewServer(signaling.Config{Cluster: cl, UpgradesPerMinute: -1, PeerTimeout: 3 * time.Second,
+			Logger: slog.New(slog.DiscardHandler)})
+		if err := cl.Start(context.Background(), srv.Hub()); err != nil {
+			t.Fatal(err)
+		}
+		ts := httptest.NewServer(srv)
+		t.Cleanup(func() {
+			_ = cl.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			_ = srv.Shutdown(ctx)
+			ts.Close()
+		})
+		urls = append(urls, "ws"+strings.TrimPrefix(ts.URL, "http")+"/")
+	}
+	out, errOut, err := runBenchCLI(t, "bench", "signaling", "--url", urls[0], "--url", urls[1], "--clients", "16",
+		"--lobbies", "4", "--games", "2", "--op-rate", "5", "--duration", "1s", "--json")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, errOut)
+	}
+	var rep bench.Report
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatalf("signaling --json: %v\n%s", err, out)
+	}
+	local, _ := rep.Metric("op_local_count")
+	cross, _ := rep.Metric("op_cross_count")
+	if m, _ := rep.Metric("sessions"); m.Value != 16 || len(rep.Errors) != 0 || local.Value == 0 || cross.Value == 0 {
+		t.Fatalf("sessions %v, errors %v, local %v cross %v requests\n%s", m.Value, rep.Errors, local.Value, cross.Value, out)
 	}
 }
