@@ -166,6 +166,9 @@ type Cluster struct {
 	owners  map[string]*ownerTunnel  // tunnels from other cores to this owner, by id
 	opens   map[string]chan openReply
 	dirty   map[string]struct{}
+	// outboxes, by channel: one per core process this one sends to
+	// (outbox.go); bounded by the core processes seen since start.
+	outboxes map[string]*outbox
 
 	dirtyC  chan struct{} // wakes the state writer
 	nextTID atomic.Uint64
@@ -195,21 +198,26 @@ func New(cfg Config) (*Cluster, error) {
 	opt.ReadTimeout = cfg.RenewEvery
 	opt.WriteTimeout = cfg.RenewEvery
 	opt.MaxRetries = 1
+	// RESP2: with RESP3 the client checks the socket for push
+	// notifications before every command, a system call each, which this
+	// package (pub/sub on its own connection) has no use for.
+	opt.Protocol = 2
 	self := cfg.CoreID + "/" + rand.Text()[:8]
 	c := &Cluster{
-		cfg:     cfg,
-		log:     cfg.Logger.With("component", "cluster", "core", cfg.CoreID),
-		clock:   cfg.Clock,
-		rdb:     redis.NewClient(opt),
-		metrics: newMetrics(cfg.Registerer),
-		self:    self,
-		inbox:   cfg.KeyPrefix + "inbox:" + self,
-		owned:   make(map[string]*lease),
-		origins: make(map[string]*originTunnel),
-		owners:  make(map[string]*ownerTunnel),
-		opens:   make(map[string]chan openReply),
-		dirty:   make(map[string]struct{}),
-		dirtyC:  make(chan struct{}, 1),
+		cfg:      cfg,
+		log:      cfg.Logger.With("component", "cluster", "core", cfg.CoreID),
+		clock:    cfg.Clock,
+		rdb:      redis.NewClient(opt),
+		metrics:  newMetrics(cfg.Registerer),
+		self:     self,
+		inbox:    cfg.KeyPrefix + "inbox:" + self,
+		owned:    make(map[string]*lease),
+		origins:  make(map[string]*originTunnel),
+		owners:   make(map[string]*ownerTunnel),
+		opens:    make(map[string]chan openReply),
+		dirty:    make(map[string]struct{}),
+		outboxes: make(map[string]*outbox),
+		dirtyC:   make(chan struct{}, 1),
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	return c, nil

@@ -26,7 +26,7 @@ const testLeaseTTL = time.Second
 
 // core is one signaling core of a test cluster, on loopback.
 type core struct {
-	t    *testing.T
+	t    testing.TB
 	id   string
 	srv  *signaling.Server
 	cl   *cluster.Cluster
@@ -49,7 +49,7 @@ type coreOpts struct {
 }
 
 // startCore starts a core named id against Redis at redisAddr.
-func startCore(t *testing.T, id, redisAddr string, o coreOpts) *core {
+func startCore(t testing.TB, id, redisAddr string, o coreOpts) *core {
 	t.Helper()
 	c := &core{t: t, id: id, done: make(chan struct{})}
 	var w io.Writer = io.Discard
@@ -155,7 +155,7 @@ func (c *core) dropped(ugi string) (time.Time, bool) {
 
 // client is a CL5 client on a WebSocket.
 type client struct {
-	t     *testing.T
+	t     testing.TB
 	name  string
 	ws    *websocket.Conn
 	id    string // instance id
@@ -169,7 +169,7 @@ type frame struct {
 	closed  int // the close code, on the last "frame"
 }
 
-func dial(t *testing.T, url, name string) *client {
+func dial(t testing.TB, url, name string) *client {
 	t.Helper()
 	h := http.Header{"Origin": {"http://localhost"}}
 	ws, _, err := websocket.DefaultDialer.Dial(url, h)
@@ -286,7 +286,7 @@ func (c *client) readInitOK() {
 }
 
 // player dials url and INITs, opting in to resume.
-func player(t *testing.T, url, name string) *client {
+func player(t testing.TB, url, name string) *client {
 	t.Helper()
 	c := dial(t, url, name)
 	c.init()
@@ -332,7 +332,7 @@ func (c *client) find(lobby string) (host string, epoch uint64, members int) {
 }
 
 // peerID reads a PEER payload's instance id.
-func peerID(t *testing.T, payload json.RawMessage) string {
+func peerID(t testing.TB, payload json.RawMessage) string {
 	t.Helper()
 	var p wire.Peer
 	if err := json.Unmarshal(payload, &p); err != nil {
@@ -342,7 +342,7 @@ func peerID(t *testing.T, payload json.RawMessage) string {
 }
 
 // waitFor polls cond until it holds, for at most 20 s.
-func waitFor(t *testing.T, what string, cond func() bool) {
+func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for !cond() {
@@ -354,7 +354,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 }
 
 // stateOf reads a game's stored state.
-func stateOf(t *testing.T, rdb *redis.Client, ugi string) string {
+func stateOf(t testing.TB, rdb *redis.Client, ugi string) string {
 	s, err := rdb.Get(context.Background(), "cl5:state:{"+ugi+"}").Result()
 	if err != nil && err != redis.Nil {
 		t.Logf("reading state: %v", err)
@@ -378,7 +378,7 @@ type proxy struct {
 	wg     sync.WaitGroup
 }
 
-func newProxy(t *testing.T, target string) *proxy {
+func newProxy(t testing.TB, target string) *proxy {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -11,6 +11,7 @@ type metrics struct {
 	tunnelFrames  *prometheus.CounterVec
 	redisErrors   *prometheus.CounterVec
 	hop           prometheus.Histogram
+	publishes     prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -40,7 +41,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "cl5_cluster_hop_seconds", Help: "One-way hop between cores, as half a tunnel open's round trip.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 14),
 		}),
+		publishes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cl5_cluster_publishes_total", Help: "PUBLISHes to other cores (each carries a batch of tunnel messages).",
+		}),
 	}
-	reg.MustRegister(m.leases, m.takeovers, m.leasesLost, m.fencedRefused, m.stateWrites, m.tunnelFrames, m.redisErrors, m.hop)
+	reg.MustRegister(m.leases, m.takeovers, m.leasesLost, m.fencedRefused, m.stateWrites, m.tunnelFrames, m.redisErrors, m.hop, m.publishes)
 	return m
 }

@@ -40,8 +40,9 @@ type originTunnel struct {
 	lease  string // the owner's lease value when opened
 	to     string // the owner's inbox
 	client *signaling.Session
+	out    *outbox
 
-	sendMu  sync.Mutex // serialises Send: one PUBLISH at a time, in order
+	sendMu  sync.Mutex // serialises Send: sequence numbers in queue order
 	seqOut  uint64
 	seqIn   uint64 // reader only
 	closeMu sync.Once
@@ -83,9 +84,10 @@ func (c *Cluster) open(ctx context.Context, req signaling.ConnectRequest, owner 
 	m := message{kind: kindOpen, from: c.self, tid: t.id, ugi: req.UGI, lease: owner,
 		cookie: req.Cookie, token: req.ResumeToken, addr: addr}
 	start := c.clock.Now()
-	if err := c.publish(ctx, t.to, m.encode()); err != nil {
+	t.out = c.outboxTo(t.to)
+	if !t.out.send(m.encode(), nil) {
 		forget()
-		return nil, err
+		return nil, errors.New("cluster: outbox full")
 	}
 	timer := c.clock.NewTimer(c.cfg.OpenTimeout)
 	defer timer.Stop()
@@ -126,11 +128,8 @@ func (t *originTunnel) Send(frame []byte) {
 	defer t.sendMu.Unlock()
 	t.seqOut++
 	m := message{kind: kindFrames, from: t.c.self, tid: t.id, seq: t.seqOut, frames: [][]byte{frame}}
-	ctx, cancel := context.WithTimeout(t.c.ctx, t.c.cfg.OpenTimeout)
-	err := t.c.publish(ctx, t.to, m.encode())
-	cancel()
-	if err != nil {
-		t.end(signaling.CloseServiceRestart, "lost touch with the game's core")
+	if !t.out.send(m.encode(), t.lost) {
+		t.lost()
 		return
 	}
 	t.c.metrics.tunnelFrames.WithLabelValues("to_owner").Inc()
@@ -143,10 +142,13 @@ func (t *originTunnel) Close(reason signaling.DisconnectReason) {
 		delete(t.c.origins, t.id)
 		t.c.mu.Unlock()
 		m := message{kind: kindClose, from: t.c.self, tid: t.id, reason: uint64(reason)}
-		ctx, cancel := context.WithTimeout(context.Background(), t.c.cfg.OpenTimeout)
-		_ = t.c.publish(ctx, t.to, m.encode())
-		cancel()
+		t.out.send(m.encode(), nil)
 	})
+}
+
+// lost ends a tunnel whose frame could not be sent.
+func (t *originTunnel) lost() {
+	t.end(signaling.CloseServiceRestart, "lost touch with the game's core")
 }
 
 // end closes the client's connection from this side (the owner is gone,
@@ -187,12 +189,17 @@ func (c *Cluster) readInbox() {
 				c.closeAllTunnels("lost touch with the cluster")
 				subscribed = true
 			}
-			dm, err := decode([]byte(m.Payload))
+			err := splitBatch([]byte(m.Payload), func(b []byte) {
+				dm, err := decode(b)
+				if err != nil {
+					c.log.Warn("bad cluster message", "err", err)
+					return
+				}
+				c.handle(dm)
+			})
 			if err != nil {
-				c.log.Warn("bad cluster message", "err", err)
-				continue
+				c.log.Warn("bad cluster batch", "err", err)
 			}
-			c.handle(dm)
 		}
 	}
 }
@@ -254,10 +261,9 @@ func (c *Cluster) handle(m message) {
 	}
 }
 
+// reply queues a message to the core process to (self of another core).
 func (c *Cluster) reply(to string, m message) {
-	ctx, cancel := context.WithTimeout(c.ctx, c.cfg.OpenTimeout)
-	_ = c.publish(ctx, c.cfg.KeyPrefix+"inbox:"+to, m.encode())
-	cancel()
+	c.outboxTo(c.cfg.KeyPrefix+"inbox:"+to).send(m.encode(), nil)
 }
 
 // handleOpen attaches a tunneled player to this owner's hub. Reader only.
@@ -302,20 +308,22 @@ const maxBatch = 64
 func (c *Cluster) pump(ow *ownerTunnel) {
 	defer c.wg.Done()
 	out, done := ow.sess.Outgoing(), ow.sess.Done()
+	box := c.outboxTo(ow.to)
 	batch := make([][]byte, 0, maxBatch)
+	failed := make(chan struct{})
+	var failOnce sync.Once
+	onFail := func() { failOnce.Do(func() { close(failed) }) }
 	send := func() bool {
 		if len(batch) == 0 {
 			return true
 		}
 		ow.seqOut++
 		m := message{kind: kindFrames, from: c.self, tid: ow.id, seq: ow.seqOut, frames: batch}
-		ctx, cancel := context.WithTimeout(c.ctx, c.cfg.OpenTimeout)
-		err := c.publish(ctx, ow.to, m.encode())
-		cancel()
+		ok := box.send(m.encode(), onFail)
 		c.metrics.tunnelFrames.WithLabelValues("to_origin").Add(float64(len(batch)))
 		clear(batch)
 		batch = batch[:0]
-		return err == nil
+		return ok
 	}
 	drain := func() {
 		for len(batch) < maxBatch {
@@ -327,34 +335,43 @@ func (c *Cluster) pump(ow *ownerTunnel) {
 			}
 		}
 	}
+	broken := false
 	for {
 		select {
 		case f := <-out:
 			batch = append(batch, f)
 			drain()
-			if !send() {
-				ow.sess.Disconnect(signaling.Lost)
+			if send() {
+				continue
 			}
-			continue
+			broken = true
+		case <-failed:
+			broken = true
 		case <-done:
 		case <-c.ctx.Done():
 		}
 		break
 	}
-	for {
+	if broken {
+		// Frames were lost: the player is held for its resume, and its
+		// client told to come back.
+		ow.sess.Disconnect(signaling.Lost)
+	}
+	for !broken {
 		drain()
 		if len(batch) == 0 {
 			break
 		}
-		if !send() {
-			break
-		}
+		broken = !send()
 	}
-	code, text := signaling.CloseGoingAway, "core shutting down"
+	code, text := signaling.CloseServiceRestart, "lost touch with the client's core"
 	select {
 	case <-done:
-		code, text = ow.sess.CloseReason()
+		if !broken {
+			code, text = ow.sess.CloseReason()
+		}
 	default:
+		ow.sess.Disconnect(signaling.Lost) // the cluster is closing
 	}
 	c.mu.Lock()
 	_, open := c.owners[ow.id]
