@@ -2,7 +2,13 @@ package signaling
 
 import (
 	"context"
+	"net/http"
 	"net/netip"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/cl5-relay/cl5-relay/signaling/peerjs"
 )
 
 // Cluster spreads games over several signaling cores that share a store
@@ -18,6 +24,14 @@ type Cluster interface {
 	// (Session.CloseWith) when the owner does. It may wait for an owner
 	// that died to be replaced, within ctx.
 	Connect(ctx context.Context, req ConnectRequest, client *Session) (Tunnel, error)
+	// Serves reports whether this core owns game ugi now.
+	Serves(ugi string) bool
+	// ConnectBroker routes an upgraded PeerJS broker socket of a player of
+	// game req.UGI, which another core owns, to that core's broker,
+	// delivering its frames to client as Connect does. It does not take
+	// the game: with no owner, or when this core turns out to own it, it
+	// fails and the socket is closed (the client reconnects).
+	ConnectBroker(ctx context.Context, req BrokerRequest, client *Session) (Tunnel, error)
 	// Changed tells the cluster that game ugi's players or lobbies
 	// changed, so that its state is written again. It is called with the
 	// game's lock held: it must not block nor call into the hub.
@@ -30,6 +44,13 @@ type ConnectRequest struct {
 	Cookie      string
 	ResumeToken string // "" for a new player
 	Addr        netip.Addr
+}
+
+// BrokerRequest is what a core knows of a new PeerJS broker socket.
+type BrokerRequest struct {
+	UGI            string
+	Key, ID, Token string // the socket's query
+	Addr           netip.Addr
 }
 
 // Tunnel carries one client's frames to the core that owns its game, in
@@ -97,6 +118,74 @@ func (s *Server) connectClustered(ctx context.Context, req ConnectRequest) (*Ses
 	}
 	sess.setAddr(req.Addr)
 	return sess, nil
+}
+
+// SetAddr records the client address of a session's connection (a cluster
+// owner calls it for a tunneled player, with the address its core saw), for
+// the PeerJS broker's check.
+func (s *Session) SetAddr(addr netip.Addr) {
+	if !s.tunneled && addr.IsValid() {
+		s.setAddr(addr)
+	}
+}
+
+// PeerJS returns the server's PeerJS broker (a cluster owner connects the
+// broker sockets of its games' players on other cores to it).
+func (s *Server) PeerJS() *peerjs.Broker { return s.broker }
+
+// brokerGame is the game of a broker socket's id (<ULID>_<ugi>), or "".
+func brokerGame(id string) string {
+	if len(id) < ulidLen+2 || id[ulidLen] != '_' || !ValidUGI(id[ulidLen+1:]) {
+		return ""
+	}
+	return id[ulidLen+1:]
+}
+
+// serveBrokerClustered serves a broker socket whose player's game another
+// core owns: it is upgraded here and tunneled to that core's broker. It
+// reports false when the broker here should serve the request.
+func (s *Server) serveBrokerClustered(w http.ResponseWriter, r *http.Request) bool {
+	p := r.URL.Path
+	if p != peerjs.Path && p != peerjs.Path+"/peerjs" || !websocket.IsWebSocketUpgrade(r) {
+		return false
+	}
+	q := r.URL.Query()
+	ugi := brokerGame(q.Get("id"))
+	if ugi == "" || s.cfg.Cluster.Serves(ugi) {
+		return false
+	}
+	if status, text := s.admitBroker(r); status != http.StatusOK {
+		http.Error(w, text, status)
+		return true
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		http.Error(w, "server shutting down", http.StatusServiceUnavailable)
+		return true
+	}
+	s.conns.Add(1)
+	s.mu.Unlock()
+	defer s.conns.Done()
+	conn, err := s.upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		return true
+	}
+	req := BrokerRequest{UGI: ugi, Key: q.Get("key"), ID: q.Get("id"), Token: q.Get("token"), Addr: clientAddr(r)}
+	proxy := s.hub.newTunnelSession()
+	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.ClusterConnectTimeout)
+	t, err := s.cfg.Cluster.ConnectBroker(ctx, req, proxy)
+	cancel()
+	if err != nil {
+		s.log.Debug("cluster broker connect failed", "ugi", ugi, "err", err)
+		msg := websocket.FormatCloseMessage(CloseServiceRestart, "game moved, reconnect")
+		_ = conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(closeGrace))
+		_ = conn.Close()
+		return true
+	}
+	proxy.tunnel = t
+	s.serveConn(conn, proxy)
+	return true
 }
 
 // changedLocked tells the cluster, if any, that g changed. Called with g.mu

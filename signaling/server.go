@@ -78,6 +78,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if isBrokerPath(r.URL.Path) {
+		if s.cfg.Cluster != nil && s.serveBrokerClustered(w, r) {
+			return
+		}
 		s.broker.ServeHTTP(w, r)
 		return
 	}

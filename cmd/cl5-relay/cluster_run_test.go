@@ -258,7 +258,7 @@ func TestBenchSignalingSeveralCores(t *testing.T) {
 		}
 		srv := signaling.NewServer(signaling.Config{Cluster: cl, UpgradesPerMinute: -1, PeerTimeout: 3 * time.Second,
 			Logger: slog.New(slog.DiscardHandler)})
-		if err := cl.Start(context.Background(), srv.Hub()); err != nil {
+		if err := cl.Start(context.Background(), srv); err != nil {
 			t.Fatal(err)
 		}
 		ts := httptest.NewServer(srv)

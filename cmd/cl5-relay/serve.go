@@ -145,7 +145,7 @@ func serve(c *cli.Context) error {
 	}
 	if cl != nil {
 		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		err := cl.Start(sctx, sig.Hub())
+		err := cl.Start(sctx, sig)
 		cancel()
 		if err != nil {
 			return err

@@ -31,6 +31,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/cl5-relay/cl5-relay/signaling"
+	"github.com/cl5-relay/cl5-relay/signaling/peerjs"
 )
 
 // Defaults of Config.
@@ -149,9 +150,10 @@ type Cluster struct {
 	metrics *metrics
 	// self names this process: the core id and a nonce, so a restarted
 	// core never mistakes its predecessor's leases or tunnels for its own.
-	self  string
-	inbox string // this process's pub/sub channel
-	hub   *signaling.Hub
+	self   string
+	inbox  string // this process's pub/sub channel
+	hub    *signaling.Hub
+	broker *peerjs.Broker
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -227,9 +229,9 @@ func New(cfg Config) (*Cluster, error) {
 func (c *Cluster) CoreID() string { return c.cfg.CoreID }
 
 // Start subscribes to this core's inbox and starts the lease renewer and
-// the state writer, for hub.
-func (c *Cluster) Start(ctx context.Context, hub *signaling.Hub) error {
-	c.hub = hub
+// the state writer, for srv (its hub and its PeerJS broker).
+func (c *Cluster) Start(ctx context.Context, srv *signaling.Server) error {
+	c.hub, c.broker = srv.Hub(), srv.PeerJS()
 	c.ps = c.rdb.Subscribe(ctx, c.inbox)
 	if _, err := c.ps.Receive(ctx); err != nil { // the subscription's confirmation
 		_ = c.ps.Close()
@@ -278,6 +280,33 @@ func (c *Cluster) aliveKey(self string) string {
 	return c.cfg.KeyPrefix + "alive:" + self
 }
 
+// Serves implements signaling.Cluster.
+func (c *Cluster) Serves(ugi string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.owned[ugi] != nil
+}
+
+// ConnectBroker implements signaling.Cluster: a tunnel to the broker of
+// the game's owner.
+func (c *Cluster) ConnectBroker(ctx context.Context, req signaling.BrokerRequest, client *signaling.Session) (signaling.Tunnel, error) {
+	if c.closed.Load() {
+		return nil, ErrClosed
+	}
+	owner, err := c.rdb.Get(ctx, c.leaseKey(req.UGI)).Result()
+	switch {
+	case errors.Is(err, redis.Nil):
+		return nil, fmt.Errorf("cluster: game %q has no owner", req.UGI)
+	case err != nil:
+		c.metrics.redisErrors.WithLabelValues("lookup").Inc()
+		return nil, fmt.Errorf("cluster: looking up the owner of %q: %w", req.UGI, err)
+	case ownerSelf(owner) == c.self:
+		return nil, fmt.Errorf("cluster: game %q is served here", req.UGI)
+	}
+	return c.open(ctx, openRequest{ugi: req.UGI, broker: true, key: req.Key, id: req.ID, token: req.Token, addr: req.Addr},
+		owner, client)
+}
+
 // owns reports whether this core holds ugi's lease.
 func (c *Cluster) owns(ugi string) bool {
 	c.mu.Lock()
@@ -311,7 +340,8 @@ func (c *Cluster) Connect(ctx context.Context, req signaling.ConnectRequest, cli
 			// unreachable): it runs out on its own.
 			lastErr = errors.New("own stale lease")
 		default:
-			t, err := c.open(ctx, req, owner, client)
+			t, err := c.open(ctx, openRequest{ugi: req.UGI, cookie: req.Cookie, token: req.ResumeToken, addr: req.Addr},
+				owner, client)
 			if err == nil {
 				return t, nil
 			}

@@ -5,10 +5,12 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
 
@@ -276,5 +278,78 @@ func TestFencedWriteRefused(t *testing.T) {
 	waitFor(t, "core a to drop the game", func() bool { _, ok := a.dropped(ugi); return ok })
 	if s := stateOf(t, rdb, ugi); s != "theirs" {
 		t.Fatalf("state %q: a stale owner's write landed", s)
+	}
+}
+
+// brokerSocket opens a PeerJS broker socket for c's instance id at core k.
+func brokerSocket(t *testing.T, k *core, c *client) *websocket.Conn {
+	t.Helper()
+	url := "ws://" + k.ln.Addr().String() + "/peerjs?key=peerjs&id=" + c.id + "&token=tok-" + c.name
+	ws, _, err := websocket.DefaultDialer.Dial(url, http.Header{"Origin": {"http://localhost"}})
+	if err != nil {
+		t.Fatalf("%s: broker dial: %v", c.name, err)
+	}
+	t.Cleanup(func() { _ = ws.Close() })
+	if m := readBroker(t, ws); m.Type != "OPEN" {
+		t.Fatalf("%s: broker said %+v, want OPEN", c.name, m)
+	}
+	return ws
+}
+
+type brokerMsg struct {
+	Type    string          `json:"type"`
+	Src     string          `json:"src,omitempty"`
+	Dst     string          `json:"dst,omitempty"`
+	Payload json.RawMessage `json:"payload,omitempty"`
+}
+
+func readBroker(t *testing.T, ws *websocket.Conn) brokerMsg {
+	t.Helper()
+	_ = ws.SetReadDeadline(time.Now().Add(15 * time.Second))
+	var m brokerMsg
+	if err := ws.ReadJSON(&m); err != nil {
+		t.Fatalf("broker read: %v", err)
+	}
+	return m
+}
+
+// TestBrokerAcrossCores: a player's PeerJS broker socket may be on another
+// core than its game's owner (and than its CL5 socket); the owner's broker
+// vouches for it and routes OFFER and ANSWER between the lobby's players.
+func TestBrokerAcrossCores(t *testing.T) {
+	addr, _ := testkit.StartRedis(t)
+	a := startCore(t, "a", addr, coreOpts{})
+	b := startCore(t, "b", addr, coreOpts{})
+	const ugi = "broker"
+
+	host := player(t, a.url(ugi, ""), "host") // a owns the game
+	host.create("L")
+	m1 := player(t, b.url(ugi, ""), "m1")
+	m1.join("L")
+	hostWS := brokerSocket(t, b, host) // CL5 on the owner, broker on the other core
+	m1WS := brokerSocket(t, a, m1)     // CL5 on the other core, broker on the owner
+	if err := m1WS.WriteJSON(brokerMsg{Type: "OFFER", Dst: host.id, Payload: json.RawMessage(`{"sdp":"x"}`)}); err != nil {
+		t.Fatal(err)
+	}
+	if m := readBroker(t, hostWS); m.Type != "OFFER" || m.Src != m1.id {
+		t.Fatalf("host's broker socket got %+v, want OFFER from m1", m)
+	}
+	if err := hostWS.WriteJSON(brokerMsg{Type: "ANSWER", Dst: m1.id, Payload: json.RawMessage(`{"sdp":"y"}`)}); err != nil {
+		t.Fatal(err)
+	}
+	if m := readBroker(t, m1WS); m.Type != "ANSWER" || m.Src != host.id {
+		t.Fatalf("m1's broker socket got %+v, want ANSWER from the host", m)
+	}
+	// A socket for an id that is no session of the game is refused, through
+	// the tunnel too.
+	stranger := &client{name: "x", id: "01ARZ3NDEKTSV4RRFFQ69G5FAV_" + ugi}
+	url := "ws://" + b.ln.Addr().String() + "/peerjs?key=peerjs&id=" + stranger.id + "&token=t"
+	ws, _, err := websocket.DefaultDialer.Dial(url, http.Header{"Origin": {"http://localhost"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	if m := readBroker(t, ws); m.Type != "ERROR" {
+		t.Fatalf("stranger's socket got %+v, want ERROR", m)
 	}
 }

@@ -82,7 +82,7 @@ func startCore(t testing.TB, id, redisAddr string, o coreOpts) *core {
 		UpgradesPerMinute: -1, MessagesPerSecond: -1, ClusterConnectTimeout: 10 * time.Second})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := cl.Start(ctx, c.srv.Hub()); err != nil {
+	if err := cl.Start(ctx, c.srv); err != nil {
 		t.Fatal(err)
 	}
 	c.ln, err = net.Listen("tcp", "127.0.0.1:0")

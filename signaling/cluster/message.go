@@ -17,6 +17,7 @@ type message struct {
 	cookie string // open
 	token  string // open: resume token
 	addr   string // open: the client's address
+	peer   string // open a broker socket: its PeerJS id (cookie holds its key)
 	ok     bool   // opened
 	text   string // opened: refusal; close: reason
 	seq    uint64 // frames
@@ -28,10 +29,12 @@ type message struct {
 const (
 	messageVersion = 1
 
-	kindOpen   = 'o'
-	kindOpened = 'a'
-	kindFrames = 'f'
-	kindClose  = 'c'
+	kindOpen = 'o'
+	// kindOpenBroker opens a tunnel for a PeerJS broker socket.
+	kindOpenBroker = 'b'
+	kindOpened     = 'a'
+	kindFrames     = 'f'
+	kindClose      = 'c'
 
 	maxFields = 1 << 20 // frames of one batch: far beyond maxBatch
 )
@@ -50,12 +53,13 @@ func (m message) encode() []byte {
 	str(m.from)
 	str(m.tid)
 	switch m.kind {
-	case kindOpen:
+	case kindOpen, kindOpenBroker:
 		str(m.ugi)
 		str(m.lease)
 		str(m.cookie)
 		str(m.token)
 		str(m.addr)
+		str(m.peer)
 	case kindOpened:
 		ok := uint64(0)
 		if m.ok {
@@ -116,8 +120,8 @@ func decode(b []byte) (message, error) {
 	m.from = r.str()
 	m.tid = r.str()
 	switch m.kind {
-	case kindOpen:
-		m.ugi, m.lease, m.cookie, m.token, m.addr = r.str(), r.str(), r.str(), r.str(), r.str()
+	case kindOpen, kindOpenBroker:
+		m.ugi, m.lease, m.cookie, m.token, m.addr, m.peer = r.str(), r.str(), r.str(), r.str(), r.str(), r.str()
 	case kindOpened:
 		m.ok = r.num() == 1
 		m.text = r.str()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"strconv"
 	"sync"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/cl5-relay/cl5-relay/signaling"
+	"github.com/cl5-relay/cl5-relay/signaling/peerjs"
 )
 
 // Tunnels carry a player's frames between the core its socket is on (the
@@ -52,18 +54,50 @@ type originTunnel struct {
 type ownerTunnel struct {
 	id     string
 	ugi    string
-	from   string // the origin's process (self), for its liveness
-	to     string // the origin's inbox
-	sess   *signaling.Session
-	seqIn  uint64 // reader only
-	seqOut uint64 // pump only
+	from   string             // the origin's process (self), for its liveness
+	to     string             // the origin's inbox
+	sess   *signaling.Session // a CL5 connection; or
+	bc     *peerjs.Client     // a PeerJS broker socket
+	seqIn  uint64             // reader only
+	seqOut uint64             // pump only
+}
+
+// handleFrame runs one frame from the origin. Reader only.
+func (ow *ownerTunnel) handleFrame(f []byte) {
+	if ow.bc != nil {
+		ow.bc.Handle(f)
+	} else {
+		ow.sess.Handle(f)
+	}
+}
+
+// lost ends the owner's end: the origin's socket is gone (a CL5 player
+// that opted in to resume is held).
+func (c *Cluster) lostOwner(ow *ownerTunnel, reason signaling.DisconnectReason) {
+	if ow.bc != nil {
+		c.broker.Disconnect(ow.bc)
+	} else {
+		ow.sess.Disconnect(reason)
+	}
+}
+
+// openRequest is a tunnel to open: a CL5 connection, or a PeerJS broker
+// socket (broker).
+type openRequest struct {
+	ugi    string
+	broker bool
+	cookie string // CL5
+	token  string // CL5: resume token; broker: the socket's token
+	key    string // broker
+	id     string // broker
+	addr   netip.Addr
 }
 
 // open asks the owner (holding lease value owner) for a tunnel.
-func (c *Cluster) open(ctx context.Context, req signaling.ConnectRequest, owner string, client *signaling.Session) (signaling.Tunnel, error) {
+func (c *Cluster) open(ctx context.Context, req openRequest, owner string, client *signaling.Session) (signaling.Tunnel, error) {
 	oself := ownerSelf(owner)
 	t := &originTunnel{
-		c: c, id: c.self + "/" + strconv.FormatUint(c.nextTID.Add(1), 36), ugi: req.UGI, lease: owner,
+		c: c, id: c.self + "/" + strconv.FormatUint(c.nextTID.Add(1), 36), ugi: req.ugi, lease: owner,
 		to: c.cfg.KeyPrefix + "inbox:" + oself, client: client,
 	}
 	reply := make(chan openReply, 1)
@@ -78,11 +112,14 @@ func (c *Cluster) open(ctx context.Context, req signaling.ConnectRequest, owner 
 		c.mu.Unlock()
 	}
 	addr := ""
-	if req.Addr.IsValid() {
-		addr = req.Addr.String()
+	if req.addr.IsValid() {
+		addr = req.addr.String()
 	}
-	m := message{kind: kindOpen, from: c.self, tid: t.id, ugi: req.UGI, lease: owner,
-		cookie: req.Cookie, token: req.ResumeToken, addr: addr}
+	m := message{kind: kindOpen, from: c.self, tid: t.id, ugi: req.ugi, lease: owner,
+		cookie: req.cookie, token: req.token, addr: addr}
+	if req.broker {
+		m.kind, m.cookie, m.peer = kindOpenBroker, req.key, req.id
+	}
 	start := c.clock.Now()
 	t.out = c.outboxTo(t.to)
 	if !t.out.send(m.encode(), nil) {
@@ -207,7 +244,7 @@ func (c *Cluster) readInbox() {
 // handle runs one inbox message. Reader only.
 func (c *Cluster) handle(m message) {
 	switch m.kind {
-	case kindOpen:
+	case kindOpen, kindOpenBroker:
 		c.handleOpen(m)
 	case kindOpened:
 		c.mu.Lock()
@@ -233,12 +270,12 @@ func (c *Cluster) handle(m message) {
 			c.metrics.tunnelFrames.WithLabelValues("from_owner").Add(float64(len(m.frames)))
 		case ow != nil:
 			if m.seq != ow.seqIn+1 {
-				ow.sess.Disconnect(signaling.Lost) // held, when it opted in to resume
+				c.lostOwner(ow, signaling.Lost) // held, when it opted in to resume
 				return
 			}
 			ow.seqIn = m.seq
 			for _, f := range m.frames {
-				ow.sess.Handle(f)
+				ow.handleFrame(f)
 			}
 		default:
 			// A tunnel that ended here: tell the other end.
@@ -256,7 +293,7 @@ func (c *Cluster) handle(m message) {
 			ot.end(int(m.code), m.text)
 		}
 		if ow != nil {
-			ow.sess.Disconnect(signaling.DisconnectReason(m.reason))
+			c.lostOwner(ow, signaling.DisconnectReason(m.reason))
 		}
 	}
 }
@@ -279,25 +316,36 @@ func (c *Cluster) handleOpen(m message) {
 		c.reply(m.from, message{kind: kindOpened, from: c.self, tid: m.tid, text: "not the owner"})
 		return
 	}
-	var sess *signaling.Session
+	addr, _ := netip.ParseAddr(m.addr)
+	ow := &ownerTunnel{id: m.tid, ugi: m.ugi, from: m.from, to: c.cfg.KeyPrefix + "inbox:" + m.from}
 	var err error
-	if m.token == "" {
-		sess, err = c.hub.Attach(m.ugi, m.cookie)
-	} else {
-		sess, _, err = c.hub.Resume(m.ugi, m.token, m.cookie)
+	switch {
+	case m.kind == kindOpenBroker:
+		// Refused sockets are connected too: the client gets the refusal.
+		ow.bc, _ = c.broker.Connect(peerjs.Params{Key: m.cookie, ID: m.peer, Token: m.token, Addr: addr})
+	case m.token == "":
+		ow.sess, err = c.hub.Attach(m.ugi, m.cookie)
+	default:
+		ow.sess, _, err = c.hub.Resume(m.ugi, m.token, m.cookie)
 	}
 	if err != nil {
 		c.reply(m.from, message{kind: kindOpened, from: c.self, tid: m.tid, text: err.Error()})
 		return
 	}
-	ow := &ownerTunnel{id: m.tid, ugi: m.ugi, from: m.from, to: c.cfg.KeyPrefix + "inbox:" + m.from, sess: sess}
+	if ow.sess != nil {
+		ow.sess.SetAddr(addr)
+	}
 	c.mu.Lock()
 	c.owners[m.tid] = ow
 	c.mu.Unlock()
 	// The answer goes before any frame: the pump starts after it.
 	c.reply(m.from, message{kind: kindOpened, from: c.self, tid: m.tid, ok: true})
 	c.wg.Add(1)
-	go c.pump(ow)
+	if ow.bc != nil {
+		go c.pumpBroker(ow)
+	} else {
+		go c.pump(ow)
+	}
 }
 
 // maxBatch bounds the frames of one tunnel message.
@@ -424,7 +472,7 @@ func (c *Cluster) checkTunnels(ctx context.Context) {
 	for from, cmd := range alive {
 		if n, err := cmd.Result(); err == nil && n == 0 {
 			for _, t := range byOrigin[from] {
-				t.sess.Disconnect(signaling.Lost)
+				c.lostOwner(t, signaling.Lost)
 			}
 		}
 	}
@@ -446,6 +494,56 @@ func (c *Cluster) closeAllTunnels(reason string) {
 		t.end(signaling.CloseServiceRestart, reason)
 	}
 	for _, t := range owners {
-		t.sess.Disconnect(signaling.Lost)
+		c.lostOwner(t, signaling.Lost)
+	}
+}
+
+// pumpBroker carries a broker client's frames to its origin, in order, and
+// its close. One per broker tunnel; it ends with the client.
+func (c *Cluster) pumpBroker(ow *ownerTunnel) {
+	defer c.wg.Done()
+	box := c.outboxTo(ow.to)
+	failed := make(chan struct{})
+	var failOnce sync.Once
+	onFail := func() { failOnce.Do(func() { close(failed) }) }
+	send := func(frames [][]byte) bool {
+		for len(frames) > 0 {
+			n := min(len(frames), maxBatch)
+			ow.seqOut++
+			m := message{kind: kindFrames, from: c.self, tid: ow.id, seq: ow.seqOut, frames: frames[:n]}
+			if !box.send(m.encode(), onFail) {
+				return false
+			}
+			frames = frames[n:]
+		}
+		return true
+	}
+	broken := false
+	for !broken {
+		select {
+		case <-ow.bc.Notify():
+			broken = !send(ow.bc.Take())
+			continue
+		case <-failed:
+			broken = true
+		case <-ow.bc.Done():
+		case <-c.ctx.Done():
+		}
+		break
+	}
+	if !broken {
+		broken = !send(ow.bc.Take())
+	}
+	c.broker.Disconnect(ow.bc)
+	code, text := ow.bc.CloseReason()
+	if broken {
+		code, text = signaling.CloseServiceRestart, "lost touch with the client's core"
+	}
+	c.mu.Lock()
+	_, open := c.owners[ow.id]
+	delete(c.owners, ow.id)
+	c.mu.Unlock()
+	if open {
+		c.reply(ow.from, message{kind: kindClose, from: c.self, tid: ow.id, code: uint64(code), text: text})
 	}
 }
