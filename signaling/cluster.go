@@ -2,6 +2,7 @@ package signaling
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"net/netip"
 	"time"
@@ -95,29 +96,31 @@ const CloseServiceRestart = 1012
 // connectClustered routes an upgraded connection: to this hub, or through a
 // tunnel to the owner of its game.
 func (s *Server) connectClustered(ctx context.Context, req ConnectRequest) (*Session, error) {
-	proxy := s.hub.newTunnelSession()
-	t, err := s.cfg.Cluster.Connect(ctx, req, proxy)
-	if err != nil {
-		return nil, err
-	}
-	if t != nil {
-		proxy.tunnel = t
-		return proxy, nil
-	}
-	if req.ResumeToken == "" {
-		sess, err := s.hub.Attach(req.UGI, req.Cookie)
+	for {
+		proxy := s.hub.newTunnelSession()
+		t, err := s.cfg.Cluster.Connect(ctx, req, proxy)
+		if err != nil {
+			return nil, err
+		}
+		if t != nil {
+			proxy.tunnel = t
+			return proxy, nil
+		}
+		var sess *Session
+		if req.ResumeToken == "" {
+			sess, err = s.hub.Attach(req.UGI, req.Cookie)
+		} else {
+			sess, _, err = s.hub.Resume(req.UGI, req.ResumeToken, req.Cookie)
+		}
+		if errors.Is(err, ErrNotOwner) && ctx.Err() == nil {
+			continue // the game was dropped since Connect: route it again
+		}
 		if err != nil {
 			return nil, err
 		}
 		sess.setAddr(req.Addr)
 		return sess, nil
 	}
-	sess, _, err := s.hub.Resume(req.UGI, req.ResumeToken, req.Cookie)
-	if err != nil {
-		return nil, err
-	}
-	sess.setAddr(req.Addr)
-	return sess, nil
 }
 
 // SetAddr records the client address of a session's connection (a cluster
@@ -196,6 +199,37 @@ func (h *Hub) changedLocked(g *game) {
 	}
 }
 
+func ownedSet(cfg Config) map[string]bool {
+	if cfg.Cluster == nil {
+		return nil
+	}
+	return make(map[string]bool)
+}
+
+// Own lets the hub serve game ugi: the cluster took its lease. Until then
+// (and after DropGame or Disown) Attach and Resume refuse it with
+// ErrNotOwner, so that no connection can start a game this core does not
+// own.
+func (h *Hub) Own(ugi string) {
+	h.mu.Lock()
+	if h.owned != nil {
+		h.owned[ugi] = true
+	}
+	h.mu.Unlock()
+}
+
+// Disown stops serving game ugi if it has ended (no players, connected or
+// held), and reports whether it did: the cluster then gives the lease back.
+func (h *Hub) Disown(ugi string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.games[ugi] != nil {
+		return false
+	}
+	delete(h.owned, ugi)
+	return true
+}
+
 // DropGame forgets game ugi at once, because this core no longer owns it:
 // every connection of the game is closed with CloseServiceRestart (so that
 // clients that opted in to resume come back, to whichever core owns it
@@ -204,6 +238,7 @@ func (h *Hub) changedLocked(g *game) {
 // was such a game.
 func (h *Hub) DropGame(ugi, reason string) bool {
 	h.mu.Lock()
+	delete(h.owned, ugi)
 	g := h.games[ugi]
 	if g != nil {
 		delete(h.games, ugi)

@@ -120,7 +120,13 @@ func (h *Hub) Restore(ugi string, data []byte) error {
 	if h.closed {
 		return ErrHubClosed
 	}
-	delete(h.games, ugi)
+	if old := h.games[ugi]; old != nil {
+		// Not expected (the cluster restores only games it did not own),
+		// but a game must never run twice: the old one's sessions go.
+		h.mu.Unlock()
+		h.DropGame(ugi, "game moved")
+		h.mu.Lock()
+	}
 	g := h.gameLocked(ugi)
 	g.mu.Lock()
 	defer g.mu.Unlock()

@@ -23,6 +23,8 @@ import (
 var (
 	ErrBadUGI    = errors.New("signaling: invalid ugi")
 	ErrHubClosed = errors.New("signaling: hub closed")
+	// ErrNotOwner: in a cluster, another core owns the game (cluster.go).
+	ErrNotOwner = errors.New("signaling: game owned by another core")
 )
 
 var instanceIDRe = regexp.MustCompile(`^[A-Za-z0-9]+(?:[ _-][A-Za-z0-9]+)*$`)
@@ -60,6 +62,11 @@ type Hub struct {
 	tellRelay func(id string, m peerjs.Message) bool
 	promote   func(id string, on bool)
 
+	// owned holds the games this core owns, in a cluster (cluster.go):
+	// Attach and Resume refuse the others. Guarded by mu; nil without a
+	// cluster.
+	owned map[string]bool
+
 	relayMu      sync.Mutex     // guards relayLobbies; a leaf lock
 	relayLobbies map[string]int // lobbies each relay carries
 }
@@ -93,6 +100,7 @@ func NewHub(cfg Config) *Hub {
 		metrics: newMetrics(cfg.Registerer),
 		clock:   cfg.Clock,
 		games:   make(map[string]*game),
+		owned:   ownedSet(cfg),
 	}
 }
 
@@ -131,6 +139,9 @@ func (h *Hub) Attach(ugi, cookie string) (*Session, error) {
 	if h.closed {
 		return nil, ErrHubClosed
 	}
+	if h.owned != nil && !h.owned[ugi] {
+		return nil, ErrNotOwner
+	}
 	g := h.gameLocked(ugi)
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -162,6 +173,9 @@ func (h *Hub) Resume(ugi, token, cookie string) (*Session, bool, error) {
 	defer h.mu.Unlock()
 	if h.closed {
 		return nil, false, ErrHubClosed
+	}
+	if h.owned != nil && !h.owned[ugi] {
+		return nil, false, ErrNotOwner
 	}
 	g := h.gameLocked(ugi)
 	g.mu.Lock()

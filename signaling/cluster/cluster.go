@@ -258,12 +258,20 @@ func (c *Cluster) Close() error {
 		owned[ugi] = l
 	}
 	c.mu.Unlock()
-	for ugi, l := range owned {
+	// Games and tunnels end first, while messages still flow: owners tell
+	// their origins, origins tell their owners, and clients come back to
+	// the other cores at once.
+	for ugi := range owned {
 		c.dropGame(ugi, "core shutting down")
-		ctx, cancel := context.WithTimeout(context.Background(), c.cfg.RenewEvery)
-		_ = scriptRelease.Run(ctx, c.rdb, []string{c.leaseKey(ugi), c.stateKey(ugi)}, l.val, 0).Err()
-		cancel()
 	}
+	c.endOrigins("core shutting down")
+	c.waitTunnels(2 * c.cfg.OpenTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.RenewEvery)
+	for ugi, l := range owned {
+		_ = scriptRelease.Run(ctx, c.rdb, []string{c.leaseKey(ugi), c.stateKey(ugi)}, l.val, 1).Err()
+	}
+	_ = c.rdb.Del(ctx, c.aliveKey(c.self)).Err()
+	cancel()
 	c.cancel()
 	if c.ps != nil {
 		_ = c.ps.Close()
@@ -271,6 +279,30 @@ func (c *Cluster) Close() error {
 	c.wg.Wait()
 	c.closeAllTunnels("core shutting down")
 	return c.rdb.Close()
+}
+
+// waitTunnels waits, at most d, for every tunnel to end and every outbox
+// to empty.
+func (c *Cluster) waitTunnels(d time.Duration) {
+	deadline := c.clock.Now().Add(d)
+	for c.clock.Now().Before(deadline) {
+		c.mu.Lock()
+		busy := len(c.origins) > 0 || len(c.owners) > 0
+		boxes := make([]*outbox, 0, len(c.outboxes))
+		for _, o := range c.outboxes {
+			boxes = append(boxes, o)
+		}
+		c.mu.Unlock()
+		for _, o := range boxes {
+			o.mu.Lock()
+			busy = busy || len(o.q) > 0
+			o.mu.Unlock()
+		}
+		if !busy {
+			return
+		}
+		<-c.clock.After(10 * time.Millisecond)
+	}
 }
 
 func (c *Cluster) leaseKey(ugi string) string { return c.cfg.KeyPrefix + "lease:{" + ugi + "}" }
@@ -387,6 +419,7 @@ func (c *Cluster) claim(ctx context.Context, ugi string) (string, error) {
 		return res[1], nil
 	}
 	val := res[1]
+	c.hub.DropGame(ugi, "game moved") // nothing, unless a stale copy lingers
 	state, err := c.rdb.Get(ctx, c.stateKey(ugi)).Bytes()
 	if err != nil && !errors.Is(err, redis.Nil) {
 		c.metrics.redisErrors.WithLabelValues("load").Inc()
@@ -402,6 +435,7 @@ func (c *Cluster) claim(ctx context.Context, ugi string) (string, error) {
 			c.log.Info("took over game", "ugi", ugi)
 		}
 	}
+	c.hub.Own(ugi)
 	c.mu.Lock()
 	c.owned[ugi] = &lease{val: val, renewedAt: sent}
 	c.mu.Unlock()

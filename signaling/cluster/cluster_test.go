@@ -353,3 +353,34 @@ func TestBrokerAcrossCores(t *testing.T) {
 		t.Fatalf("stranger's socket got %+v, want ERROR", m)
 	}
 }
+
+// TestGracefulStopHandsOver: a core that stops cleanly gives its games
+// back at once (no lease TTL to wait out) and closes every tunnel with
+// 1012, so players resume on the other cores and keep their lobbies.
+func TestGracefulStopHandsOver(t *testing.T) {
+	addr, _ := testkit.StartRedis(t)
+	rdb := newRedisClient(t, addr)
+	opts := coreOpts{ttl: 30 * time.Second} // a takeover within the test means the lease was given back
+	a := startCore(t, "a", addr, opts)
+	b := startCore(t, "b", addr, opts)
+	const ugi = "handover"
+
+	host := player(t, a.url(ugi, ""), "host")
+	host.create("L")
+	m1 := player(t, b.url(ugi, ""), "m1")
+	m1.join("L")
+	waitFor(t, "the state with m1", func() bool { return strings.Contains(stateOf(t, rdb, ugi), `"members":["`+m1.id) })
+
+	a.stop()
+	if code := host.expectClose(); code != signaling.CloseServiceRestart {
+		t.Fatalf("host closed with %d, want %d", code, signaling.CloseServiceRestart)
+	}
+	if code := m1.expectClose(); code != signaling.CloseServiceRestart {
+		t.Fatalf("m1 closed with %d, want %d", code, signaling.CloseServiceRestart)
+	}
+	m1 = m1.resume(b.url(ugi, ""))
+	host = host.resume(b.url(ugi, ""))
+	if h, epoch, n := m1.find("L"); h != host.id || epoch != 2 || n != 1 {
+		t.Fatalf("after the handover: host %s epoch %d members %d", h, epoch, n)
+	}
+}

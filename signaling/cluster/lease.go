@@ -118,10 +118,11 @@ func (c *Cluster) renew() {
 			c.metrics.leasesLost.WithLabelValues("taken").Inc()
 			c.dropGame(it.ugi, "game moved to another core")
 		default:
+			has := c.hub.HasGame(it.ugi) // not under c.mu: the hub calls Changed under its locks
 			c.mu.Lock()
 			if l := c.owned[it.ugi]; l != nil && l.val == it.val {
 				l.renewedAt = now
-				if c.hub.HasGame(it.ugi) {
+				if has {
 					l.idleSince = time.Time{}
 				} else if l.idleSince.IsZero() {
 					l.idleSince = now
@@ -147,7 +148,14 @@ func (c *Cluster) release(ctx context.Context, ugi string) {
 	defer c.claimMu.Unlock()
 	c.mu.Lock()
 	l := c.owned[ugi]
-	if l == nil || l.idleSince.IsZero() || c.hub.HasGame(ugi) {
+	idle := l != nil && !l.idleSince.IsZero()
+	c.mu.Unlock()
+	// The hub is called without c.mu: it calls Changed under its locks.
+	if !idle || !c.hub.Disown(ugi) {
+		return
+	}
+	c.mu.Lock()
+	if c.owned[ugi] != l {
 		c.mu.Unlock()
 		return
 	}

@@ -478,6 +478,19 @@ func (c *Cluster) checkTunnels(ctx context.Context) {
 	}
 }
 
+// endOrigins closes the clients of every tunnel from this core.
+func (c *Cluster) endOrigins(reason string) {
+	c.mu.Lock()
+	origins := make([]*originTunnel, 0, len(c.origins))
+	for _, t := range c.origins {
+		origins = append(origins, t)
+	}
+	c.mu.Unlock()
+	for _, t := range origins {
+		t.end(signaling.CloseServiceRestart, reason)
+	}
+}
+
 // closeAllTunnels ends every tunnel of this core, both ends.
 func (c *Cluster) closeAllTunnels(reason string) {
 	c.mu.Lock()
