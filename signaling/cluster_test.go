@@ -54,3 +54,20 @@ func TestClusterHubServesOnlyOwnedGames(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// FuzzRestore: a stored game state, whatever its bytes, restores or is
+// refused, never panics, and a restored game snapshots again.
+func FuzzRestore(f *testing.F) {
+	f.Add([]byte(`{"v":1,"players":[{"id":"01ARZ3NDEKTSV4RRFFQ69G5FAV_g","uid":"u","name":"n","tok":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="}],` +
+		`"lobbies":[{"name":"L","max":-1,"policy":"oldest","epoch":3,"host":"01ARZ3NDEKTSV4RRFFQ69G5FAV_g"}]}`))
+	f.Add([]byte(`{"v":1,"players":[{"id":"a"},{"id":"b"}],"lobbies":[{"name":"L","host":"a","members":["b","a","b","zz"],"policy":"best","epoch":1}]}`))
+	f.Add([]byte(`{"v":2}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		h := NewHub(Config{Cluster: ownerCluster{}})
+		if err := h.Restore("g", b); err != nil {
+			return
+		}
+		h.Snapshot("g")
+		h.Close("done")
+	})
+}

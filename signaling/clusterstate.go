@@ -174,6 +174,9 @@ func (h *Hub) Restore(ugi string, data []byte) error {
 	var gone []*player
 	for _, p := range g.players {
 		if !h.holdLocked(g, p, now) {
+			// Leaving now: frames about the others' departures are
+			// dropped (deliver drops for an overflowed player).
+			p.overflowed = true
 			gone = append(gone, p)
 		}
 	}
