@@ -29,9 +29,28 @@ type outbox struct {
 	c  *Cluster
 	to string // channel
 
-	mu   sync.Mutex
-	q    []queued
-	wake chan struct{}
+	mu      sync.Mutex
+	q       []queued
+	wake    chan struct{}
+	stop    chan struct{} // closed when retired
+	retired bool          // guarded by mu
+}
+
+// retireOutbox stops the outbox of a core process that is gone (its
+// liveness key expired) and no tunnel uses, so that outboxes do not pile up
+// as cores restart. A message queued to it meanwhile fails.
+func (c *Cluster) retireOutbox(channel string) {
+	c.mu.Lock()
+	o := c.outboxes[channel]
+	delete(c.outboxes, channel)
+	c.mu.Unlock()
+	if o == nil {
+		return
+	}
+	o.mu.Lock()
+	o.retired = true
+	o.mu.Unlock()
+	close(o.stop)
 }
 
 // outboxTo returns the outbox of a channel, starting it.
@@ -40,7 +59,7 @@ func (c *Cluster) outboxTo(channel string) *outbox {
 	defer c.mu.Unlock()
 	o := c.outboxes[channel]
 	if o == nil {
-		o = &outbox{c: c, to: channel, wake: make(chan struct{}, 1)}
+		o = &outbox{c: c, to: channel, wake: make(chan struct{}, 1), stop: make(chan struct{})}
 		c.outboxes[channel] = o
 		c.wg.Add(1)
 		go o.run()
@@ -52,7 +71,7 @@ func (c *Cluster) outboxTo(channel string) *outbox {
 // closed).
 func (o *outbox) send(msg []byte, onFail func()) bool {
 	o.mu.Lock()
-	if len(o.q) >= maxOutboxQueue || o.c.ctx.Err() != nil {
+	if len(o.q) >= maxOutboxQueue || o.retired || o.c.ctx.Err() != nil {
 		o.mu.Unlock()
 		return false
 	}
@@ -74,6 +93,9 @@ func (o *outbox) run() {
 	for {
 		select {
 		case <-o.c.ctx.Done():
+			o.failAll()
+			return
+		case <-o.stop:
 			o.failAll()
 			return
 		case <-o.wake:

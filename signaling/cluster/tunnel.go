@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -444,8 +445,21 @@ func (c *Cluster) checkTunnels(ctx context.Context) {
 	for _, t := range c.owners {
 		byOrigin[t.from] = append(byOrigin[t.from], t)
 	}
+	used := map[string]bool{} // outboxes that tunnels use
+	for _, t := range c.origins {
+		used[t.to] = true
+	}
+	for _, t := range c.owners {
+		used[t.to] = true
+	}
+	var idle []string // the others: their cores may be gone
+	for ch := range c.outboxes {
+		if !used[ch] {
+			idle = append(idle, ch)
+		}
+	}
 	c.mu.Unlock()
-	if len(byUGI) == 0 && len(byOrigin) == 0 {
+	if len(byUGI) == 0 && len(byOrigin) == 0 && len(idle) == 0 {
 		return
 	}
 	pipe := c.rdb.Pipeline()
@@ -457,7 +471,16 @@ func (c *Cluster) checkTunnels(ctx context.Context) {
 	for from := range byOrigin {
 		alive[from] = pipe.Exists(ctx, c.aliveKey(from))
 	}
+	idleAlive := map[string]*redis.IntCmd{}
+	for _, ch := range idle {
+		idleAlive[ch] = pipe.Exists(ctx, c.aliveKey(strings.TrimPrefix(ch, c.cfg.KeyPrefix+"inbox:")))
+	}
 	_, _ = pipe.Exec(ctx)
+	for ch, cmd := range idleAlive {
+		if n, err := cmd.Result(); err == nil && n == 0 {
+			c.retireOutbox(ch)
+		}
+	}
 	for ugi, cmd := range leases {
 		val, err := cmd.Result()
 		if err != nil && !errors.Is(err, redis.Nil) {
