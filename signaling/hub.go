@@ -411,6 +411,9 @@ func (s *Session) Handle(frame []byte) {
 	h.dispatchLocked(g, s, env)
 	switch env.Opcode {
 	case wire.OpKeepalive, wire.OpListLobbies, wire.OpFindLobby:
+	case wire.OpNetReport:
+		// Scores are soft state: stored with the next change, not worth a
+		// write of their own (clients report often).
 	default:
 		h.changedLocked(g) // the state a cluster stores may have changed
 	}

@@ -171,6 +171,10 @@ func (c *Cluster) release(ctx context.Context, ugi string) {
 	}
 }
 
+// writeCoalesce is how long the state writer waits after a change for
+// more: what a crash can lose on top of the write itself.
+const writeCoalesce = 10 * time.Millisecond
+
 // writeLoop writes the state of changed games, fenced by their leases.
 // Bursts coalesce: each round writes each changed game once, as it is then.
 func (c *Cluster) writeLoop() {
@@ -180,6 +184,13 @@ func (c *Cluster) writeLoop() {
 		case <-c.ctx.Done():
 			return
 		case <-c.dirtyC:
+		}
+		// A short pause gathers a burst of changes (a lobby filling up)
+		// into one write per game.
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-c.clock.After(writeCoalesce):
 		}
 		c.mu.Lock()
 		batch := make(map[string]string, len(c.dirty))
