@@ -69,6 +69,16 @@ type Tunnel interface {
 func (h *Hub) newTunnelSession() *Session {
 	s := h.newSession(nil, &player{}, "")
 	s.tunneled = true
+	h.mu.Lock()
+	if h.tunneled == nil {
+		h.tunneled = make(map[*Session]struct{})
+	}
+	h.tunneled[s] = struct{}{}
+	closed := h.closed
+	h.mu.Unlock()
+	if closed {
+		s.shutdown(CloseGoingAway, "server shutting down")
+	}
 	return s
 }
 
@@ -99,12 +109,13 @@ func (s *Server) connectClustered(ctx context.Context, req ConnectRequest) (*Ses
 	for {
 		proxy := s.hub.newTunnelSession()
 		t, err := s.cfg.Cluster.Connect(ctx, req, proxy)
-		if err != nil {
-			return nil, err
-		}
-		if t != nil {
+		if t != nil && err == nil {
 			proxy.tunnel = t
 			return proxy, nil
+		}
+		proxy.Disconnect(Closed) // unused: forget it
+		if err != nil {
+			return nil, err
 		}
 		var sess *Session
 		if req.ResumeToken == "" {
@@ -180,6 +191,7 @@ func (s *Server) serveBrokerClustered(w http.ResponseWriter, r *http.Request) bo
 	t, err := s.cfg.Cluster.ConnectBroker(ctx, req, proxy)
 	cancel()
 	if err != nil {
+		proxy.Disconnect(Closed)
 		s.log.Debug("cluster broker connect failed", "ugi", ugi, "err", err)
 		msg := websocket.FormatCloseMessage(CloseServiceRestart, "game moved, reconnect")
 		_ = conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(closeGrace))

@@ -66,6 +66,9 @@ type Hub struct {
 	// Attach and Resume refuse the others. Guarded by mu; nil without a
 	// cluster.
 	owned map[string]bool
+	// tunneled holds the sessions whose game another core runs
+	// (cluster.go), for Close. Guarded by mu.
+	tunneled map[*Session]struct{}
 
 	relayMu      sync.Mutex     // guards relayLobbies; a leaf lock
 	relayLobbies map[string]int // lobbies each relay carries
@@ -240,6 +243,9 @@ func (s *Session) Disconnect(reason DisconnectReason) {
 		if s.tunnel != nil {
 			s.tunnel.Close(reason)
 		}
+		s.hub.mu.Lock()
+		delete(s.hub.tunneled, s)
+		s.hub.mu.Unlock()
 		return
 	}
 	now := s.hub.clock.Now()
@@ -357,7 +363,14 @@ func (h *Hub) Close(reason string) {
 	for _, g := range h.games {
 		games = append(games, g)
 	}
+	tunneled := make([]*Session, 0, len(h.tunneled))
+	for s := range h.tunneled {
+		tunneled = append(tunneled, s)
+	}
 	h.mu.Unlock()
+	for _, s := range tunneled {
+		s.shutdown(CloseGoingAway, reason)
+	}
 	for _, g := range games {
 		g.mu.Lock()
 		g.stopLobbyListLocked()

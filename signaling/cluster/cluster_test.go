@@ -384,3 +384,26 @@ func TestGracefulStopHandsOver(t *testing.T) {
 		t.Fatalf("after the handover: host %s epoch %d members %d", h, epoch, n)
 	}
 }
+
+// TestServerShutdownClosesTunnels: a core's Server.Shutdown alone (its
+// cluster still up) closes the connections it tunnels to other cores, as
+// it closes its own, instead of waiting for them until its deadline.
+func TestServerShutdownClosesTunnels(t *testing.T) {
+	addr, _ := testkit.StartRedis(t)
+	a := startCore(t, "a", addr, coreOpts{})
+	b := startCore(t, "b", addr, coreOpts{})
+	const ugi = "shutdown"
+	host := player(t, a.url(ugi, ""), "host")
+	host.create("L")
+	m1 := player(t, b.url(ugi, ""), "m1")
+	m1.join("L")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := b.srv.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown: %v (a tunneled connection was left open)", err)
+	}
+	if code := m1.expectClose(); code != signaling.CloseGoingAway {
+		t.Fatalf("m1 closed with %d, want %d", code, signaling.CloseGoingAway)
+	}
+}

@@ -32,6 +32,8 @@ type core struct {
 	cl   *cluster.Cluster
 	ln   net.Listener
 	done chan struct{}
+	// stopping: stop ran (test goroutine only).
+	stopping bool
 
 	mu     sync.Mutex
 	events []ownership
@@ -96,11 +98,10 @@ func startCore(t testing.TB, id, redisAddr string, o coreOpts) *core {
 
 // stop shuts the core down, as a clean exit. Idempotent.
 func (c *core) stop() {
-	select {
-	case <-c.stopped():
+	if c.stopping {
 		return
-	default:
 	}
+	c.stopping = true
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	t0 := time.Now()
