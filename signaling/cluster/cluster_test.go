@@ -407,3 +407,36 @@ func TestServerShutdownClosesTunnels(t *testing.T) {
 		t.Fatalf("m1 closed with %d, want %d", code, signaling.CloseGoingAway)
 	}
 }
+
+// TestRelayLobbyAcrossCores: in a relay lobby whose relay is a
+// relay-capable member, a member's messages to another go to the relay,
+// whichever cores their CL5 and broker sockets are on: the owner's broker
+// routes them all.
+func TestRelayLobbyAcrossCores(t *testing.T) {
+	addr, _ := testkit.StartRedis(t)
+	a := startCore(t, "a", addr, coreOpts{})
+	b := startCore(t, "b", addr, coreOpts{})
+	const ugi = "relaylobby"
+
+	host := player(t, a.url(ugi, ""), "host")
+	host.send(wire.OpCreateLobby, map[string]any{"name": "L", "max_players": -1, "enable_relay": true})
+	host.expectText(wire.OpCreateAck, "ok")
+	r := dial(t, b.url(ugi, ""), "r")
+	r.send(wire.OpInit, map[string]any{"token": "let me in", "username": "r", "resume": true, "relay_capable": true})
+	r.readInitOK()
+	r.join("L")
+	m := player(t, b.url(ugi, ""), "m")
+	m.join("L")
+	if got := readText(t, m.expect(wire.OpRelay)); got != r.id {
+		t.Fatalf("m's RELAY %q, want the relay-capable member %s", got, r.id)
+	}
+	rWS := brokerSocket(t, a, r) // the relay's broker socket on the owner
+	mWS := brokerSocket(t, b, m) // m's on the other core
+	brokerSocket(t, b, host) // the destination's, open too
+	if err := mWS.WriteJSON(brokerMsg{Type: "OFFER", Dst: host.id, Payload: json.RawMessage(`{"sdp":"x"}`)}); err != nil {
+		t.Fatal(err)
+	}
+	if got := readBroker(t, rWS); got.Type != "OFFER" || got.Src != m.id {
+		t.Fatalf("the relay got %+v, want m's OFFER", got)
+	}
+}
