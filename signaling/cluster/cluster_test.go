@@ -432,7 +432,7 @@ func TestRelayLobbyAcrossCores(t *testing.T) {
 	}
 	rWS := brokerSocket(t, a, r) // the relay's broker socket on the owner
 	mWS := brokerSocket(t, b, m) // m's on the other core
-	brokerSocket(t, b, host) // the destination's, open too
+	brokerSocket(t, b, host)     // the destination's, open too
 	if err := mWS.WriteJSON(brokerMsg{Type: "OFFER", Dst: host.id, Payload: json.RawMessage(`{"sdp":"x"}`)}); err != nil {
 		t.Fatal(err)
 	}
