@@ -2,7 +2,9 @@ package signaling
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/netip"
 	"time"
@@ -133,6 +135,58 @@ func (s *Server) connectClustered(ctx context.Context, req ConnectRequest) (*Ses
 		return sess, nil
 	}
 }
+
+// Reattach moves a player whose game this core took over onto a tunnel
+// from the core its socket is on, as Resume does, except that the client's
+// token stays valid and no INIT_OK is sent: the client never saw its
+// connection drop (the game moved under it). The frames it missed follow;
+// a host that comes back starts a new term.
+func (h *Hub) Reattach(ugi, token string) (*Session, error) {
+	if !ValidUGI(ugi) {
+		return nil, fmt.Errorf("%w: %q", ErrBadUGI, ugi)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return nil, ErrHubClosed
+	}
+	if h.owned != nil && !h.owned[ugi] {
+		return nil, ErrNotOwner
+	}
+	g := h.games[ugi]
+	if g == nil {
+		return nil, ErrResumeRefused
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	now := h.clock.Now()
+	id, ok := g.resumes.Claim(token, now)
+	p := g.players[id]
+	if !ok || p == nil || p.overflowed {
+		return nil, ErrResumeRefused
+	}
+	g.resumes.Adopt(id, sha256.Sum256([]byte(token)))
+	h.stopGraceLocked(p)
+	old := p.conn
+	s := h.newSession(g, p, "")
+	p.conn = s
+	h.metrics.sessions.Inc()
+	if old != nil {
+		old.shutdown(CloseNormal, "resumed on another connection")
+	}
+	h.metrics.resumes.WithLabelValues("ok").Inc()
+	for _, f := range p.pending {
+		s.send(f)
+	}
+	p.pending = nil
+	if l := p.lobby; l != nil && l.host == p {
+		h.changeHostLocked(l, p, causeReclaim, now)
+	}
+	return s, nil
+}
+
+// ErrResumeRefused: Reattach found no held player for the token.
+var ErrResumeRefused = errors.New("signaling: unknown, used or expired resume token")
 
 // SetAddr records the client address of a session's connection (a cluster
 // owner calls it for a tunneled player, with the address its core saw), for

@@ -109,6 +109,7 @@ func TestOwnerCrashMovesGame(t *testing.T) {
 	host.create("L")
 	m1 := player(t, b.url(ugi, ""), "m1")
 	m1.join("L")
+	m1.expect(wire.OpNewHost) // epoch 1, at its join
 	m2 := player(t, a.url(ugi, ""), "m2")
 	m2.join("L")
 	waitFor(t, "the state with both members", func() bool {
@@ -121,12 +122,9 @@ func TestOwnerCrashMovesGame(t *testing.T) {
 	a.crash(pa)
 	host.expectClose()
 	m2.expectClose()
-	if code := m1.expectClose(); code != signaling.CloseServiceRestart {
-		t.Fatalf("m1 (tunneled to the dead owner) closed with %d, want %d", code, signaling.CloseServiceRestart)
-	}
 
-	// Everyone comes back to core b.
-	m1 = m1.resume(b.url(ugi, ""))
+	// m1, tunneled from b to the dead owner, keeps its socket: b takes the
+	// game over and reattaches it. The others come back to b.
 	host = host.resume(b.url(ugi, ""))
 	m2 = m2.resume(b.url(ugi, ""))
 	if !strings.HasPrefix(leaseOf(rdb, ugi), "b/") {
@@ -166,9 +164,8 @@ func TestHostNotBackIsMigrated(t *testing.T) {
 	waitFor(t, "the state with m1", func() bool { return strings.Contains(stateOf(t, rdb, ugi), `"members":["`+m1.id) })
 
 	a.crash(pa)
-	m1.expectClose()
-	m1 = m1.resume(b.url(ugi, ""))
-	// The host never returns: m1 hosts once its grace is over.
+	// m1 keeps its socket (rerouted to b); the host never returns: m1
+	// hosts once the host's grace is over.
 	m1.expectText(wire.OpTransition, "host")
 	var nh wire.Peer
 	if err := json.Unmarshal(m1.expect(wire.OpNewHost), &nh); err != nil || nh.InstanceID != m1.id || nh.Epoch != 2 {
@@ -197,8 +194,7 @@ func TestPartitionedOwnerStopsFirst(t *testing.T) {
 	if code := host.expectClose(); code != signaling.CloseServiceRestart {
 		t.Fatalf("host closed with %d, want %d", code, signaling.CloseServiceRestart)
 	}
-	m1.expectClose()
-	m1 = m1.resume(b.url(ugi, ""))
+	// m1's tunnel moves to b, which takes the game; the host resumes there.
 	host = host.resume(b.url(ugi, ""))
 
 	dropped, ok := a.dropped(ugi)
@@ -438,5 +434,42 @@ func TestRelayLobbyAcrossCores(t *testing.T) {
 	}
 	if got := readBroker(t, rWS); got.Type != "OFFER" || got.Src != m.id {
 		t.Fatalf("the relay got %+v, want m's OFFER", got)
+	}
+}
+
+// TestRerouteNeedsResume: a player that never opted in to resume cannot be
+// moved to a new owner with its socket: it is closed with 1012 when its
+// game's owner dies, and a resuming one on the same core keeps its socket.
+func TestRerouteNeedsResume(t *testing.T) {
+	addr, _ := testkit.StartRedis(t)
+	pa := newProxy(t, addr)
+	a := startCore(t, "a", pa.addr(), coreOpts{})
+	b := startCore(t, "b", addr, coreOpts{})
+	const ugi = "reroute"
+
+	host := player(t, a.url(ugi, ""), "host")
+	host.create("L")
+	v1 := dial(t, b.url(ugi, ""), "v1")
+	v1.send(wire.OpInit, map[string]any{"token": "let me in", "username": "v1"})
+	v1.readInitOK()
+	v1.join("L")
+	m1 := player(t, b.url(ugi, ""), "m1")
+	m1.join("L")
+	rdb := newRedisClient(t, addr)
+	waitFor(t, "the state with both members", func() bool {
+		return strings.Contains(stateOf(t, rdb, ugi), `"members":["`+v1.id+`","`+m1.id+`"]`)
+	})
+
+	a.crash(pa)
+	if code := v1.expectClose(); code != signaling.CloseServiceRestart {
+		t.Fatalf("v1 closed with %d, want %d", code, signaling.CloseServiceRestart)
+	}
+	// m1 is still there, on its socket, in the lobby b now runs: it hears
+	// that v1 left (v1 could not resume) and can still ask.
+	if got := readText(t, m1.expect(wire.OpPeerLeft)); got != v1.id {
+		t.Fatalf("m1's PEER_LEFT %s, want v1 %s", got, v1.id)
+	}
+	if h, epoch, n := m1.find("L"); h != host.id || epoch != 1 || n != 1 {
+		t.Fatalf("after the move: host %s epoch %d members %d", h, epoch, n)
 	}
 }

@@ -32,9 +32,16 @@ const (
 	kindOpen = 'o'
 	// kindOpenBroker opens a tunnel for a PeerJS broker socket.
 	kindOpenBroker = 'b'
-	kindOpened     = 'a'
-	kindFrames     = 'f'
-	kindClose      = 'c'
+	// kindReattach moves a tunnel to a new owner, with the player's
+	// resume token (token).
+	kindReattach = 'r'
+	kindOpened   = 'a'
+	kindFrames   = 'f' // origin to owner
+	kindClose    = 'c' // origin to owner
+	// The owner's to the origin: a core may be both ends of one tunnel
+	// (a rerouted one, to the game it took over itself).
+	kindFramesBack = 'g'
+	kindCloseBack  = 'd'
 
 	maxFields = 1 << 20 // frames of one batch: far beyond maxBatch
 )
@@ -53,7 +60,7 @@ func (m message) encode() []byte {
 	str(m.from)
 	str(m.tid)
 	switch m.kind {
-	case kindOpen, kindOpenBroker:
+	case kindOpen, kindOpenBroker, kindReattach:
 		str(m.ugi)
 		str(m.lease)
 		str(m.cookie)
@@ -67,14 +74,14 @@ func (m message) encode() []byte {
 		}
 		num(ok)
 		str(m.text)
-	case kindFrames:
+	case kindFrames, kindFramesBack:
 		num(m.seq)
 		num(uint64(len(m.frames)))
 		for _, f := range m.frames {
 			b = binary.AppendUvarint(b, uint64(len(f)))
 			b = append(b, f...)
 		}
-	case kindClose:
+	case kindClose, kindCloseBack:
 		num(m.code)
 		num(m.reason)
 		str(m.text)
@@ -120,12 +127,12 @@ func decode(b []byte) (message, error) {
 	m.from = r.str()
 	m.tid = r.str()
 	switch m.kind {
-	case kindOpen, kindOpenBroker:
+	case kindOpen, kindOpenBroker, kindReattach:
 		m.ugi, m.lease, m.cookie, m.token, m.addr, m.peer = r.str(), r.str(), r.str(), r.str(), r.str(), r.str()
 	case kindOpened:
 		m.ok = r.num() == 1
 		m.text = r.str()
-	case kindFrames:
+	case kindFrames, kindFramesBack:
 		m.seq = r.num()
 		n := r.num()
 		if n > maxFields || n > uint64(len(r.b)) {
@@ -135,7 +142,7 @@ func decode(b []byte) (message, error) {
 		for range n {
 			m.frames = append(m.frames, r.bytes())
 		}
-	case kindClose:
+	case kindClose, kindCloseBack:
 		m.code = r.num()
 		m.reason = r.num()
 		m.text = r.str()

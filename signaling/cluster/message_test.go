@@ -14,6 +14,9 @@ func FuzzDecode(f *testing.F) {
 		{kind: kindOpened, from: "b/y", tid: "a/x/1", ok: true},
 		{kind: kindFrames, from: "b/y", tid: "a/x/1", seq: 7, frames: [][]byte{[]byte(`{"opcode":"KEEPALIVE"}`), {}}},
 		{kind: kindClose, from: "a/x", tid: "a/x/1", code: 1012, reason: 1, text: "bye"},
+		{kind: kindFramesBack, from: "b/y", tid: "a/x/1", seq: 1, frames: [][]byte{[]byte("x")}},
+		{kind: kindCloseBack, from: "b/y", tid: "a/x/1", code: 1001, text: "gone"},
+		{kind: kindReattach, from: "a/x", tid: "a/x/3", ugi: "g", lease: "a/x:4", token: "t"},
 	} {
 		f.Add(m.encode())
 	}

@@ -12,6 +12,7 @@ type metrics struct {
 	redisErrors   *prometheus.CounterVec
 	hop           prometheus.Histogram
 	publishes     prometheus.Counter
+	reroutes      prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -44,7 +45,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		publishes: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "cl5_cluster_publishes_total", Help: "PUBLISHes to other cores (each carries a batch of tunnel messages).",
 		}),
+		reroutes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cl5_cluster_reroutes_total", Help: "Tunnels moved to a game's new owner, their clients kept.",
+		}),
 	}
-	reg.MustRegister(m.leases, m.takeovers, m.leasesLost, m.fencedRefused, m.stateWrites, m.tunnelFrames, m.redisErrors, m.hop, m.publishes)
+	reg.MustRegister(m.reroutes, m.leases, m.takeovers, m.leasesLost, m.fencedRefused, m.stateWrites, m.tunnelFrames, m.redisErrors, m.hop, m.publishes)
 	return m
 }

@@ -1,13 +1,16 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -38,16 +41,26 @@ type openReply struct {
 // originTunnel is the origin's end: it implements signaling.Tunnel.
 type originTunnel struct {
 	c      *Cluster
-	id     string
 	ugi    string
-	lease  string // the owner's lease value when opened
-	to     string // the owner's inbox
 	client *signaling.Session
-	out    *outbox
+	broker bool // a PeerJS broker socket's (never rerouted)
 
-	sendMu  sync.Mutex // serialises Send: sequence numbers in queue order
-	seqOut  uint64
-	seqIn   uint64 // reader only
+	// id, lease (the owner's lease value when opened), to (the owner's
+	// inbox) and out change when the tunnel is rerouted to a new owner:
+	// written under sendMu and c.mu both, read under either.
+	id    string
+	lease string
+	to    string
+	out   *outbox
+
+	sendMu    sync.Mutex // serialises Send: sequence numbers in queue order
+	seqOut    uint64
+	rerouting bool     // frames wait in held until the new owner answers
+	held      [][]byte // bounded by maxHeldFrames
+	closed    bool     // Close ran
+
+	seqIn   atomic.Uint64 // the reader's; reset when rerouted
+	token   string        // the client's resume token, from its last INIT_OK; under c.mu
 	closeMu sync.Once
 }
 
@@ -98,8 +111,8 @@ type openRequest struct {
 func (c *Cluster) open(ctx context.Context, req openRequest, owner string, client *signaling.Session) (signaling.Tunnel, error) {
 	oself := ownerSelf(owner)
 	t := &originTunnel{
-		c: c, id: c.self + "/" + strconv.FormatUint(c.nextTID.Add(1), 36), ugi: req.ugi, lease: owner,
-		to: c.cfg.KeyPrefix + "inbox:" + oself, client: client,
+		c: c, id: c.newTID(), ugi: req.ugi, lease: owner,
+		to: c.cfg.KeyPrefix + "inbox:" + oself, client: client, broker: req.broker,
 	}
 	reply := make(chan openReply, 1)
 	c.mu.Lock()
@@ -152,6 +165,10 @@ func (c *Cluster) open(ctx context.Context, req openRequest, owner string, clien
 	}
 }
 
+func (c *Cluster) newTID() string {
+	return c.self + "/" + strconv.FormatUint(c.nextTID.Add(1), 36)
+}
+
 func (c *Cluster) publish(ctx context.Context, channel string, payload []byte) error {
 	if err := c.rdb.Publish(ctx, channel, payload).Err(); err != nil {
 		c.metrics.redisErrors.WithLabelValues("publish").Inc()
@@ -164,6 +181,23 @@ func (c *Cluster) publish(ctx context.Context, channel string, payload []byte) e
 func (t *originTunnel) Send(frame []byte) {
 	t.sendMu.Lock()
 	defer t.sendMu.Unlock()
+	if t.rerouting {
+		if len(t.held) >= maxHeldFrames {
+			t.lost()
+			return
+		}
+		t.held = append(t.held, append([]byte(nil), frame...))
+		return
+	}
+	t.sendLocked(frame)
+}
+
+// maxHeldFrames bounds the client frames that wait while a tunnel is
+// rerouted.
+const maxHeldFrames = 256
+
+// sendLocked forwards a frame; sendMu held.
+func (t *originTunnel) sendLocked(frame []byte) {
 	t.seqOut++
 	m := message{kind: kindFrames, from: t.c.self, tid: t.id, seq: t.seqOut, frames: [][]byte{frame}}
 	if !t.out.send(m.encode(), t.lost) {
@@ -176,11 +210,16 @@ func (t *originTunnel) Send(frame []byte) {
 // Close tells the owner the client is gone.
 func (t *originTunnel) Close(reason signaling.DisconnectReason) {
 	t.closeMu.Do(func() {
+		t.sendMu.Lock()
+		defer t.sendMu.Unlock()
+		t.closed = true
 		t.c.mu.Lock()
 		delete(t.c.origins, t.id)
 		t.c.mu.Unlock()
-		m := message{kind: kindClose, from: t.c.self, tid: t.id, reason: uint64(reason)}
-		t.out.send(m.encode(), nil)
+		if !t.rerouting {
+			m := message{kind: kindClose, from: t.c.self, tid: t.id, reason: uint64(reason)}
+			t.out.send(m.encode(), nil)
+		}
 	})
 }
 
@@ -245,7 +284,7 @@ func (c *Cluster) readInbox() {
 // handle runs one inbox message. Reader only.
 func (c *Cluster) handle(m message) {
 	switch m.kind {
-	case kindOpen, kindOpenBroker:
+	case kindOpen, kindOpenBroker, kindReattach:
 		c.handleOpen(m)
 	case kindOpened:
 		c.mu.Lock()
@@ -254,47 +293,67 @@ func (c *Cluster) handle(m message) {
 		if reply != nil {
 			reply <- openReply{ok: m.ok, err: m.text}
 		}
-	case kindFrames:
+	case kindFrames: // origin to owner
 		c.mu.Lock()
-		ot, ow := c.origins[m.tid], c.owners[m.tid]
+		ow := c.owners[m.tid]
 		c.mu.Unlock()
-		switch {
-		case ot != nil:
-			if m.seq != ot.seqIn+1 {
-				ot.end(signaling.CloseServiceRestart, "frames lost between cores")
-				return
-			}
-			ot.seqIn = m.seq
-			for _, f := range m.frames {
-				ot.client.Deliver(f)
-			}
-			c.metrics.tunnelFrames.WithLabelValues("from_owner").Add(float64(len(m.frames)))
-		case ow != nil:
-			if m.seq != ow.seqIn+1 {
-				c.lostOwner(ow, signaling.Lost) // held, when it opted in to resume
-				return
-			}
-			ow.seqIn = m.seq
-			for _, f := range m.frames {
-				ow.handleFrame(f)
-			}
-		default:
+		if ow == nil {
 			// A tunnel that ended here: tell the other end.
-			c.reply(m.from, message{kind: kindClose, from: c.self, tid: m.tid, code: signaling.CloseServiceRestart,
-				text: "tunnel closed", reason: uint64(signaling.Lost)})
+			c.reply(m.from, message{kind: kindCloseBack, from: c.self, tid: m.tid, code: signaling.CloseServiceRestart,
+				text: "tunnel closed"})
+			return
 		}
-	case kindClose:
+		if m.seq != ow.seqIn+1 {
+			c.lostOwner(ow, signaling.Lost) // held, when it opted in to resume
+			return
+		}
+		ow.seqIn = m.seq
+		for _, f := range m.frames {
+			ow.handleFrame(f)
+		}
+	case kindFramesBack: // owner to origin
 		c.mu.Lock()
-		ot, ow := c.origins[m.tid], c.owners[m.tid]
-		delete(c.origins, m.tid)
+		ot := c.origins[m.tid]
+		c.mu.Unlock()
+		if ot == nil {
+			c.reply(m.from, message{kind: kindClose, from: c.self, tid: m.tid, reason: uint64(signaling.Lost)})
+			return
+		}
+		if m.seq != ot.seqIn.Load()+1 {
+			ot.end(signaling.CloseServiceRestart, "frames lost between cores")
+			return
+		}
+		ot.seqIn.Store(m.seq)
+		for _, f := range m.frames {
+			if !ot.broker && bytes.HasPrefix(f, initOKPrefix) {
+				tok := resumeToken(f)
+				c.mu.Lock()
+				ot.token = tok
+				c.mu.Unlock()
+			}
+			ot.client.Deliver(f)
+		}
+		c.metrics.tunnelFrames.WithLabelValues("from_owner").Add(float64(len(m.frames)))
+	case kindClose: // origin to owner
+		c.mu.Lock()
+		ow := c.owners[m.tid]
 		delete(c.owners, m.tid)
+		c.mu.Unlock()
+		if ow != nil {
+			c.lostOwner(ow, signaling.DisconnectReason(m.reason))
+		}
+	case kindCloseBack: // owner to origin
+		c.mu.Lock()
+		ot := c.origins[m.tid]
+		if ot != nil && ot.id == m.tid {
+			delete(c.origins, m.tid)
+		} else {
+			ot = nil
+		}
 		c.mu.Unlock()
 		if ot != nil {
 			ot.closeMu.Do(func() {}) // the owner's end is gone: nothing to tell it
 			ot.end(int(m.code), m.text)
-		}
-		if ow != nil {
-			c.lostOwner(ow, signaling.DisconnectReason(m.reason))
 		}
 	}
 }
@@ -324,6 +383,8 @@ func (c *Cluster) handleOpen(m message) {
 	case m.kind == kindOpenBroker:
 		// Refused sockets are connected too: the client gets the refusal.
 		ow.bc, _ = c.broker.Connect(peerjs.Params{Key: m.cookie, ID: m.peer, Token: m.token, Addr: addr})
+	case m.kind == kindReattach:
+		ow.sess, err = c.hub.Reattach(m.ugi, m.token)
 	case m.token == "":
 		ow.sess, err = c.hub.Attach(m.ugi, m.cookie)
 	default:
@@ -367,7 +428,7 @@ func (c *Cluster) pump(ow *ownerTunnel) {
 			return true
 		}
 		ow.seqOut++
-		m := message{kind: kindFrames, from: c.self, tid: ow.id, seq: ow.seqOut, frames: batch}
+		m := message{kind: kindFramesBack, from: c.self, tid: ow.id, seq: ow.seqOut, frames: batch}
 		ok := box.send(m.encode(), onFail)
 		c.metrics.tunnelFrames.WithLabelValues("to_origin").Add(float64(len(batch)))
 		clear(batch)
@@ -427,7 +488,7 @@ func (c *Cluster) pump(ow *ownerTunnel) {
 	delete(c.owners, ow.id)
 	c.mu.Unlock()
 	if open {
-		c.reply(ow.from, message{kind: kindClose, from: c.self, tid: ow.id, code: uint64(code), text: text})
+		c.reply(ow.from, message{kind: kindCloseBack, from: c.self, tid: ow.id, code: uint64(code), text: text})
 	}
 	ow.sess.Disconnect(signaling.Lost) // the hub closed it: no hold (or the player moved on)
 }
@@ -439,7 +500,9 @@ func (c *Cluster) checkTunnels(ctx context.Context) {
 	c.mu.Lock()
 	byUGI := map[string][]*originTunnel{}
 	for _, t := range c.origins {
-		byUGI[t.ugi] = append(byUGI[t.ugi], t)
+		if !t.rerouting {
+			byUGI[t.ugi] = append(byUGI[t.ugi], t)
+		}
 	}
 	byOrigin := map[string][]*ownerTunnel{}
 	for _, t := range c.owners {
@@ -488,7 +551,7 @@ func (c *Cluster) checkTunnels(ctx context.Context) {
 		}
 		for _, t := range byUGI[ugi] {
 			if val != t.lease {
-				t.end(signaling.CloseServiceRestart, "game moved to another core")
+				c.startReroute(t)
 			}
 		}
 	}
@@ -546,7 +609,7 @@ func (c *Cluster) pumpBroker(ow *ownerTunnel) {
 		for len(frames) > 0 {
 			n := min(len(frames), maxBatch)
 			ow.seqOut++
-			m := message{kind: kindFrames, from: c.self, tid: ow.id, seq: ow.seqOut, frames: frames[:n]}
+			m := message{kind: kindFramesBack, from: c.self, tid: ow.id, seq: ow.seqOut, frames: frames[:n]}
 			if !box.send(m.encode(), onFail) {
 				return false
 			}
@@ -580,6 +643,163 @@ func (c *Cluster) pumpBroker(ow *ownerTunnel) {
 	delete(c.owners, ow.id)
 	c.mu.Unlock()
 	if open {
-		c.reply(ow.from, message{kind: kindClose, from: c.self, tid: ow.id, code: uint64(code), text: text})
+		c.reply(ow.from, message{kind: kindCloseBack, from: c.self, tid: ow.id, code: uint64(code), text: text})
 	}
+}
+
+// Rerouting. When a game's owner dies (or drops it), the tunnels of its
+// players on other cores are not closed: each origin takes its tunnel to
+// the new owner (taking the game over itself if no core has), reattaching
+// the player with the resume token the client was last given, which stays
+// valid (Hub.Reattach); frames the client sends meanwhile wait. The client
+// sees a pause, then what it missed, on the socket it had. A client that
+// never opted in to resume, or a failed reroute, gets 1012 as before.
+
+var initOKPrefix = []byte(`{"opcode":"` + "INIT_OK" + `"`)
+
+// resumeToken reads INIT_OK's resume_token ("" when it has none).
+func resumeToken(frame []byte) string {
+	var env struct {
+		Payload struct {
+			Token string `json:"resume_token"`
+		} `json:"payload"`
+	}
+	if json.Unmarshal(frame, &env) != nil {
+		return ""
+	}
+	return env.Payload.Token
+}
+
+// startReroute begins moving t to its game's new owner. Renewer only
+// (token is read here while the reader may write it: it is read under
+// c.mu after the reader stopped delivering for t, see below).
+func (c *Cluster) startReroute(t *originTunnel) {
+	t.sendMu.Lock()
+	if t.rerouting || t.closed || t.broker {
+		t.sendMu.Unlock()
+		if t.broker {
+			t.end(signaling.CloseServiceRestart, "game moved to another core")
+		}
+		return
+	}
+	c.mu.Lock()
+	t.rerouting = true
+	delete(c.origins, t.id) // the old owner's frames are ignored from now on
+	c.mu.Unlock()
+	t.sendMu.Unlock()
+	c.wg.Add(1)
+	go c.reroute(t)
+}
+
+// reroute runs startReroute's move. The reader no longer delivers for the
+// old tunnel id, so t.token is stable; it is handed over through the
+// cluster's lock to be safe.
+func (c *Cluster) reroute(t *originTunnel) {
+	defer c.wg.Done()
+	c.mu.Lock()
+	token := t.token
+	c.mu.Unlock()
+	fail := func() {
+		t.sendMu.Lock()
+		c.mu.Lock()
+		t.rerouting, t.held = false, nil
+		c.mu.Unlock()
+		t.sendMu.Unlock()
+		t.end(signaling.CloseServiceRestart, "game moved to another core")
+	}
+	if token == "" {
+		fail()
+		return
+	}
+	ctx, cancel := context.WithTimeout(c.ctx, 2*c.cfg.LeaseTTL+c.cfg.OpenTimeout)
+	defer cancel()
+	for {
+		owner, err := c.claim(ctx, t.ugi)
+		if err == nil && owner == "" {
+			c.mu.Lock()
+			if l := c.owned[t.ugi]; l != nil {
+				owner = l.val // ours: the tunnel loops through our own inbox
+			}
+			c.mu.Unlock()
+		}
+		if err == nil && owner != "" && c.reattach(ctx, t, owner, token) {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			fail()
+			return
+		case <-c.clock.After(c.cfg.RenewEvery / 2):
+		}
+	}
+}
+
+// reattach opens t anew at owner with token; on success the frames held
+// meanwhile go first, in order.
+func (c *Cluster) reattach(ctx context.Context, t *originTunnel, owner, token string) bool {
+	id := c.newTID()
+	to := c.cfg.KeyPrefix + "inbox:" + ownerSelf(owner)
+	reply := make(chan openReply, 1)
+	c.mu.Lock()
+	c.opens[id] = reply
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		delete(c.opens, id)
+		c.mu.Unlock()
+	}()
+	// Registered before the open goes, so that frames right after the
+	// answer find the tunnel; seqIn restarts for the new id.
+	t.sendMu.Lock()
+	if t.closed {
+		t.sendMu.Unlock()
+		return true // the client left meanwhile: nothing to move
+	}
+	c.mu.Lock()
+	t.seqIn.Store(0)
+	c.origins[id] = t
+	c.mu.Unlock()
+	t.sendMu.Unlock()
+	out := c.outboxTo(to)
+	m := message{kind: kindReattach, from: c.self, tid: id, ugi: t.ugi, lease: owner, token: token}
+	ok := out.send(m.encode(), nil)
+	var r openReply
+	if ok {
+		timer := c.clock.NewTimer(c.cfg.OpenTimeout)
+		select {
+		case r = <-reply:
+		case <-timer.Chan():
+		case <-ctx.Done():
+		}
+		timer.Stop()
+	}
+	t.sendMu.Lock()
+	defer t.sendMu.Unlock()
+	if !r.ok {
+		c.mu.Lock()
+		delete(c.origins, id)
+		c.mu.Unlock()
+		return false
+	}
+	c.mu.Lock()
+	t.id, t.lease, t.to, t.out = id, owner, to, out
+	t.rerouting = false
+	c.mu.Unlock()
+	t.seqOut = 0
+	held := t.held
+	t.held = nil
+	if t.closed {
+		// The client left while we waited: tell the new owner.
+		c.mu.Lock()
+		delete(c.origins, id)
+		c.mu.Unlock()
+		m := message{kind: kindClose, from: c.self, tid: id, reason: uint64(signaling.Lost)}
+		out.send(m.encode(), nil)
+		return true
+	}
+	for _, f := range held {
+		t.sendLocked(f)
+	}
+	c.metrics.reroutes.Inc()
+	return true
 }
