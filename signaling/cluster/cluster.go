@@ -237,6 +237,12 @@ func (c *Cluster) Start(ctx context.Context, srv *signaling.Server) error {
 		_ = c.ps.Close()
 		return fmt.Errorf("cluster: subscribing to %s: %w", c.inbox, err)
 	}
+	// The marker tells that Redis has kept its data since the cluster
+	// started (scriptTake).
+	if err := c.rdb.SetNX(ctx, c.markerKey(), "1", 0).Err(); err != nil {
+		_ = c.ps.Close()
+		return fmt.Errorf("cluster: redis: %w", err)
+	}
 	c.wg.Add(3)
 	go c.readInbox()
 	go c.renewLoop()
@@ -308,6 +314,12 @@ func (c *Cluster) waitTunnels(d time.Duration) {
 func (c *Cluster) leaseKey(ugi string) string { return c.cfg.KeyPrefix + "lease:{" + ugi + "}" }
 func (c *Cluster) fenceKey(ugi string) string { return c.cfg.KeyPrefix + "fence:{" + ugi + "}" }
 func (c *Cluster) stateKey(ugi string) string { return c.cfg.KeyPrefix + "state:{" + ugi + "}" }
+func (c *Cluster) markerKey() string          { return c.cfg.KeyPrefix + "marker" }
+func (c *Cluster) settleKey() string          { return c.cfg.KeyPrefix + "settle" }
+
+// errSettling: Redis lost its data; owners are taking their games back.
+var errSettling = errors.New("cluster: redis restarted; owners are taking their games back")
+
 func (c *Cluster) aliveKey(self string) string {
 	return c.cfg.KeyPrefix + "alive:" + self
 }
@@ -409,14 +421,17 @@ func (c *Cluster) claim(ctx context.Context, ugi string) (string, error) {
 		return "", nil
 	}
 	sent := c.clock.Now()
-	res, err := scriptTake.Run(ctx, c.rdb, []string{c.leaseKey(ugi), c.fenceKey(ugi)},
-		c.self, c.cfg.LeaseTTL.Milliseconds()).StringSlice()
+	res, err := scriptTake.Run(ctx, c.rdb, []string{c.leaseKey(ugi), c.fenceKey(ugi), c.markerKey(), c.settleKey()},
+		c.self, c.cfg.LeaseTTL.Milliseconds(), (3 * c.cfg.RenewEvery).Milliseconds()).StringSlice()
 	if err != nil {
 		c.metrics.redisErrors.WithLabelValues("take").Inc()
 		return "", fmt.Errorf("cluster: taking lease of %q: %w", ugi, err)
 	}
-	if res[0] == "0" {
+	switch res[0] {
+	case "0":
 		return res[1], nil
+	case "3":
+		return "", errSettling
 	}
 	val := res[1]
 	c.hub.DropGame(ugi, "game moved") // nothing, unless a stale copy lingers

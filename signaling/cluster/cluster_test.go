@@ -215,8 +215,8 @@ func TestPartitionedOwnerStopsFirst(t *testing.T) {
 
 // TestRedisRestartMidGame: Redis restarts (without its data) in the middle
 // of a game; the owner takes its lease back and writes the state again,
-// tunnels that may have lost frames are closed, and the players resume and
-// play on.
+// tunnels that may have lost frames are reattached, and the players play
+// on, on the sockets they had.
 func TestRedisRestartMidGame(t *testing.T) {
 	addr, stopRedis := testkit.StartRedis(t)
 	opts := coreOpts{ttl: 5 * time.Second}
@@ -234,14 +234,13 @@ func TestRedisRestartMidGame(t *testing.T) {
 	testkit.StartRedisAt(t, addr)
 	rdb := newRedisClient(t, addr)
 
-	// m1's tunnel may have lost frames: it is closed, and m1 resumes.
-	if code := m1.expectClose(); code != signaling.CloseServiceRestart {
-		t.Fatalf("m1 closed with %d, want %d", code, signaling.CloseServiceRestart)
-	}
+	// m1's tunnel may have lost frames: it is reattached (m1 keeps its
+	// socket: it had nothing in flight), and the owner writes the state
+	// again.
 	waitFor(t, "the state written again", func() bool {
 		return strings.Contains(stateOf(t, rdb, ugi), `"members":["`+m1.id)
 	})
-	m1 = m1.resume(b.url(ugi, ""))
+	waitFor(t, "m1's tunnel rerouted", func() bool { return b.metric("cl5_cluster_reroutes_total") >= 1 })
 	if h, epoch, n := m1.find("L"); h != host.id || epoch != 1 || n != 1 {
 		t.Fatalf("after the restart: host %s epoch %d members %d", h, epoch, n)
 	}
@@ -351,8 +350,9 @@ func TestBrokerAcrossCores(t *testing.T) {
 }
 
 // TestGracefulStopHandsOver: a core that stops cleanly gives its games
-// back at once (no lease TTL to wait out) and closes every tunnel with
-// 1012, so players resume on the other cores and keep their lobbies.
+// back at once (no lease TTL to wait out): its own clients are closed with
+// 1012 and resume on the other cores, the tunnels of the others follow the
+// game, and everyone keeps the lobby.
 func TestGracefulStopHandsOver(t *testing.T) {
 	addr, _ := testkit.StartRedis(t)
 	rdb := newRedisClient(t, addr)
@@ -367,15 +367,16 @@ func TestGracefulStopHandsOver(t *testing.T) {
 	m1.join("L")
 	waitFor(t, "the state with m1", func() bool { return strings.Contains(stateOf(t, rdb, ugi), `"members":["`+m1.id) })
 
+	m1.expect(wire.OpNewHost) // epoch 1, at its join
 	a.stop()
 	if code := host.expectClose(); code != signaling.CloseServiceRestart {
 		t.Fatalf("host closed with %d, want %d", code, signaling.CloseServiceRestart)
 	}
-	if code := m1.expectClose(); code != signaling.CloseServiceRestart {
-		t.Fatalf("m1 closed with %d, want %d", code, signaling.CloseServiceRestart)
-	}
-	m1 = m1.resume(b.url(ugi, ""))
+	// m1 (on b) keeps its socket: its tunnel follows the game to b.
 	host = host.resume(b.url(ugi, ""))
+	if got := m1.expectPeerEpoch(wire.OpNewHost); got.InstanceID != host.id || got.Epoch != 2 {
+		t.Fatalf("m1's NEW_HOST %+v, want the host in epoch 2", got)
+	}
 	if h, epoch, n := m1.find("L"); h != host.id || epoch != 2 || n != 1 {
 		t.Fatalf("after the handover: host %s epoch %d members %d", h, epoch, n)
 	}
@@ -471,5 +472,33 @@ func TestRerouteNeedsResume(t *testing.T) {
 	}
 	if h, epoch, n := m1.find("L"); h != host.id || epoch != 1 || n != 1 {
 		t.Fatalf("after the move: host %s epoch %d members %d", h, epoch, n)
+	}
+}
+
+// TestRerouteWithFramesInFlight: a player that sent frames the dead owner
+// never answered is not moved silently (they may be lost): it is closed
+// with 1012, resumes, and keeps its lobby.
+func TestRerouteWithFramesInFlight(t *testing.T) {
+	addr, _ := testkit.StartRedis(t)
+	rdb := newRedisClient(t, addr)
+	pa := newProxy(t, addr)
+	a := startCore(t, "a", pa.addr(), coreOpts{})
+	b := startCore(t, "b", addr, coreOpts{})
+	const ugi = "inflight"
+
+	host := player(t, a.url(ugi, ""), "host")
+	host.create("L")
+	m1 := player(t, b.url(ugi, ""), "m1")
+	m1.join("L")
+	waitFor(t, "the state with m1", func() bool { return strings.Contains(stateOf(t, rdb, ugi), `"members":["`+m1.id) })
+
+	a.crash(pa)
+	m1.send(wire.OpKeepalive, "lost?") // into the dead owner's tunnel
+	if code := m1.expectClose(); code != signaling.CloseServiceRestart {
+		t.Fatalf("m1 closed with %d, want %d", code, signaling.CloseServiceRestart)
+	}
+	m1 = m1.resume(b.url(ugi, ""))
+	if h, _, n := m1.find("L"); h != host.id || n != 1 {
+		t.Fatalf("after the move: host %s members %d", h, n)
 	}
 }

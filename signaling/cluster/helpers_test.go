@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/cl5-relay/cl5-relay/signaling"
@@ -32,6 +33,7 @@ type core struct {
 	cl   *cluster.Cluster
 	ln   net.Listener
 	done chan struct{}
+	reg  *prometheus.Registry
 	// stopping: stop ran (test goroutine only).
 	stopping bool
 
@@ -50,6 +52,20 @@ type coreOpts struct {
 	ttl   time.Duration
 }
 
+// metric reads a counter of the core's cluster.
+func (c *core) metric(name string) float64 {
+	mfs, err := c.reg.Gather()
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) > 0 {
+			return mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	return 0
+}
+
 // startCore starts a core named id against Redis at redisAddr.
 func startCore(t testing.TB, id, redisAddr string, o coreOpts) *core {
 	t.Helper()
@@ -63,8 +79,9 @@ func startCore(t testing.TB, id, redisAddr string, o coreOpts) *core {
 	if ttl == 0 {
 		ttl = testLeaseTTL
 	}
+	c.reg = prometheus.NewRegistry()
 	cl, err := cluster.New(cluster.Config{
-		RedisURL: "redis://" + redisAddr, CoreID: id, LeaseTTL: ttl, Logger: log,
+		RedisURL: "redis://" + redisAddr, CoreID: id, LeaseTTL: ttl, Logger: log, Registerer: c.reg,
 		OpenTimeout: 500 * time.Millisecond,
 		OnOwnership: func(ugi string, owned bool) {
 			c.mu.Lock()
@@ -330,6 +347,16 @@ func (c *client) find(lobby string) (host string, epoch uint64, members int) {
 		c.t.Fatalf("%s: FIND_ACK: %v", c.name, err)
 	}
 	return info.Host.InstanceID, info.Epoch, info.Current
+}
+
+// expectPeerEpoch reads the next op, a PEER payload with its epoch.
+func (c *client) expectPeerEpoch(op string) wire.Peer {
+	c.t.Helper()
+	var p wire.Peer
+	if err := json.Unmarshal(c.expect(op), &p); err != nil {
+		c.t.Fatal(err)
+	}
+	return p
 }
 
 // peerID reads a PEER payload's instance id.

@@ -12,9 +12,19 @@ import (
 // INCR of the game's fence counter taken with the lease: every value is
 // unique, so comparing values is comparing fencing tokens.
 var (
-	// KEYS lease, fence; ARGV self, ttl ms. Returns {"1", value} when taken,
-	// {"0", holder's value} when held.
+	// KEYS lease, fence, marker, settle; ARGV self, ttl ms, settle ms.
+	// Returns {"1", value} when taken, {"0", holder's value} when held,
+	// {"3", ""} while Redis settles after losing its data: the marker key,
+	// set when the cluster starts, is gone, so the owners of the games
+	// whose leases vanished get a window to take them back (their renewals
+	// do) before any other core may take a free lease.
 	scriptTake = redis.NewScript(`
+if redis.call('EXISTS', KEYS[3]) == 0 then
+  redis.call('SET', KEYS[3], '1')
+  redis.call('SET', KEYS[4], '1', 'PX', ARGV[3])
+  return {'3', ''}
+end
+if redis.call('EXISTS', KEYS[4]) == 1 then return {'3', ''} end
 local cur = redis.call('GET', KEYS[1])
 if cur then return {'0', cur} end
 local tok = redis.call('INCR', KEYS[2])

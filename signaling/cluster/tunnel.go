@@ -59,9 +59,13 @@ type originTunnel struct {
 	held      [][]byte // bounded by maxHeldFrames
 	closed    bool     // Close ran
 
-	seqIn   atomic.Uint64 // the reader's; reset when rerouted
-	token   string        // the client's resume token, from its last INIT_OK; under c.mu
-	closeMu sync.Once
+	seqIn atomic.Uint64 // the reader's; reset when rerouted
+	// unanswered counts the client frames sent since the owner last sent
+	// anything: a reroute with some in flight could lose them silently,
+	// so such a client is closed (1012) and resumes knowing it.
+	unanswered atomic.Int64
+	token      string // the client's resume token, from its last INIT_OK; under c.mu
+	closeMu    sync.Once
 }
 
 // ownerTunnel is the owner's end, around a hub session.
@@ -198,6 +202,7 @@ const maxHeldFrames = 256
 
 // sendLocked forwards a frame; sendMu held.
 func (t *originTunnel) sendLocked(frame []byte) {
+	t.unanswered.Add(1)
 	t.seqOut++
 	m := message{kind: kindFrames, from: t.c.self, tid: t.id, seq: t.seqOut, frames: [][]byte{frame}}
 	if !t.out.send(m.encode(), t.lost) {
@@ -255,15 +260,16 @@ func (c *Cluster) readInbox() {
 		}
 		switch m := msg.(type) {
 		case *redis.Subscription:
+			c.log.Debug("inbox subscribed", "again", !subscribed)
 			if !subscribed {
 				// Resubscribed after a break: what was published meanwhile
 				// is lost, so every tunnel may have lost frames.
-				c.closeAllTunnels("lost touch with the cluster")
+				c.breakAllTunnels()
 			}
 			subscribed = true
 		case *redis.Message:
 			if !subscribed {
-				c.closeAllTunnels("lost touch with the cluster")
+				c.breakAllTunnels()
 				subscribed = true
 			}
 			err := splitBatch([]byte(m.Payload), func(b []byte) {
@@ -324,6 +330,7 @@ func (c *Cluster) handle(m message) {
 			return
 		}
 		ot.seqIn.Store(m.seq)
+		ot.unanswered.Store(0)
 		for _, f := range m.frames {
 			if !ot.broker && bytes.HasPrefix(f, initOKPrefix) {
 				tok := resumeToken(f)
@@ -351,7 +358,13 @@ func (c *Cluster) handle(m message) {
 			ot = nil
 		}
 		c.mu.Unlock()
-		if ot != nil {
+		switch {
+		case ot == nil:
+		case m.code == signaling.CloseServiceRestart && !ot.broker:
+			// The game moved (the owner dropped it or stopped): follow it,
+			// keeping the client's socket when it can resume.
+			c.startReroute(ot)
+		default:
 			ot.closeMu.Do(func() {}) // the owner's end is gone: nothing to tell it
 			ot.end(int(m.code), m.text)
 		}
@@ -373,6 +386,7 @@ func (c *Cluster) handleOpen(m message) {
 	}
 	c.mu.Unlock()
 	if !ok {
+		c.log.Debug("tunnel refused: not the owner", "ugi", m.ugi, "tunnel", m.tid)
 		c.reply(m.from, message{kind: kindOpened, from: c.self, tid: m.tid, text: "not the owner"})
 		return
 	}
@@ -391,6 +405,7 @@ func (c *Cluster) handleOpen(m message) {
 		ow.sess, _, err = c.hub.Resume(m.ugi, m.token, m.cookie)
 	}
 	if err != nil {
+		c.log.Debug("tunnel refused", "ugi", m.ugi, "tunnel", m.tid, "err", err)
 		c.reply(m.from, message{kind: kindOpened, from: c.self, tid: m.tid, text: err.Error()})
 		return
 	}
@@ -577,6 +592,35 @@ func (c *Cluster) endOrigins(reason string) {
 	}
 }
 
+// breakAllTunnels handles an inbox that resubscribed after a break (Redis
+// restarted, or the connection dropped): every tunnel may have lost frames
+// either way. The owner's ends are dropped (their players held), and the
+// origin's ends reattach their clients to the owner (the same one, most
+// often), which sends them what they missed; clients that cannot resume
+// are closed with 1012.
+func (c *Cluster) breakAllTunnels() {
+	c.mu.Lock()
+	origins := make([]*originTunnel, 0, len(c.origins))
+	for _, t := range c.origins {
+		origins = append(origins, t)
+	}
+	owners := make([]*ownerTunnel, 0, len(c.owners))
+	for _, t := range c.owners {
+		owners = append(owners, t)
+	}
+	c.mu.Unlock()
+	for _, t := range owners {
+		c.lostOwner(t, signaling.Lost)
+	}
+	for _, t := range origins {
+		if t.broker {
+			t.end(signaling.CloseServiceRestart, "lost touch with the cluster")
+		} else {
+			c.startReroute(t)
+		}
+	}
+}
+
 // closeAllTunnels ends every tunnel of this core, both ends.
 func (c *Cluster) closeAllTunnels(reason string) {
 	c.mu.Lock()
@@ -653,7 +697,9 @@ func (c *Cluster) pumpBroker(ow *ownerTunnel) {
 // the player with the resume token the client was last given, which stays
 // valid (Hub.Reattach); frames the client sends meanwhile wait. The client
 // sees a pause, then what it missed, on the socket it had. A client that
-// never opted in to resume, or a failed reroute, gets 1012 as before.
+// never opted in to resume, one that had sent frames the old owner never
+// answered (they may be lost: it must know), or a failed reroute, gets
+// 1012 and resumes itself.
 
 var initOKPrefix = []byte(`{"opcode":"` + "INIT_OK" + `"`)
 
@@ -670,14 +716,13 @@ func resumeToken(frame []byte) string {
 	return env.Payload.Token
 }
 
-// startReroute begins moving t to its game's new owner. Renewer only
-// (token is read here while the reader may write it: it is read under
-// c.mu after the reader stopped delivering for t, see below).
+// startReroute begins moving t to its game's new owner (from the renewer,
+// or the reader on the owner's 1012).
 func (c *Cluster) startReroute(t *originTunnel) {
 	t.sendMu.Lock()
-	if t.rerouting || t.closed || t.broker {
+	if t.rerouting || t.closed || t.broker || t.unanswered.Load() > 0 {
 		t.sendMu.Unlock()
-		if t.broker {
+		if !t.rerouting && !t.closed {
 			t.end(signaling.CloseServiceRestart, "game moved to another core")
 		}
 		return
@@ -687,6 +732,7 @@ func (c *Cluster) startReroute(t *originTunnel) {
 	delete(c.origins, t.id) // the old owner's frames are ignored from now on
 	c.mu.Unlock()
 	t.sendMu.Unlock()
+	c.log.Debug("rerouting tunnel", "ugi", t.ugi, "tunnel", t.id)
 	c.wg.Add(1)
 	go c.reroute(t)
 }
@@ -700,6 +746,7 @@ func (c *Cluster) reroute(t *originTunnel) {
 	token := t.token
 	c.mu.Unlock()
 	fail := func() {
+		c.log.Debug("reroute failed", "ugi", t.ugi, "has_token", token != "")
 		t.sendMu.Lock()
 		c.mu.Lock()
 		t.rerouting, t.held = false, nil
@@ -725,6 +772,7 @@ func (c *Cluster) reroute(t *originTunnel) {
 		if err == nil && owner != "" && c.reattach(ctx, t, owner, token) {
 			return
 		}
+		c.log.Debug("reroute attempt failed", "ugi", t.ugi, "owner", owner, "err", err)
 		select {
 		case <-ctx.Done():
 			fail()
@@ -801,5 +849,6 @@ func (c *Cluster) reattach(ctx context.Context, t *originTunnel, owner, token st
 		t.sendLocked(f)
 	}
 	c.metrics.reroutes.Inc()
+	c.log.Debug("tunnel rerouted", "ugi", t.ugi, "tunnel", id, "held", len(held))
 	return true
 }
