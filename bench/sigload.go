@@ -47,6 +47,17 @@ type SignalingConfig struct {
 	// ACK). Default 2, at most MaxSigOpRate. Stay below the server's
 	// per-connection message limit (cl5-relay: 50/s, burst 100).
 	OpRate float64
+	// MoreURLs are further cores of one cluster (cl5-relay serve
+	// --redis-url), beside Target.URL. The creators of a game's lobbies
+	// connect to the game's core (game mod cores), which so owns the game;
+	// the r-th joiner of a lobby to the core r further on, which reaches
+	// the game through the cluster (its requests count as cross-core)
+	// unless r is a multiple of the cores. Default none.
+	MoreURLs []string
+	// Games spreads the lobbies over this many games: lobby l is in game
+	// l mod Games, ugi "<UGI>-<game>". Default 1: every lobby in UGI (with
+	// several cores, games are what spreads the work over them).
+	Games int
 	// SetupConcurrency is the number of sessions connecting at once.
 	// Default 32.
 	SetupConcurrency int
@@ -71,7 +82,30 @@ func (c SignalingConfig) withDefaults() SignalingConfig {
 	if c.SetupConcurrency == 0 {
 		c.SetupConcurrency = sigSetupPar
 	}
+	if c.Games == 0 {
+		c.Games = 1
+	}
 	return c
+}
+
+// sessionURL is the URL session i of lobby l connects to, and whether it
+// is on its game's core.
+func (c SignalingConfig) sessionURL(i, l int) (string, bool) {
+	urls := append([]string{c.URL}, c.MoreURLs...)
+	g := l % c.Games
+	// Creators (round 0) are on their game's core; the joiners of round r
+	// r cores further on.
+	core := (g + i/c.Lobbies) % len(urls)
+	ugi := c.UGI
+	if c.Games > 1 {
+		base := ugi
+		if base == "" {
+			base = DefaultUGI
+		}
+		ugi = fmt.Sprintf("%s-%d", base, g)
+	}
+	u, _ := cl5URLGame(urls[core], ugi, c.Games > 1)
+	return u, core == g%len(urls)
 }
 
 // Validate reports every problem of c at once, each wrapping ErrConfig.
@@ -94,6 +128,14 @@ func (c SignalingConfig) Validate() error {
 	if c.SetupConcurrency < 0 {
 		bad("setup concurrency %d is negative", c.SetupConcurrency)
 	}
+	for _, u := range c.MoreURLs {
+		if _, err := cl5URL(u, c.UGI); err != nil {
+			bad("url %q: %v", redactURL(u), err)
+		}
+	}
+	if c.Games < 0 || (c.Lobbies > 0 && c.Games > c.Lobbies) || (c.Lobbies == 0 && c.Games > max(1, c.Clients/4)) {
+		bad("games %d: want 1..lobbies", c.Games)
+	}
 	return p.err()
 }
 
@@ -109,6 +151,10 @@ type SignalingResult struct {
 	// Connect, Init, Lobby: latencies of the upgrade, INIT -> INIT_OK and
 	// CREATE_LOBBY/JOIN_LOBBY -> ACK. Op: control request -> ACK.
 	Connect, Init, Lobby, Op Summary
+	// OpLocal and OpCross split Op, with several cores: requests of
+	// sessions on their game's core, and of the others (through the
+	// cluster).
+	OpLocal, OpCross Summary
 	// Ops completed in Window, the steady phase.
 	Ops    uint64
 	Window time.Duration
@@ -138,7 +184,6 @@ func RunSignaling(ctx context.Context, cfg SignalingConfig) (*SignalingResult, e
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	wsURL, _ := cl5URL(cfg.URL, cfg.UGI)
 	res := &SignalingResult{Config: cfg, Started: time.Now()}
 	errs := &errCounter{}
 	defer func() { res.Errors = errs.snapshot() }()
@@ -148,7 +193,7 @@ func RunSignaling(ctx context.Context, cfg SignalingConfig) (*SignalingResult, e
 	for i := range lobbies {
 		lobbies[i] = &sigLobby{name: fmt.Sprintf("bench-%s-%d", runID, i), created: make(chan struct{})}
 	}
-	var connect, initH, lobbyH, opH Histogram
+	var connect, initH, lobbyH, opH, opLocal, opCross Histogram
 	var ready, failed, ops, dropped atomic.Int64
 	steady := make(chan struct{}) // closed when setup is over
 	stopOps := make(chan struct{})
@@ -170,6 +215,11 @@ func RunSignaling(ctx context.Context, cfg SignalingConfig) (*SignalingResult, e
 			defer sessions.Done()
 			lb := lobbies[i%cfg.Lobbies]
 			creator := i < cfg.Lobbies
+			wsURL, local := cfg.sessionURL(i, i%cfg.Lobbies)
+			split := &opCross
+			if local {
+				split = &opLocal
+			}
 			conn, phase, err := sigSetup(setupCtx, sem, wsURL, cfg.Origin, i, lb, creator, &connect, &initH, &lobbyH)
 			if creator {
 				if err == nil {
@@ -191,7 +241,7 @@ func RunSignaling(ctx context.Context, cfg SignalingConfig) (*SignalingResult, e
 				dropped.Add(1)
 				return
 			}
-			if err := sigOps(ctx, conn, cfg, i, lb.name, stopOps, &opH, &ops); err != nil {
+			if err := sigOps(ctx, conn, cfg, i, lb.name, stopOps, &opH, split, &ops); err != nil {
 				errs.add(errKind("op", err), 1)
 				dropped.Add(1)
 			}
@@ -217,6 +267,9 @@ func RunSignaling(ctx context.Context, cfg SignalingConfig) (*SignalingResult, e
 	res.Ops = uint64(ops.Load())
 	res.Dropped = int(dropped.Load())
 	res.Connect, res.Init, res.Lobby, res.Op = connect.Summary(), initH.Summary(), lobbyH.Summary(), opH.Summary()
+	if len(cfg.MoreURLs) > 0 {
+		res.OpLocal, res.OpCross = opLocal.Summary(), opCross.Summary()
+	}
 	return res, nil
 }
 
@@ -313,7 +366,7 @@ func sigWait(conn *cl5Conn, steady, stop <-chan struct{}) bool {
 // sigOps sends control requests at cfg.OpRate until stop, each awaiting
 // its ACK, and records their latency.
 func sigOps(ctx context.Context, conn *cl5Conn, cfg SignalingConfig, i int, lobby string,
-	stop <-chan struct{}, opH *Histogram, ops *atomic.Int64,
+	stop <-chan struct{}, opH, split *Histogram, ops *atomic.Int64,
 ) error {
 	interval := time.Duration(float64(time.Second) / cfg.OpRate)
 	// Spread sessions over the interval so requests do not come in waves.
@@ -363,6 +416,7 @@ func sigOps(ctx context.Context, conn *cl5Conn, cfg SignalingConfig, i int, lobb
 			return fmt.Errorf("%s: %w", op, err)
 		}
 		opH.Record(f.at.Sub(t0))
+		split.Record(f.at.Sub(t0))
 		ops.Add(1)
 		next = next.Add(interval)
 		if d := time.Until(next); d > 0 {
@@ -405,6 +459,8 @@ type signalingReportConfig struct {
 	Lobbies  int     `json:"lobbies"`
 	Duration float64 `json:"duration_s"`
 	OpRate   float64 `json:"op_rate_per_session"`
+	Cores    int     `json:"cores,omitempty"`
+	Games    int     `json:"games,omitempty"`
 }
 
 // Report renders the result as a bench report.
@@ -417,8 +473,9 @@ func (r *SignalingResult) Report() *Report {
 		Started:     r.Started,
 		ElapsedSecs: time.Since(r.Started).Seconds(),
 		Interrupted: r.Interrupted,
-		Config:      signalingReportConfig{redactURL(cfg.URL), cfg.Origin, cfg.Clients, cfg.Lobbies, cfg.Duration.Seconds(), cfg.OpRate},
-		Errors:      r.Errors,
+		Config: signalingReportConfig{redactURL(cfg.URL), cfg.Origin, cfg.Clients, cfg.Lobbies, cfg.Duration.Seconds(), cfg.OpRate,
+			1 + len(cfg.MoreURLs), cfg.Games},
+		Errors: r.Errors,
 	}
 	if rep.Errors == nil {
 		rep.Errors = map[string]int64{}
@@ -439,6 +496,14 @@ func (r *SignalingResult) Report() *Report {
 	rep.add("lobby_p50_ms", "CREATE/JOIN -> ACK p50", r.Lobby.P50, "ms", BetterLower)
 	rep.add("lobby_p99_ms", "CREATE/JOIN -> ACK p99", r.Lobby.P99, "ms", BetterLower)
 	rep.addSummary("op", "control request -> ACK", r.Op)
+	if len(cfg.MoreURLs) > 0 {
+		rep.Summary += fmt.Sprintf(", %d cores, %d games", 1+len(cfg.MoreURLs), cfg.Games)
+		rep.addSummary("op_local", "request -> ACK, on the game's core", r.OpLocal)
+		rep.addSummary("op_cross", "request -> ACK, through another core", r.OpCross)
+		if r.OpLocal.Count > 0 && r.OpCross.Count > 0 {
+			rep.add("hop_p50_ms", "cross-core cost (cross p50 - local p50)", r.OpCross.P50-r.OpLocal.P50, "ms", BetterLower)
+		}
+	}
 	rep.Failure = r.Diagnosis()
 	return rep
 }

@@ -127,6 +127,21 @@ func (t Target) check(p *problems) {
 	}
 }
 
+// cl5URLGame is cl5URL, with ugi replacing the URL's own when force.
+func cl5URLGame(rawURL, ugi string, force bool) (string, error) {
+	if !force {
+		return cl5URL(rawURL, ugi)
+	}
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return "", err
+	}
+	q := u.Query()
+	q.Del("ugi")
+	u.RawQuery = q.Encode()
+	return cl5URL(u.String(), ugi)
+}
+
 // cl5URL returns rawURL as a ws(s) URL with ?ugi= set.
 func cl5URL(rawURL, ugi string) (string, error) {
 	u, err := url.Parse(rawURL)

@@ -117,6 +117,12 @@ type Config struct {
 	// Later frames to that client wait behind a held one. Default 5 s;
 	// negative: never held.
 	BrokerHold time.Duration
+	// Cluster, when set, shares games with other cores (cluster.go,
+	// signaling/cluster). Default nil: a lone core.
+	Cluster Cluster
+	// ClusterConnectTimeout bounds how long a connection waits for its
+	// game's owner core (while a dead owner's lease runs out). Default 15 s.
+	ClusterConnectTimeout time.Duration
 	// Clock is the hub's time: grace windows and their timers, message rate
 	// limits, migration timings. Default the real clock; tests pass a
 	// clockwork.FakeClock. Socket deadlines stay on the wall clock.
@@ -264,6 +270,9 @@ func (c Config) withDefaults() Config {
 	c.HTTP = c.HTTP.WithDefaults()
 	if c.Clock == nil {
 		c.Clock = clockwork.NewRealClock()
+	}
+	if c.ClusterConnectTimeout <= 0 {
+		c.ClusterConnectTimeout = 15 * time.Second
 	}
 	return c
 }

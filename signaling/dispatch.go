@@ -186,7 +186,6 @@ func (h *Hub) createLocked(g *game, s *Session, payload json.RawMessage) {
 	}
 	l := &lobby{
 		name:       req.Name,
-		password:   req.Password,
 		maxPlayers: int(req.MaxPlayers),
 		locked:     req.Locked,
 		wantRelay:  req.EnableRelay,
@@ -194,6 +193,7 @@ func (h *Hub) createLocked(g *game, s *Session, payload json.RawMessage) {
 		term:       migration.Start(),
 		host:       p,
 	}
+	l.setPassword(req.Password)
 	g.lobbies[l.name] = l
 	g.order = append(g.order, l)
 	h.metrics.lobbies.Inc()
@@ -229,7 +229,7 @@ func (h *Hub) joinLocked(g *game, s *Session, payload json.RawMessage) {
 	case l.full():
 		p.sendOp(wire.OpJoinAck, "full")
 		return
-	case l.password != "" && !l.passwordMatches(req.Password):
+	case l.hasPW && !l.passwordMatches(req.Password):
 		p.sendOp(wire.OpJoinAck, "password")
 		return
 	}

@@ -323,7 +323,7 @@ func (fz *dispatchFuzz) snapshot() (map[*lobby]lobbyState, *lobby) {
 	for _, g := range h.games {
 		g.mu.Lock()
 		for _, l := range g.lobbies {
-			st := lobbyState{name: l.name, relay: l.relayID, password: l.password, epoch: l.term.Epoch,
+			st := lobbyState{name: l.name, relay: l.relayID, password: string(l.pwSum[:]) + strconv.FormatBool(l.hasPW), epoch: l.term.Epoch,
 				maxPlayers: l.maxPlayers, locked: l.locked}
 			if l.host != nil {
 				st.host = l.host.peer.InstanceID

@@ -23,6 +23,8 @@ import (
 var (
 	ErrBadUGI    = errors.New("signaling: invalid ugi")
 	ErrHubClosed = errors.New("signaling: hub closed")
+	// ErrNotOwner: in a cluster, another core owns the game (cluster.go).
+	ErrNotOwner = errors.New("signaling: game owned by another core")
 )
 
 var instanceIDRe = regexp.MustCompile(`^[A-Za-z0-9]+(?:[ _-][A-Za-z0-9]+)*$`)
@@ -60,6 +62,14 @@ type Hub struct {
 	tellRelay func(id string, m peerjs.Message) bool
 	promote   func(id string, on bool)
 
+	// owned holds the games this core owns, in a cluster (cluster.go):
+	// Attach and Resume refuse the others. Guarded by mu; nil without a
+	// cluster.
+	owned map[string]bool
+	// tunneled holds the sessions whose game another core runs
+	// (cluster.go), for Close. Guarded by mu.
+	tunneled map[*Session]struct{}
+
 	relayMu      sync.Mutex     // guards relayLobbies; a leaf lock
 	relayLobbies map[string]int // lobbies each relay carries
 }
@@ -78,6 +88,8 @@ type game struct {
 	list    lobbyList
 	resumes *migration.Resumes
 
+	gone bool // dropped for another core to own (cluster.go); nothing changes any more
+
 	brokerUsed bool                 // a player opened a broker socket (brokerhold.go)
 	holding    map[*player]struct{} // players with held frames
 }
@@ -91,6 +103,7 @@ func NewHub(cfg Config) *Hub {
 		metrics: newMetrics(cfg.Registerer),
 		clock:   cfg.Clock,
 		games:   make(map[string]*game),
+		owned:   ownedSet(cfg),
 	}
 }
 
@@ -129,6 +142,9 @@ func (h *Hub) Attach(ugi, cookie string) (*Session, error) {
 	if h.closed {
 		return nil, ErrHubClosed
 	}
+	if h.owned != nil && !h.owned[ugi] {
+		return nil, ErrNotOwner
+	}
 	g := h.gameLocked(ugi)
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -161,6 +177,9 @@ func (h *Hub) Resume(ugi, token, cookie string) (*Session, bool, error) {
 	if h.closed {
 		return nil, false, ErrHubClosed
 	}
+	if h.owned != nil && !h.owned[ugi] {
+		return nil, false, ErrNotOwner
+	}
 	g := h.gameLocked(ugi)
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -183,6 +202,7 @@ func (h *Hub) Resume(ugi, token, cookie string) (*Session, bool, error) {
 	}
 	h.metrics.resumes.WithLabelValues("ok").Inc()
 	h.sendInitOKLocked(g, p)
+	h.changedLocked(g) // a new token
 	for _, f := range p.pending {
 		s.send(f)
 	}
@@ -218,6 +238,16 @@ func (s *Session) Disconnect(reason DisconnectReason) {
 	if !s.detached.CompareAndSwap(false, true) {
 		return
 	}
+	if s.tunneled {
+		s.shutdown(CloseGoingAway, "connection closed")
+		if s.tunnel != nil {
+			s.tunnel.Close(reason)
+		}
+		s.hub.mu.Lock()
+		delete(s.hub.tunneled, s)
+		s.hub.mu.Unlock()
+		return
+	}
 	now := s.hub.clock.Now()
 	serverClosed := s.closing.Load()
 	s.shutdown(CloseGoingAway, "connection closed")
@@ -228,10 +258,11 @@ func (s *Session) Disconnect(reason DisconnectReason) {
 	}
 
 	g.mu.Lock()
-	if p.conn != s {
-		g.mu.Unlock() // the player resumed on a newer connection
+	if p.conn != s || g.gone {
+		g.mu.Unlock() // the player resumed on a newer connection, or the game moved
 		return
 	}
+	h.changedLocked(g)
 	p.conn = nil
 	if reason != Closed && !serverClosed && h.holdLocked(g, p, now) {
 		g.mu.Unlock()
@@ -278,6 +309,7 @@ func (h *Hub) expire(g *game, p *player) {
 			h.removePlayerLocked(g, q, causeGraceExpired, now)
 		}
 	}
+	h.changedLocked(g)
 	empty := len(g.players) == 0
 	g.mu.Unlock()
 	if empty {
@@ -331,7 +363,14 @@ func (h *Hub) Close(reason string) {
 	for _, g := range h.games {
 		games = append(games, g)
 	}
+	tunneled := make([]*Session, 0, len(h.tunneled))
+	for s := range h.tunneled {
+		tunneled = append(tunneled, s)
+	}
 	h.mu.Unlock()
+	for _, s := range tunneled {
+		s.shutdown(CloseGoingAway, reason)
+	}
 	for _, g := range games {
 		g.mu.Lock()
 		g.stopLobbyListLocked()
@@ -350,6 +389,12 @@ func (h *Hub) Close(reason string) {
 // the transport reuses the buffer once Handle returns.
 func (s *Session) Handle(frame []byte) {
 	if s.closing.Load() {
+		return
+	}
+	if s.tunneled {
+		if s.tunnel != nil {
+			s.tunnel.Send(frame)
+		}
 		return
 	}
 	h, g := s.hub, s.game
@@ -373,10 +418,18 @@ func (s *Session) Handle(frame []byte) {
 	h.metrics.message(env.Opcode).Inc()
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if s.closing.Load() || s.p.conn != s {
+	if s.closing.Load() || s.p.conn != s || g.gone {
 		return // kicked, dropped or resumed elsewhere while we decoded
 	}
 	h.dispatchLocked(g, s, env)
+	switch env.Opcode {
+	case wire.OpKeepalive, wire.OpListLobbies, wire.OpFindLobby:
+	case wire.OpNetReport:
+		// Scores are soft state: stored with the next change, not worth a
+		// write of their own (clients report often).
+	default:
+		h.changedLocked(g) // the state a cluster stores may have changed
+	}
 }
 
 // ICE returns the ICE servers for the INIT'd player instanceID of game ugi,

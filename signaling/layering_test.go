@@ -30,6 +30,13 @@ func TestSignalingAndRelaynodeIndependent(t *testing.T) {
 			t.Errorf("relaynode depends on %s", d)
 		}
 	}
+	// The core stays free of Redis: only signaling/cluster (which cmd
+	// plugs in through Config.Cluster) speaks to it.
+	for _, d := range deps(".") {
+		if d == module+"signaling/cluster" || strings.HasPrefix(d, "github.com/redis/") {
+			t.Errorf("the signaling core depends on %s", d)
+		}
+	}
 	for leaf := range leaves {
 		out, err := exec.Command("go", "list", "-deps", "../"+strings.TrimPrefix(leaf, module)).Output()
 		if err != nil {

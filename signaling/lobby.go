@@ -13,7 +13,8 @@ import (
 // lobby is one lobby of a game. Guarded by its game's mu.
 type lobby struct {
 	name       string
-	password   string
+	pwSum      [32]byte // SHA-256 of the password, when hasPW (a restored lobby knows no more)
+	hasPW      bool
 	maxPlayers int // members without the host; -1 unlimited
 	locked     bool
 	wantRelay  bool   // created with enable_relay
@@ -44,7 +45,7 @@ func (l *lobby) info() wire.LobbyInfo {
 		MaxPlayers:       l.maxPlayers,
 		CurrentPlayers:   len(l.members),
 		CurrentlyLocked:  l.locked,
-		PasswordRequired: l.password != "",
+		PasswordRequired: l.hasPW,
 		RelayEnabled:     l.relayID != "",
 		Epoch:            l.term.Epoch,
 	}
@@ -60,8 +61,14 @@ func (l *lobby) hostPeer() wire.Peer {
 // passwordMatches compares in constant time, over hashes so that the
 // length of the password does not show either.
 func (l *lobby) passwordMatches(given string) bool {
-	a, b := sha256.Sum256([]byte(given)), sha256.Sum256([]byte(l.password))
-	return subtle.ConstantTimeCompare(a[:], b[:]) == 1
+	a := sha256.Sum256([]byte(given))
+	return subtle.ConstantTimeCompare(a[:], l.pwSum[:]) == 1
+}
+
+// setPassword sets the password; "" removes it.
+func (l *lobby) setPassword(pw string) {
+	l.hasPW = pw != ""
+	l.pwSum = sha256.Sum256([]byte(pw))
 }
 
 func (l *lobby) full() bool { return l.maxPlayers >= 0 && len(l.members) >= l.maxPlayers }

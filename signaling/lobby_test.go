@@ -5,7 +5,8 @@ import "testing"
 // TestLobbyPasswordMatches checks the constant-time comparison's results
 // (its timing is not something a test on this machine can measure).
 func TestLobbyPasswordMatches(t *testing.T) {
-	l := &lobby{password: "hunter2"}
+	l := &lobby{}
+	l.setPassword("hunter2")
 	for given, want := range map[string]bool{
 		"hunter2": true, "hunter": false, "hunter22": false, "Hunter2": false, "": false, "hunter2\x00": false,
 	} {

@@ -42,7 +42,7 @@ func (h *Hub) manageLocked(g *game, s *Session, payload json.RawMessage) {
 			ack(ackPasswordType)
 			return
 		}
-		l.password = pw
+		l.setPassword(pw)
 		ack(ackOK)
 	case "change_max_players":
 		n, ok := wire.ParseInt(req.Args)

@@ -1,6 +1,7 @@
 package signaling
 
 import (
+	"context"
 	"errors"
 	"io"
 	"log/slog"
@@ -77,6 +78,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if isBrokerPath(r.URL.Path) {
+		if s.cfg.Cluster != nil && s.serveBrokerClustered(w, r) {
+			return
+		}
 		s.broker.ServeHTTP(w, r)
 		return
 	}
@@ -126,6 +130,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// not use up its token (and move the player) for an upgrade that then
 	// fails, and a held player misses nothing meanwhile (its frames wait).
 	token := r.URL.Query().Get("resume")
+	if s.cfg.Cluster != nil {
+		s.serveClustered(w, r, ConnectRequest{UGI: ugi, Cookie: cookie, ResumeToken: token, Addr: clientAddr(r)})
+		return
+	}
 	var sess *Session
 	var err error
 	if token == "" {
@@ -153,6 +161,30 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	s.serveConn(conn, sess)
 }
+
+// serveClustered upgrades, then routes the connection (cluster.go): a
+// cluster core may have to find (or wait for) its game's owner first.
+func (s *Server) serveClustered(w http.ResponseWriter, r *http.Request, req ConnectRequest) {
+	conn, err := s.upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		return // the upgrader has answered the request
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.ClusterConnectTimeout)
+	sess, err := s.connectClustered(ctx, req)
+	cancel()
+	if err != nil {
+		s.log.Debug("cluster connect failed", "ugi", req.UGI, "err", err)
+		msg := websocket.FormatCloseMessage(CloseTryAgainLater, "game unavailable, try again")
+		_ = conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(closeGrace))
+		_ = conn.Close()
+		return
+	}
+	s.serveConn(conn, sess)
+}
+
+// CloseTryAgainLater closes a connection whose game's owner core could not
+// be reached.
+const CloseTryAgainLater = 1013
 
 // serveConn hands a connection to a goroutine of its own and returns, so
 // that net/http's per-connection state (its buffers, the request, the

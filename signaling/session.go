@@ -135,6 +135,11 @@ type Session struct {
 
 	limiter *rate.Limiter // messages (and control frames) from the client
 	cookie  string        // auth cookie from the upgrade request
+
+	// A tunneled session runs nothing here: its client's frames go to the
+	// core that owns the game (cluster.go). game is nil then.
+	tunneled bool
+	tunnel   Tunnel
 }
 
 func (h *Hub) newSession(g *game, p *player, cookie string) *Session {

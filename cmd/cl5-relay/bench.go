@@ -177,9 +177,10 @@ func benchSignalingCommand() *cli.Command {
 			"WebSocket upgrades per client IP (120/min, burst 60): more sessions from one host get HTTP 429,\n" +
 			"counted as errors; raise limits.upgrades_per_minute and limits.upgrade_burst (-1: off) in the\n" +
 			"server's --config file for a load test.",
-		Flags: benchFlags(benchTargetFlags(), []cli.Flag{
+		Flags: benchFlags(sigTargetFlags(), []cli.Flag{
 			&cli.IntFlag{Name: "clients", Usage: fmt.Sprintf("sessions (max %d)", bench.MaxSigClients), Value: 20},
 			&cli.IntFlag{Name: "lobbies", Usage: "lobbies (default clients/4)"},
+			&cli.IntFlag{Name: "games", Usage: "spread the lobbies over this many games (ugi <ugi>-<n>); with several --url, games spread over the cores", Value: 1},
 			&cli.DurationFlag{Name: "duration", Usage: fmt.Sprintf("steady window after setup (max %s)", bench.MaxSigDuration), Value: 10 * time.Second},
 			&cli.Float64Flag{Name: "op-rate", Usage: fmt.Sprintf("control requests per second per session (0.5..%d)", bench.MaxSigOpRate), Value: 2},
 		}, benchOutputFlags()),
@@ -189,8 +190,11 @@ func benchSignalingCommand() *cli.Command {
 			}
 			ctx, stop := benchContext(c)
 			defer stop()
+			target, more := sigTarget(c)
 			res, err := bench.RunSignaling(ctx, bench.SignalingConfig{
-				Target:   benchTarget(c),
+				Target:   target,
+				MoreURLs: more,
+				Games:    c.Int("games"),
 				Clients:  c.Int("clients"),
 				Lobbies:  c.Int("lobbies"),
 				Duration: c.Duration("duration"),
@@ -332,6 +336,25 @@ func benchTargetFlags() []cli.Flag {
 		&cli.StringFlag{Name: "origin", Usage: "Origin header", Value: bench.DefaultOrigin},
 		&cli.StringFlag{Name: "ugi", Usage: "game id when the URL has no ?ugi=", Value: bench.DefaultUGI},
 	}
+}
+
+// sigTargetFlags are benchTargetFlags with --url repeatable: several cores
+// of one cluster.
+func sigTargetFlags() []cli.Flag {
+	flags := benchTargetFlags()
+	flags[0] = &cli.StringSliceFlag{Name: "url", Usage: "signaling WebSocket URL, e.g. ws://127.0.0.1:3000/ (?ugi= is added); repeat it, or give a comma list, for several cores of one cluster", Required: true}
+	return flags
+}
+
+// sigTarget reads sigTargetFlags: the first URL, and the further cores.
+func sigTarget(c *cli.Context) (bench.Target, []string) {
+	urls := splitList(c.StringSlice("url"))
+	t := bench.Target{UGI: c.String("ugi"), Origin: c.String("origin")}
+	if len(urls) > 0 {
+		t.URL = urls[0]
+		urls = urls[1:]
+	}
+	return t, urls
 }
 
 func benchTarget(c *cli.Context) bench.Target {

@@ -22,6 +22,7 @@ import (
 	"github.com/cl5-relay/cl5-relay/relaynode/relaypeer"
 	"github.com/cl5-relay/cl5-relay/relaynode/turncred"
 	"github.com/cl5-relay/cl5-relay/signaling"
+	"github.com/cl5-relay/cl5-relay/signaling/cluster"
 	"github.com/cl5-relay/cl5-relay/signaling/peerjs"
 )
 
@@ -60,6 +61,21 @@ type Config struct {
 	ICE       ICEConfig       `yaml:"ice"`
 	PeerJS    PeerJSConfig    `yaml:"peerjs"`
 	RelayPeer RelayPeerConfig `yaml:"relay_peer"`
+	Cluster   ClusterConfig   `yaml:"cluster"`
+}
+
+// ClusterConfig lets several `serve` cores share games through Redis
+// (signaling/cluster). Without a redis_url nothing of it runs.
+type ClusterConfig struct {
+	// RedisURL is redis://[user:password@]host:port/db, or rediss:// for
+	// TLS. It is never logged. Env CL5_REDIS_URL keeps the password off the
+	// command line.
+	RedisURL string `yaml:"redis_url"`
+	// CoreID names this core (default: host name and pid).
+	CoreID string `yaml:"core_id"`
+	// LeaseTTL is how long a dead core's games wait before another core
+	// takes them over.
+	LeaseTTL time.Duration `yaml:"lease_ttl"`
 }
 
 // RelayPeerConfig is a relay node's relay peer, which splices the data
@@ -263,7 +279,8 @@ func defaultConfig() Config {
 			LobbyMessagesPerSecond: relaypeer.DefaultLobbyMessagesPerSecond,
 			LobbyBytesPerSecond:    relaypeer.DefaultLobbyBytesPerSecond,
 		},
-		ICE: ICEConfig{TTL: fleet.DefaultICETTL, NodesPerPlayer: fleet.DefaultICECount},
+		ICE:     ICEConfig{TTL: fleet.DefaultICETTL, NodesPerPlayer: fleet.DefaultICECount},
+		Cluster: ClusterConfig{LeaseTTL: cluster.DefaultLeaseTTL},
 	}
 }
 
@@ -279,6 +296,7 @@ var keyFlags = map[string]string{
 	"turn.drain_timeout": "drain-timeout", "turn.allow_loopback_peers": "allow-loopback-peers",
 	"turn.offload":      "offload",
 	"relay_peer.listen": "relay-peer-listen", "relay_peer.broker_url": "broker-url",
+	"cluster.redis_url": "redis-url", "cluster.core_id": "core-id", "cluster.lease_ttl": "lease-ttl",
 }
 
 // setting names a config key as the user may have written it: the YAML
@@ -360,6 +378,18 @@ func (c Config) validate(command string) error {
 	}
 	if _, err := migration.ParsePolicy(c.Migration.Policy); err != nil {
 		p.add("migration.policy", "%v", err)
+	}
+	if c.Cluster.RedisURL != "" {
+		if c.Cluster.LeaseTTL < 300*time.Millisecond {
+			p.add("cluster.lease_ttl", "%v is under 300ms", c.Cluster.LeaseTTL)
+		}
+		err := c.clusterConfig(nil, nil).Validate()
+		if errors.Is(err, cluster.ErrBadCoreID) {
+			p.add("cluster.core_id", "%v", cluster.ErrBadCoreID)
+		}
+		if errors.Is(err, cluster.ErrBadRedisURL) {
+			p.add("cluster.redis_url", "%v", cluster.ErrBadRedisURL)
+		}
 	}
 	p.notZero("migration.resume_grace", c.Migration.ResumeGrace == 0, "-1s to turn resume off")
 	if c.Migration.ResumeGrace > 10*time.Minute {
@@ -603,6 +633,9 @@ func serveFlags() []cli.Flag {
 		&cli.DurationFlag{Name: "peer-timeout", Usage: "declare a silent connection dead after this (min 1s)", Value: d.Limits.PeerTimeout, EnvVars: envVars("peer-timeout")},
 		&cli.IntFlag{Name: "max-frame-bytes", Usage: "largest WebSocket message accepted", Value: d.Limits.MaxFrameBytes, EnvVars: envVars("max-frame-bytes")},
 		&cli.StringFlag{Name: "fleet-listen", Usage: "UDP address where relay nodes register over QUIC (empty: off)", EnvVars: envVars("fleet-listen")},
+		&cli.StringFlag{Name: "redis-url", Usage: "share games with other cores through this Redis, redis[s]://[:password@]host:port/db (prefer env CL5_REDIS_URL for a password; empty: a lone core)", EnvVars: envVars("redis-url")},
+		&cli.StringFlag{Name: "core-id", Usage: "this core's name in the cluster (default: host name and pid)", EnvVars: envVars("core-id")},
+		&cli.DurationFlag{Name: "lease-ttl", Usage: "cluster: how long a dead core's games wait before another core takes them over", Value: d.Cluster.LeaseTTL, EnvVars: envVars("lease-ttl")},
 	)
 	return append(flags, turnFlags(d, `TURN/STUN address (UDP and TCP) of the in-process relay node ("": no relay node)`)...)
 }
@@ -659,6 +692,9 @@ func resolveConfig(c *cli.Context) (Config, error) {
 	set("offload", func() { cfg.TURN.Offload = c.String("offload") })
 	set("relay-peer-listen", func() { cfg.RelayPeer.Listen = c.String("relay-peer-listen") })
 	set("broker-url", func() { cfg.RelayPeer.BrokerURL = c.String("broker-url") })
+	set("redis-url", func() { cfg.Cluster.RedisURL = c.String("redis-url") })
+	set("core-id", func() { cfg.Cluster.CoreID = c.String("core-id") })
+	set("lease-ttl", func() { cfg.Cluster.LeaseTTL = c.Duration("lease-ttl") })
 	return cfg, errors.Join(cfg.validate(c.Command.Name), cfg.checkFiles(c.Command.Name))
 }
 
@@ -707,6 +743,12 @@ func splitList(in []string) []string {
 		}
 	}
 	return out
+}
+
+// clusterConfig is the cluster membership's config (with a redis_url).
+func (c Config) clusterConfig(log *slog.Logger, reg prometheus.Registerer) cluster.Config {
+	return cluster.Config{RedisURL: c.Cluster.RedisURL, CoreID: c.Cluster.CoreID, LeaseTTL: c.Cluster.LeaseTTL,
+		Logger: log, Registerer: reg}
 }
 
 // signalingConfig is the hub's config. cfg is validated.

@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/signal"
 	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sync/errgroup"
 
@@ -17,6 +20,7 @@ import (
 	"github.com/cl5-relay/cl5-relay/relaynode/fleet"
 	"github.com/cl5-relay/cl5-relay/relaynode/relaypeer"
 	"github.com/cl5-relay/cl5-relay/signaling"
+	"github.com/cl5-relay/cl5-relay/signaling/cluster"
 )
 
 // shutdownTimeout bounds the graceful part of a shutdown; a second signal
@@ -75,6 +79,24 @@ func serve(c *cli.Context) error {
 	// those of remote nodes); lobbies move when one is gone.
 	sc := cfg.signalingConfig(auth, core.ICE(), log, reg)
 	sc.Relays = core.Registry()
+	// With a Redis, this core shares games with others (signaling/cluster).
+	var cl *cluster.Cluster
+	if cfg.Cluster.RedisURL != "" {
+		cluster.RouteRedisLogs(log)
+		if cl, err = cluster.New(cfg.clusterConfig(log, reg)); err != nil {
+			return err
+		}
+		defer cl.Close()
+		sc.Cluster = cl
+	}
+	// And the relay fleet: every core lists every core's nodes.
+	share, nodeID, err := shareFleet(cfg, core, cl, log, reg)
+	if err != nil {
+		return err
+	}
+	if share != nil {
+		defer share.close()
+	}
 	sig := signaling.NewServer(sc)
 	core.Registry().OnRelayGone(sig.Hub().RelayGone)
 	var relay *relaypeer.Relay
@@ -139,8 +161,16 @@ func serve(c *cli.Context) error {
 	if len(listenErrs) > 0 {
 		return errors.Join(listenErrs...)
 	}
+	if cl != nil {
+		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := cl.Start(sctx, sig)
+		cancel()
+		if err != nil {
+			return err
+		}
+	}
 	if node != nil {
-		h, err := node.FleetHello(localNodeID, cfg.Region, versionString())
+		h, err := node.FleetHello(nodeID, cfg.Region, versionString())
 		if err != nil {
 			return err
 		}
@@ -153,7 +183,7 @@ func serve(c *cli.Context) error {
 	if relay != nil {
 		// The in-process relay peer joins this process's broker over
 		// loopback, under the grant the registry gave the local node.
-		grant, _ := core.Registry().RelayGrant(localNodeID)
+		grant, _ := core.Registry().RelayGrant(nodeID)
 		relay.SetGrant(relaypeer.Grant{ID: grant.ID, Token: grant.Token, BrokerURL: localBrokerURL(servers[0].ln.Addr())})
 	}
 
@@ -168,6 +198,9 @@ func serve(c *cli.Context) error {
 		return core.SetTURNSecrets(secrets)
 	}
 	g.Go(func() error { return reloader.run(gctx) })
+	if share != nil {
+		g.Go(func() error { return share.Run(gctx) })
+	}
 	for _, s := range servers {
 		g.Go(func() error { return s.serve() })
 		log.Info("listening", "server", s.name, "addr", s.ln.Addr().String())
@@ -202,6 +235,11 @@ func serve(c *cli.Context) error {
 		// plain requests that hang; it fails only if a WebSocket outlives
 		// sctx.
 		var errs []error
+		if cl != nil {
+			// First: the leases go back and this core's games close with
+			// 1012, so their players resume on the other cores at once.
+			errs = append(errs, cl.Close())
+		}
 		errs = append(errs, sig.Shutdown(sctx))
 		for _, s := range servers {
 			errs = append(errs, s.shutdown(sctx))
@@ -226,4 +264,39 @@ func serve(c *cli.Context) error {
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// fleetShare is the fleet shared through Redis, on a client of its own
+// (the cluster's closes first on the way out; the share withdraws this
+// core's nodes after).
+type fleetShare struct {
+	*fleet.Share
+	rdb *redis.Client
+}
+
+func (s *fleetShare) close() { _ = s.rdb.Close() }
+
+// shareFleet shares the registry with the other cores of cl's cluster
+// (nil without one), and returns the in-process node's fleet id: unique
+// among the cores that share. Cores without a common TURN secret cannot
+// hand out each other's nodes: they run unshared, with a warning.
+func shareFleet(cfg Config, core *fleet.Core, cl *cluster.Cluster, log *slog.Logger, reg prometheus.Registerer) (*fleetShare, string, error) {
+	if cl == nil {
+		return nil, localNodeID, nil
+	}
+	opt, err := redis.ParseURL(cfg.Cluster.RedisURL)
+	if err != nil {
+		return nil, "", errors.New("cluster.redis_url: not a redis URL") // not echoed: it may hold a password
+	}
+	rdb := redis.NewClient(opt)
+	sh, err := core.Share(rdb, fleet.ShareConfig{CoreID: cl.CoreID(), Logger: log, Registerer: reg})
+	if err != nil {
+		_ = rdb.Close()
+		if errors.Is(err, fleet.ErrSecretNotShared) {
+			log.Warn("the relay fleet is not shared with the other cores: give every core the same fleet.cluster_key_file or turn.secret_file")
+			return nil, localNodeID, nil
+		}
+		return nil, "", err
+	}
+	return &fleetShare{Share: sh, rdb: rdb}, localNodeID + "-" + cl.CoreID(), nil
 }

@@ -8,8 +8,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	roottestkit "github.com/cl5-relay/cl5-relay/internal/testkit"
 	"github.com/cl5-relay/cl5-relay/relaynode/internal/testkit"
+	"github.com/cl5-relay/cl5-relay/signaling/redistest"
 )
 
 // BenchmarkSharePoll is one poll of a core: read 3 other cores' hashes
@@ -17,7 +17,7 @@ import (
 // It runs once per Interval (1 s) and per announced change.
 func BenchmarkSharePoll(b *testing.B) {
 	const cores, perCore = 3, 100
-	addr, _ := roottestkit.StartRedis(b)
+	addr, _ := redistest.StartRedis(b)
 	rdb := redisClient(b, addr)
 	ctx := context.Background()
 	now := time.Now()
@@ -63,7 +63,7 @@ func BenchmarkSharePoll(b *testing.B) {
 // and rewrite its hash in one MULTI on a real Redis. It runs once per
 // Interval and per join, leave or drain.
 func BenchmarkSharePublish(b *testing.B) {
-	addr, _ := roottestkit.StartRedis(b)
+	addr, _ := redistest.StartRedis(b)
 	rdb := redisClient(b, addr)
 	reg := NewRegistry(RegistryConfig{})
 	for i := range 100 {

@@ -16,8 +16,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
-	roottestkit "github.com/cl5-relay/cl5-relay/internal/testkit"
 	"github.com/cl5-relay/cl5-relay/relaynode/internal/testkit"
+	"github.com/cl5-relay/cl5-relay/signaling/redistest"
 )
 
 // redisClient is a client of the test's Redis, closed at cleanup.
@@ -143,7 +143,7 @@ func lists(r *Registry, id, core string, load float64) bool {
 // both, its relay token is accepted by B, its drain shows on B, and its
 // death removes it from B and tells B's OnRelayGone.
 func TestShareAcrossCores(t *testing.T) {
-	addr, _ := roottestkit.StartRedis(t)
+	addr, _ := redistest.StartRedis(t)
 	a, b := startCore(t, nil), startCore(t, nil)
 	sa := startShare(t, a.Registry(), addr, func(c *ShareConfig) { c.CoreID = "core-a" })
 	sb := startShare(t, b.Registry(), addr, func(c *ShareConfig) { c.CoreID = "core-b" })
@@ -260,7 +260,7 @@ func mustICE(t testing.TB, p *ICE, user string) []string {
 // client gone) stops refreshing its records; the other core unlists its
 // nodes when they expire and tells OnRelayGone.
 func TestShareCoreDeath(t *testing.T) {
-	addr, _ := roottestkit.StartRedis(t)
+	addr, _ := redistest.StartRedis(t)
 	a, b := startCore(t, nil), startCore(t, nil)
 	sa := startShare(t, a.Registry(), addr, func(c *ShareConfig) { c.CoreID = "core-a" })
 	startShare(t, b.Registry(), addr, func(c *ShareConfig) { c.CoreID = "core-b" })
@@ -288,7 +288,7 @@ func TestShareCoreDeath(t *testing.T) {
 // other's nodes once Redis has been gone for the records' TTL, then
 // publish again and converge when it is back.
 func TestShareRedisRestart(t *testing.T) {
-	addr, stopRedis := roottestkit.StartRedis(t)
+	addr, stopRedis := redistest.StartRedis(t)
 	a, b := startCore(t, nil), startCore(t, nil)
 	sa := startShare(t, a.Registry(), addr, func(c *ShareConfig) { c.CoreID = "core-a" })
 	sb := startShare(t, b.Registry(), addr, func(c *ShareConfig) { c.CoreID = "core-b" })
@@ -314,7 +314,7 @@ func TestShareRedisRestart(t *testing.T) {
 		t.Fatal("a core stopped picking its own node while Redis was down")
 	}
 
-	roottestkit.StartRedisAt(t, addr) // empty: no persistence
+	redistest.StartRedisAt(t, addr) // empty: no persistence
 	testkit.WaitFor(t, wait, "both cores list both nodes again", converged)
 	rdb := redisClient(t, addr)
 	if n, err := rdb.Exists(context.Background(), DefaultSharePrefix+"core:core-a", DefaultSharePrefix+"core:core-b").Result(); err != nil || n != 2 {
@@ -326,7 +326,7 @@ func TestShareRedisRestart(t *testing.T) {
 // bad core ids, are skipped with a log line and counted; the good record
 // beside them is listed.
 func TestShareSkipsMalformedRecords(t *testing.T) {
-	addr, _ := roottestkit.StartRedis(t)
+	addr, _ := redistest.StartRedis(t)
 	rdb := redisClient(t, addr)
 	ctx := context.Background()
 	now := time.Now()
@@ -386,7 +386,7 @@ func TestShareSkipsMalformedRecords(t *testing.T) {
 // announces it, so the other core drops its nodes without waiting for the
 // TTL (set long here).
 func TestShareWithdrawsOnStop(t *testing.T) {
-	addr, _ := roottestkit.StartRedis(t)
+	addr, _ := redistest.StartRedis(t)
 	a, b := startCore(t, nil), startCore(t, nil)
 	long := func(c *ShareConfig) { c.TTL = time.Hour; c.Interval = 10 * time.Second }
 	sa := startShare(t, a.Registry(), addr, long)
@@ -499,7 +499,7 @@ func TestCoreShareNeedsACommonSecret(t *testing.T) {
 // later, not once per join. The clock is fake, so the budget refills only
 // when the test says.
 func TestShareBudgetsBursts(t *testing.T) {
-	addr, _ := roottestkit.StartRedis(t)
+	addr, _ := redistest.StartRedis(t)
 	rdb := redisClient(t, addr)
 	ctx := context.Background()
 	clock := clockwork.NewFakeClock()

@@ -1,6 +1,7 @@
-// Package testkit holds test helpers shared across the module's packages.
+// Package redistest starts a redis-server of a test's own (signaling/cluster
+// and relaynode/fleet share it; a leaf that imports nothing of the module).
 // Only tests import it.
-package testkit
+package redistest
 
 import (
 	"bytes"
