@@ -82,8 +82,12 @@ coturn_pid=$!
 
 # proc_cpu PID: CPU ticks (utime+stime) of PID.
 proc_cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
-# machine_busy: busy ticks of all CPUs (everything but idle and iowait).
-machine_busy() { awk '/^cpu /{print $2+$3+$4+$7+$8+$9}' /proc/stat; }
+# children_cpu: CPU ticks of this shell's waited-for children (the load
+# generators).
+children_cpu() { awk '{print $16+$17}' "/proc/$1/stat"; }
+# machine_busy: busy ticks of all CPUs: user, nice, system, irq and
+# softirq (not idle, iowait, or steal, the hypervisor's).
+machine_busy() { awk '/^cpu /{print $2+$3+$4+$7+$8}' /proc/stat; }
 hz=$(getconf CLK_TCK)
 
 node_pid=
@@ -112,17 +116,19 @@ offload_now() {
 
 # paced NAME PORT PID [metrics]: 5 uclient processes x 4 sessions at 1 ms.
 paced() {
-	local name=$1 port=$2 pid=$3 msgs=3000
+	local name=$1 port=$2 pid=$3 msgs=3000 me=$BASHPID
 	local idle0 idle1 m0 m1 c0 c1 o0 o1
-	idle0=$(machine_busy); sleep 1; idle1=$(machine_busy)
+	# The machine at rest (after the server's start): 2 s, per second.
+	sleep 1
+	idle0=$(machine_busy); sleep 2; idle1=$(machine_busy)
 	[ "$name" != coturn ] && read -r o0 r0 < <(offload_now)
-	c0=$(proc_cpu "$pid"); m0=$(machine_busy); t0=$(date +%s.%N)
+	c0=$(proc_cpu "$pid"); m0=$(machine_busy); g0=$(children_cpu "$me"); t0=$(date +%s.%N)
 	for i in 1 2 3 4 5; do
 		ip netns exec $C turnutils_uclient -c -n $msgs -m 4 -l 100 -z 1 -W "$secret" -u "p$i" \
 			-e $peer_ip -r $peer_port -p "$port" $node_ip >"$work/uc$i.out" 2>&1 &
 	done
 	wait $(jobs -p | tail -5) 2>/dev/null || true
-	c1=$(proc_cpu "$pid"); m1=$(machine_busy); t1=$(date +%s.%N)
+	c1=$(proc_cpu "$pid"); m1=$(machine_busy); g1=$(children_cpu "$me"); t1=$(date +%s.%N)
 	# The node adds the kernel's counts to its relayed total every second.
 	[ "$name" != coturn ] && sleep 1.2 && read -r o1 r1 < <(offload_now)
 	local sent=0 recv=0 rtt=0
@@ -137,10 +143,10 @@ paced() {
 	[ "$name" != coturn ] && share=$(awk -v o0="$o0" -v o1="$o1" -v r0="$r0" -v r1="$r1" \
 		'BEGIN{o=o1-o0; t=r1-r0; if (t>0) printf "%.1f%%", 100*o/t; else print "-"}')
 	awk -v n="$name" -v c="$((c1 - c0))" -v m="$((m1 - m0))" -v i="$((idle1 - idle0))" -v hz="$hz" \
-		-v t0="$t0" -v t1="$t1" -v s="$sent" -v r="$recv" -v rtt="$rtt" -v sh="$share" 'BEGIN{
-		w=t1-t0; rel=s+r; busy=m-i*w; if (busy<0) busy=0
-		printf "paced %-8s relayed %7d  lost %5d  server %.2f us/pkt  machine %.2f us/pkt  rtt avg %.2f ms  offload %s\n",
-			n, rel, s-r, 1e6*c/hz/rel, 1e6*busy/hz/rel, rtt, sh }'
+		-v t0="$t0" -v t1="$t1" -v s="$sent" -v r="$recv" -v rtt="$rtt" -v sh="$share" -v g="$((g1 - g0))" 'BEGIN{
+		w=t1-t0; rel=s+r; busy=m-i/2*w; if (busy<0) busy=0
+		printf "paced %-8s relayed %7d  lost %5d  server %.2f us/pkt  machine %.2f us/pkt  gen %.2f us/pkt  rtt avg %.2f ms  offload %s\n",
+			n, rel, s-r, 1e6*c/hz/rel, 1e6*busy/hz/rel, 1e6*g/hz/rel, rtt, sh }'
 }
 
 # burst NAME PORT PID [RATE [LABEL]]: bench turn, 20 clients x RATE
@@ -149,7 +155,7 @@ burst() {
 	local name=$1 port=$2 pid=$3 rate=${4:-1500} label=${5:-burst} extra=()
 	[ "$name" != coturn ] && extra=(--server-metrics "http://$node_ip:9491/metrics")
 	ip netns exec $C "$work/cl5" bench turn --server $node_ip:"$port" --secret-file "$work/secret" \
-		--peer $peer_ip:$peer_port --clients 20 --rate "$rate" --size 100 --duration 6s \
+		--peer $peer_ip:$peer_port --clients 20 --rate "$rate" --size 100 --duration 6s --idle-baseline 2s \
 		--server-pid "$pid" "${extra[@]}" --json >"$work/burst.json" 2>"$work/burst.err" || true
 	python3 - "$name" "$work/burst.json" "$label" <<'EOF'
 import json, sys
@@ -162,7 +168,7 @@ m = {x["name"]: x["value"] for x in r.get("metrics", [])}
 g = lambda k: m.get(k, float("nan"))
 share = f'{g("offload_share_pct"):.1f}%' if "offload_share_pct" in m else "-"
 print(f'{label} {name:8s} relayed {int(g("sent_packets")+g("received_packets")):7d}  lost {int(g("lost_packets")):5d}  '
-      f'server {g("server_cpu_us_per_packet"):.2f} us/pkt  machine {g("machine_cpu_us_per_packet"):.2f} us/pkt  '
+      f'server {g("server_cpu_us_per_packet"):.2f} us/pkt  machine {g("machine_cpu_us_per_packet"):.2f} us/pkt  gen {g("bench_cpu_us_per_packet"):.2f} us/pkt  '
       f'rtt p50 {g("rtt_p50_ms"):.2f} p99 {g("rtt_p99_ms"):.2f} ms  offload {share}')
 EOF
 }
@@ -184,18 +190,18 @@ python3 - "$work/results" <<'EOF'
 import re, statistics, sys
 rows = {}
 for line in open(sys.argv[1]):
-    m = re.match(r"(paced|light|burst) (\S+)\s+relayed\s+(\d+)\s+lost\s+(-?\d+)\s+server ([\d.nan]+) us/pkt\s+machine ([\d.nan]+) us/pkt\s+rtt (?:avg ([\d.]+)|p50 ([\d.nan]+) p99 ([\d.nan]+)) ms\s+offload (\S+)", line)
+    m = re.match(r"(paced|light|burst) (\S+)\s+relayed\s+(\d+)\s+lost\s+(-?\d+)\s+server ([\d.nan]+) us/pkt\s+machine ([\d.nan]+) us/pkt\s+gen ([\d.nan]+) us/pkt\s+rtt (?:avg ([\d.]+)|p50 ([\d.nan]+) p99 ([\d.nan]+)) ms\s+offload (\S+)", line)
     if not m:
         continue
     cond, srv = m.group(1), m.group(2)
-    r = rows.setdefault((cond, srv), {"server": [], "machine": [], "lost": [], "relayed": [], "p99": [], "share": []})
-    r["server"].append(float(m.group(5))); r["machine"].append(float(m.group(6)))
+    r = rows.setdefault((cond, srv), {"server": [], "machine": [], "gen": [], "lost": [], "relayed": [], "p99": [], "share": []})
+    r["server"].append(float(m.group(5))); r["machine"].append(float(m.group(6))); r["gen"].append(float(m.group(7)))
     r["lost"].append(int(m.group(4))); r["relayed"].append(int(m.group(3)))
-    if m.group(9): r["p99"].append(float(m.group(9)))
-    if m.group(10).endswith("%"): r["share"].append(float(m.group(10)[:-1]))
+    if m.group(10): r["p99"].append(float(m.group(10)))
+    if m.group(11).endswith("%"): r["share"].append(float(m.group(11)[:-1]))
 med = lambda xs: statistics.median(xs) if xs else float("nan")
 n = max((len(v["server"]) for v in rows.values()), default=0)
-print(f"\n# medians of {n} rounds (server, machine: CPU us per relayed packet; ratio: to coturn's median)")
+print(f"\n# medians of {n} rounds (server, machine, gen(erator): CPU us per relayed packet; ratio: to coturn's median)")
 for cond in ("paced", "light", "burst"):
     base = rows.get((cond, "coturn"))
     for srv in ("cl5-tc", "cl5-off", "coturn"):
@@ -205,6 +211,6 @@ for cond in ("paced", "light", "burst"):
         s, mach = med(r["server"]), med(r["machine"])
         ratio = s / med(base["server"]) if base else float("nan")
         mratio = mach / med(base["machine"]) if base and med(base["machine"]) > 0 else float("nan")
-        print(f"{cond} {srv:8s} server {s:5.2f} ({ratio:4.2f}x)  machine {mach:5.2f} ({mratio:4.2f}x)  "
+        print(f"{cond} {srv:8s} server {s:5.2f} ({ratio:4.2f}x)  machine {mach:5.2f} ({mratio:4.2f}x)  gen {med(r['gen']):5.2f}  "
               f"lost {sum(r['lost'])} of {sum(r['relayed'])//2}  p99 {med(r['p99']):.2f} ms  offload {med(r['share']):.1f}%")
 EOF

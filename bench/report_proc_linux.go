@@ -83,7 +83,7 @@ func udpCountersIn(fs procfs.FS) (udpCounters, bool) {
 }
 
 // machineBusy is the CPU time all of this machine's CPUs spent busy since
-// boot (/proc/stat: everything but idle and iowait; softirq and irq
+// boot (/proc/stat: everything but idle, iowait and steal; softirq and irq
 // included, which the kernel may charge to whatever task it interrupted).
 func machineBusy() (time.Duration, bool) {
 	fs, err := hostProc()
@@ -99,7 +99,9 @@ func machineBusyIn(fs procfs.FS) (time.Duration, bool) {
 		return 0, false
 	}
 	c := st.CPUTotal
-	busy := c.User + c.Nice + c.System + c.IRQ + c.SoftIRQ + c.Steal
+	// Not steal: time the hypervisor gave another guest is not this
+	// machine's work, and on a shared host it swings from run to run.
+	busy := c.User + c.Nice + c.System + c.IRQ + c.SoftIRQ
 	if total := busy + c.Idle + c.Iowait; !(total > 0) || !(busy >= 0) || busy > float64(maxTicks) {
 		return 0, false // no cpu line, or not a plausible one
 	}

@@ -83,6 +83,9 @@ func (r *TurnResult) Report() *Report {
 	if r.BenchCPUOK && measured > 0 {
 		pct := 100 * r.BenchCPU.Seconds() / measured.Seconds()
 		rep.add("bench_cpu_pct", "bench CPU (generator + echo peer)", pct, "% of a core", BetterNone)
+		if relayed > 0 {
+			rep.add("bench_cpu_us_per_packet", "bench CPU per relayed packet", float64(r.BenchCPU.Microseconds())/float64(relayed), "us", BetterNone)
+		}
 		if cores := runtime.GOMAXPROCS(0); pct > 85*float64(cores) {
 			rep.Notes = append(rep.Notes, fmt.Sprintf("the bench used %.0f%% of its %d cores: the generator may have been the bottleneck", pct, cores))
 		}
