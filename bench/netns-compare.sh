@@ -4,7 +4,7 @@
 # joined by veth pairs, so relayed packets really cross the node's
 # interfaces (and its eBPF hooks). Root only; it removes what it creates.
 #
-#   bash bench/netns-compare.sh [ROUNDS]      (default 3; about 1 min a round)
+#   bash bench/netns-compare.sh [ROUNDS]      (default 3; about 2 min a round)
 #
 # Each round runs, for each server in turn (cl5-tc, cl5-off, coturn):
 #   paced: 5 turnutils_uclient processes x 4 sessions, 100-byte ChannelData,
@@ -15,8 +15,11 @@
 #   burst: bench turn, 20 clients x 1500 pkt/s (60k relayed packets/s).
 # and prints one line per run: the server process's CPU per relayed packet
 # (utime+stime from /proc), the whole machine's busy CPU per relayed packet
-# (/proc/stat minus a 1 s idle baseline), loss, round trip, and for
-# cl5-relay the share of relayed packets its offload carried (node metrics).
+# (from /proc/uptime's idle time, minus a 2 s idle baseline), the load
+# generator's own CPU per relayed packet, loss, round trip, and for
+# cl5-relay the share of relayed packets its offload carried (node
+# metrics); at the end the medians of the rounds and their ratios to
+# coturn's.
 # Needs: coturn (turnserver, turnutils_uclient, turnutils_peer), iproute2,
 # ethtool, curl, python3, go.
 set -euo pipefail
@@ -81,13 +84,15 @@ pids+=($!)
 coturn_pid=$!
 
 # proc_cpu PID: CPU ticks (utime+stime) of PID.
-proc_cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
+proc_cpu() { awk '{printf "%d\n", $14+$15}' "/proc/$1/stat"; }
 # children_cpu: CPU ticks of this shell's waited-for children (the load
 # generators).
-children_cpu() { awk '{print $16+$17}' "/proc/$1/stat"; }
-# machine_busy: busy ticks of all CPUs: user, nice, system, irq and
-# softirq (not idle, iowait, or steal, the hypervisor's).
-machine_busy() { awk '/^cpu /{print $2+$3+$4+$7+$8}' /proc/stat; }
+children_cpu() { awk '{printf "%d\n", $16+$17}' "/proc/$1/stat"; }
+# machine_busy: busy time of all CPUs since boot, in ticks (1/100 s): the
+# CPUs times the uptime, less /proc/uptime's idle time. Not /proc/stat's
+# ticks: sampled at the tick, they read a timer-paced load as idle.
+ncpu=$(grep -c '^cpu[0-9]' /proc/stat)
+machine_busy() { awk -v n="$ncpu" '{printf "%d\n", 100*(n*$1-$2)}' /proc/uptime; }
 hz=$(getconf CLK_TCK)
 
 node_pid=

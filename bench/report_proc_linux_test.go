@@ -110,19 +110,33 @@ func TestUDPCountersFromProc(t *testing.T) {
 	}
 }
 
-// TestMachineBusyFromProcStat: busy is everything but idle, iowait and steal, in
-// USER_HZ ticks summed over the CPUs; a malformed /proc/stat is no reading.
-func TestMachineBusyFromProcStat(t *testing.T) {
-	fs := fakeProc(t, "", map[string]string{
-		// user nice system idle iowait irq softirq steal guest guest_nice
-		"stat": "cpu  100 5 50 9000 40 3 7 5 0 0\ncpu0 50 2 25 4500 20 1 4 2 0 0\ncpu1 50 3 25 4500 20 2 3 3 0 0\n" +
-			"intr 0\nctxt 1\nbtime 1\nprocesses 1\nprocs_running 1\nprocs_blocked 0\n",
-	})
-	got, ok := machineBusyIn(fs)
-	if want := 165 * clockTick; !ok || got != want {
+// TestMachineBusyFromProcUptime: busy is the CPUs (cpuN lines of
+// /proc/stat) times the uptime, less the idle time of /proc/uptime; a
+// malformed reading is none.
+func TestMachineBusyFromProcUptime(t *testing.T) {
+	stat := "cpu  100 5 50 9000 40 3 7 5 0 0\ncpu0 50 2 25 4500 20 1 4 2 0 0\ncpu1 50 3 25 4500 20 2 3 3 0 0\n" +
+		"intr 0\nctxt 1\nbtime 1\nprocesses 1\nprocs_running 1\nprocs_blocked 0\n"
+	root := func(files map[string]string) string {
+		dir := t.TempDir()
+		for p, content := range files {
+			if err := os.WriteFile(filepath.Join(dir, p), []byte(content), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return dir
+	}
+	got, ok := machineBusyIn(root(map[string]string{"stat": stat, "uptime": "100.50 180.25\n"}))
+	if want := 20750 * time.Millisecond; !ok || got != want {
 		t.Fatalf("machine busy = %s, %v; want %s", got, ok, want)
 	}
-	if _, ok := machineBusyIn(fakeProc(t, "", map[string]string{"stat": "garbage\n"})); ok {
-		t.Fatal("a /proc/stat without a cpu line gave a reading")
+	for name, files := range map[string]map[string]string{
+		"no cpu line":    {"stat": "garbage\n", "uptime": "100 100\n"},
+		"no uptime":      {"stat": stat},
+		"garbage uptime": {"stat": stat, "uptime": "soon\n"},
+		"idle > cpus":    {"stat": stat, "uptime": "100 250\n"},
+	} {
+		if _, ok := machineBusyIn(root(files)); ok {
+			t.Errorf("%s: a reading", name)
+		}
 	}
 }

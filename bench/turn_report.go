@@ -104,7 +104,7 @@ func (r *TurnResult) Report() *Report {
 			idle = fmt.Sprintf("minus %s idle baseline", r.MachineIdle.Round(time.Millisecond))
 		}
 		rep.Notes = append(rep.Notes, fmt.Sprintf(
-			"machine CPU: %s busy (%s) over %.1f s, the bench's own %s included: with server and bench on one machine, the kernel's share of relaying (softirq) lands wherever it interrupts; /proc/stat is sampled at the tick, so a light load reads rough",
+			"machine CPU: %s busy (%s) over %.1f s, the bench's own %s included: with server and bench on one machine, the kernel's share of relaying (softirq) lands wherever it interrupts; from /proc/uptime's idle time",
 			r.MachineCPU.Round(time.Millisecond), idle, measured.Seconds(), r.BenchCPU.Round(time.Millisecond)))
 	}
 	if r.NodeCountersOK {
