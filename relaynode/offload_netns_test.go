@@ -234,18 +234,9 @@ func offloadWildcardChild(t *testing.T, ns []string) {
 	if tn.off == nil {
 		t.Fatal("Offload tc started without an offload")
 	}
-	var peerConn *net.UDPConn
-	testkit.InNetns(t, peerNS, func() {
-		var err error
-		if peerConn, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(ap("10.13.2.2:4000"))); err != nil {
-			t.Fatal(err)
-		}
-	})
-	t.Cleanup(func() { _ = peerConn.Close() })
+	peerConn := netnsPeer(t, peerNS)
 	// The client uses the interface's second address.
-	var c *rawClient
-	testkit.InNetns(t, clientNS, func() { c = newRawClientAt(t, "10.13.1.2", ap("10.13.1.3:3478"), "", "") })
-	c.user, c.pass = restCreds("player")
+	c := netnsClient(t, clientNS, ap("10.13.1.3:3478"))
 	relay := c.allocate()
 	if err := c.channelBind(0x4001, ap("10.13.2.2:4000")); err != nil {
 		t.Fatal(err)
@@ -312,17 +303,8 @@ func offloadCapChild(t *testing.T, ns []string) {
 	if tn.off == nil {
 		t.Fatal("Offload tc started without an offload")
 	}
-	var peerConn *net.UDPConn
-	testkit.InNetns(t, peerNS, func() {
-		var err error
-		if peerConn, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(ap("10.13.2.2:4000"))); err != nil {
-			t.Fatal(err)
-		}
-	})
-	t.Cleanup(func() { _ = peerConn.Close() })
-	var c *rawClient
-	testkit.InNetns(t, clientNS, func() { c = newRawClientAt(t, "10.13.1.2", tn.Addrs().UDP, "", "") })
-	c.user, c.pass = restCreds("player")
+	netnsPeer(t, peerNS) // takes what is relayed; the test reads counters
+	c := netnsClient(t, clientNS, tn.Addrs().UDP)
 	c.allocate()
 	if err := c.channelBind(0x4001, ap("10.13.2.2:4000")); err != nil {
 		t.Fatal(err)
@@ -383,6 +365,30 @@ func offloadCapChild(t *testing.T, ns []string) {
 	if got := tn.off.installed(); got != 1 {
 		t.Fatalf("%d bindings offloaded after the hold, want 1", got)
 	}
+}
+
+// netnsPeer opens the test's peer socket, 10.13.2.2:4000, in namespace ns.
+func netnsPeer(t *testing.T, ns string) *net.UDPConn {
+	t.Helper()
+	var c *net.UDPConn
+	testkit.InNetns(t, ns, func() {
+		var err error
+		if c, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(10, 13, 2, 2), Port: 4000}); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// netnsClient is a TURN client at 10.13.1.2 in namespace ns, of server,
+// with REST credentials.
+func netnsClient(t *testing.T, ns string, server netip.AddrPort) *rawClient {
+	t.Helper()
+	var c *rawClient
+	testkit.InNetns(t, ns, func() { c = newRawClientAt(t, "10.13.1.2", server, "", "") })
+	c.user, c.pass = restCreds("player")
+	return c
 }
 
 // TestOffloadNodeNetns: a node with Offload "tc" relays a channel's
@@ -515,21 +521,8 @@ func offloadNodeChild(t *testing.T, ns []string) {
 		t.Errorf("cl5_turn_offload_active = %v", got)
 	}
 
-	var peerConn *net.UDPConn
-	testkit.InNetns(t, peerNS, func() {
-		var err error
-		peerConn, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(ap("10.13.2.2:4000")))
-		if err != nil {
-			t.Fatal(err)
-		}
-	})
-	t.Cleanup(func() { _ = peerConn.Close() })
-	newClient := func() *rawClient {
-		var c *rawClient
-		testkit.InNetns(t, clientNS, func() { c = newRawClientAt(t, "10.13.1.2", tn.Addrs().UDP, "", "") })
-		c.user, c.pass = restCreds("player")
-		return c
-	}
+	peerConn := netnsPeer(t, peerNS)
+	newClient := func() *rawClient { return netnsClient(t, clientNS, tn.Addrs().UDP) }
 	c := newClient()
 	relay := c.allocate()
 	if err := c.channelBind(0x4001, ap("10.13.2.2:4000")); err != nil {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
-	"fmt"
 	"net/http"
 	"net/netip"
 	"time"
@@ -142,16 +141,10 @@ func (s *Server) connectClustered(ctx context.Context, req ConnectRequest) (*Ses
 // connection drop (the game moved under it). The frames it missed follow;
 // a host that comes back starts a new term.
 func (h *Hub) Reattach(ugi, token string) (*Session, error) {
-	if !ValidUGI(ugi) {
-		return nil, fmt.Errorf("%w: %q", ErrBadUGI, ugi)
-	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.closed {
-		return nil, ErrHubClosed
-	}
-	if h.owned != nil && !h.owned[ugi] {
-		return nil, ErrNotOwner
+	if err := h.admitLocked(ugi); err != nil {
+		return nil, err
 	}
 	g := h.games[ugi]
 	if g == nil {

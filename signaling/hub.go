@@ -131,19 +131,28 @@ func (h *Hub) gameLocked(ugi string) *game {
 	return g
 }
 
+// admitLocked reports why this hub takes no connection to game ugi, if
+// it does not: a bad ugi, a closed hub, a game another core owns. h.mu is
+// held.
+func (h *Hub) admitLocked(ugi string) error {
+	switch {
+	case !ValidUGI(ugi):
+		return fmt.Errorf("%w: %q", ErrBadUGI, ugi)
+	case h.closed:
+		return ErrHubClosed
+	case h.owned != nil && !h.owned[ugi]:
+		return ErrNotOwner
+	}
+	return nil
+}
+
 // Attach registers a new connection to game ugi. cookie is the value of the
 // clomega-authorization cookie, if the upgrade request had one.
 func (h *Hub) Attach(ugi, cookie string) (*Session, error) {
-	if !ValidUGI(ugi) {
-		return nil, fmt.Errorf("%w: %q", ErrBadUGI, ugi)
-	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.closed {
-		return nil, ErrHubClosed
-	}
-	if h.owned != nil && !h.owned[ugi] {
-		return nil, ErrNotOwner
+	if err := h.admitLocked(ugi); err != nil {
+		return nil, err
 	}
 	g := h.gameLocked(ugi)
 	g.mu.Lock()
@@ -169,16 +178,10 @@ func (h *Hub) attachLocked(g *game, cookie string) *Session {
 // used, Resume attaches a fresh session that is told so with a WARNING, and
 // reports false.
 func (h *Hub) Resume(ugi, token, cookie string) (*Session, bool, error) {
-	if !ValidUGI(ugi) {
-		return nil, false, fmt.Errorf("%w: %q", ErrBadUGI, ugi)
-	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.closed {
-		return nil, false, ErrHubClosed
-	}
-	if h.owned != nil && !h.owned[ugi] {
-		return nil, false, ErrNotOwner
+	if err := h.admitLocked(ugi); err != nil {
+		return nil, false, err
 	}
 	g := h.gameLocked(ugi)
 	g.mu.Lock()

@@ -592,14 +592,10 @@ func (c *Cluster) endOrigins(reason string) {
 	}
 }
 
-// breakAllTunnels handles an inbox that resubscribed after a break (Redis
-// restarted, or the connection dropped): every tunnel may have lost frames
-// either way. The owner's ends are dropped (their players held), and the
-// origin's ends reattach their clients to the owner (the same one, most
-// often), which sends them what they missed; clients that cannot resume
-// are closed with 1012.
-func (c *Cluster) breakAllTunnels() {
+// tunnels returns this core's tunnels, both ends.
+func (c *Cluster) tunnels() ([]*originTunnel, []*ownerTunnel) {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	origins := make([]*originTunnel, 0, len(c.origins))
 	for _, t := range c.origins {
 		origins = append(origins, t)
@@ -608,7 +604,17 @@ func (c *Cluster) breakAllTunnels() {
 	for _, t := range c.owners {
 		owners = append(owners, t)
 	}
-	c.mu.Unlock()
+	return origins, owners
+}
+
+// breakAllTunnels handles an inbox that resubscribed after a break (Redis
+// restarted, or the connection dropped): every tunnel may have lost frames
+// either way. The owner's ends are dropped (their players held), and the
+// origin's ends reattach their clients to the owner (the same one, most
+// often), which sends them what they missed; clients that cannot resume
+// are closed with 1012.
+func (c *Cluster) breakAllTunnels() {
+	origins, owners := c.tunnels()
 	for _, t := range owners {
 		c.lostOwner(t, signaling.Lost)
 	}
@@ -623,16 +629,7 @@ func (c *Cluster) breakAllTunnels() {
 
 // closeAllTunnels ends every tunnel of this core, both ends.
 func (c *Cluster) closeAllTunnels(reason string) {
-	c.mu.Lock()
-	origins := make([]*originTunnel, 0, len(c.origins))
-	for _, t := range c.origins {
-		origins = append(origins, t)
-	}
-	owners := make([]*ownerTunnel, 0, len(c.owners))
-	for _, t := range c.owners {
-		owners = append(owners, t)
-	}
-	c.mu.Unlock()
+	origins, owners := c.tunnels()
 	for _, t := range origins {
 		t.end(signaling.CloseServiceRestart, reason)
 	}
