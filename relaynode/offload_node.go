@@ -41,10 +41,10 @@ const offloadSweepInterval = time.Second
 // knows the address the client sends to (a specific listening address;
 // on a wildcard listen, the destination of the client's Allocate,
 // IP_PKTINFO, or the one IPv4 address of the offload's interfaces) and
-// the relay sockets' local address. Everything else stays in user space. Bandwidth caps are
-// checked each second on the kernel's counts: an allocation over its cap
-// (or every one, over the node's) leaves the kernel for offloadCapHold,
-// and the user-space limiter takes over.
+// the relay sockets' local address. Everything else stays in user space.
+// Bandwidth caps are checked each second on the kernel's counts: an
+// allocation over its cap (or every one, over the node's) leaves the
+// kernel for offloadCapHold, and the user-space limiter takes over.
 type nodeOffload struct {
 	n *Node
 	o *offload.Offload
@@ -405,13 +405,18 @@ func (m *nodeOffload) removeLocked(c *relayConn, b *channelBinding, ob *offloade
 // the node's counts, and returns that difference.
 func (m *nodeOffload) countLocked(ob *offloaded, now offload.Counters) offload.Counters {
 	n := m.n
+	// A failed read gives zeros: nothing to add, and seen stays.
+	since := func(now, seen uint64) uint64 { return now - min(now, seen) }
 	cnt := offload.Counters{
-		ToPeerPackets:   now.ToPeerPackets - ob.seen.ToPeerPackets,
-		ToPeerBytes:     now.ToPeerBytes - ob.seen.ToPeerBytes,
-		ToClientPackets: now.ToClientPackets - ob.seen.ToClientPackets,
-		ToClientBytes:   now.ToClientBytes - ob.seen.ToClientBytes,
+		ToPeerPackets:   since(now.ToPeerPackets, ob.seen.ToPeerPackets),
+		ToPeerBytes:     since(now.ToPeerBytes, ob.seen.ToPeerBytes),
+		ToClientPackets: since(now.ToClientPackets, ob.seen.ToClientPackets),
+		ToClientBytes:   since(now.ToClientBytes, ob.seen.ToClientBytes),
 	}
-	ob.seen = now
+	ob.seen.ToPeerPackets = max(ob.seen.ToPeerPackets, now.ToPeerPackets)
+	ob.seen.ToPeerBytes = max(ob.seen.ToPeerBytes, now.ToPeerBytes)
+	ob.seen.ToClientPackets = max(ob.seen.ToClientPackets, now.ToClientPackets)
+	ob.seen.ToClientBytes = max(ob.seen.ToClientBytes, now.ToClientBytes)
 	if cnt.ToPeerPackets > 0 {
 		n.m.packetsC2P.Add(float64(cnt.ToPeerPackets))
 		n.m.bytesC2P.Add(float64(cnt.ToPeerBytes))
