@@ -49,11 +49,11 @@ func parseProcs(s string) (auto bool, n int, err error) {
 	return false, n, nil
 }
 
-// procsGovernor moves GOMAXPROCS between 1 and max by the process's
-// CPU use.
+// procsGovernor moves GOMAXPROCS between 1 and all (the CPUs the
+// runtime would use) by the process's CPU use.
 type procsGovernor struct {
 	clk   clockwork.Clock
-	max   int
+	all   int
 	cpu   func() (time.Duration, bool) // the process's CPU time so far
 	set   func(int)                    // runtime.GOMAXPROCS
 	log   *slog.Logger
@@ -84,22 +84,22 @@ func startProcs(setting string, log *slog.Logger, reg prometheus.Registerer) (st
 		gauge.Set(float64(n))
 		return func() {}, nil
 	}
-	max := runtime.GOMAXPROCS(0)
-	if os.Getenv("GOMAXPROCS") != "" || max == 1 {
-		gauge.Set(float64(max))
+	all := runtime.GOMAXPROCS(0)
+	if os.Getenv("GOMAXPROCS") != "" || all == 1 {
+		gauge.Set(float64(all))
 		return func() {}, nil
 	}
 	if _, ok := processCPU(); !ok {
-		gauge.Set(float64(max))
+		gauge.Set(float64(all))
 		return func() {}, nil
 	}
-	g := newProcsGovernor(clockwork.NewRealClock(), max, processCPU, func(n int) { runtime.GOMAXPROCS(n) }, log, gauge)
+	g := newProcsGovernor(clockwork.NewRealClock(), all, processCPU, func(n int) { runtime.GOMAXPROCS(n) }, log, gauge)
 	g.start()
 	return g.close, nil
 }
 
-func newProcsGovernor(clk clockwork.Clock, max int, cpu func() (time.Duration, bool), set func(int), log *slog.Logger, gauge prometheus.Gauge) *procsGovernor {
-	return &procsGovernor{clk: clk, max: max, cpu: cpu, set: set, log: log, procs: gauge, stop: make(chan struct{})}
+func newProcsGovernor(clk clockwork.Clock, all int, cpu func() (time.Duration, bool), set func(int), log *slog.Logger, gauge prometheus.Gauge) *procsGovernor {
+	return &procsGovernor{clk: clk, all: all, cpu: cpu, set: set, log: log, procs: gauge, stop: make(chan struct{})}
 }
 
 // begin moves the process to one P and starts measuring its load.
@@ -146,7 +146,7 @@ func (g *procsGovernor) tick() {
 	switch {
 	case g.cur == 1 && used >= procsUpAt:
 		g.lowSince = time.Time{}
-		g.apply(g.max)
+		g.apply(g.all)
 	case g.cur > 1 && used < procsDownAt:
 		if g.lowSince.IsZero() {
 			g.lowSince = now

@@ -43,7 +43,7 @@ type governorRig struct {
 	procs []int // every value set, in order
 }
 
-func newGovernorRig(t *testing.T, max int) *governorRig {
+func newGovernorRig(t *testing.T, all int) *governorRig {
 	r := &governorRig{clk: clockwork.NewFakeClock()}
 	r.at = r.clk.Now()
 	r.gauge = prometheus.NewGauge(prometheus.GaugeOpts{Name: "cl5_procs"})
@@ -60,7 +60,7 @@ func newGovernorRig(t *testing.T, max int) *governorRig {
 		r.procs = append(r.procs, n)
 		r.mu.Unlock()
 	}
-	r.g = newProcsGovernor(r.clk, max, cpu, set, slog.New(slog.NewTextHandler(io.Discard, nil)), r.gauge)
+	r.g = newProcsGovernor(r.clk, all, cpu, set, slog.New(slog.NewTextHandler(io.Discard, nil)), r.gauge)
 	r.g.begin() // the test ticks it
 	return r
 }
