@@ -2,14 +2,12 @@ package relaynode
 
 import (
 	"bytes"
-	"fmt"
 	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -40,69 +38,15 @@ const (
 	offloadCapEnv     = "CL5_OFFLOAD_CAP_NETNS"      // "client,node,peer" in the child
 )
 
-// offloadNetSeq numbers this process's test nets, so their names differ
-// under -count.
-var offloadNetSeq atomic.Int64
-
 // needNodeOffload skips the test when this machine cannot run it, or
 // fails it when CL5_REQUIRE_OFFLOAD=1.
-func needNodeOffload(t *testing.T) {
-	t.Helper()
-	skip := func(format string, args ...any) {
-		t.Helper()
-		if os.Getenv("CL5_REQUIRE_OFFLOAD") == "1" {
-			t.Fatalf("CL5_REQUIRE_OFFLOAD=1 but "+format, args...)
-		}
-		t.Skipf(format, args...)
-	}
-	if os.Geteuid() != 0 {
-		skip("network namespaces and eBPF need root")
-	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		skip("no ip command (iproute2): %v", err)
-	}
-	if err := offload.Supported(); err != nil {
-		skip("offload not supported here: %v", err)
-	}
-}
+func needNodeOffload(t *testing.T) { testkit.NeedOffload(t, offload.Supported) }
 
-func runCmd(t *testing.T, args ...string) {
-	t.Helper()
-	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%v: %v\n%s", args, err, out)
-	}
-}
-
-// newOffloadNet makes the three namespaces of the picture above and
-// returns their names; the test's cleanup removes them.
+// newOffloadNet makes the three namespaces of the picture above
+// (testkit.Net) and returns their names.
 func newOffloadNet(t *testing.T) (client, node, peer string) {
-	t.Helper()
-	id := fmt.Sprintf("%d-%d", os.Getpid(), offloadNetSeq.Add(1))
-	client, node, peer = "cl5n-c-"+id, "cl5n-n-"+id, "cl5n-p-"+id
-	for _, ns := range []string{client, node, peer} {
-		runCmd(t, "ip", "netns", "add", ns)
-		t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
-		runCmd(t, "ip", "-n", ns, "link", "set", "lo", "up")
-	}
-	runCmd(t, "ip", "-n", node, "link", "add", "vnc", "type", "veth", "peer", "name", "vc", "netns", client)
-	runCmd(t, "ip", "-n", node, "link", "add", "vnp", "type", "veth", "peer", "name", "vp", "netns", peer)
-	runCmd(t, "ip", "-n", client, "addr", "add", "10.13.1.2/24", "dev", "vc")
-	runCmd(t, "ip", "-n", node, "addr", "add", "10.13.1.1/24", "dev", "vnc")
-	runCmd(t, "ip", "-n", node, "addr", "add", "10.13.2.1/24", "dev", "vnp")
-	runCmd(t, "ip", "-n", peer, "addr", "add", "10.13.2.2/24", "dev", "vp")
-	for _, l := range [][2]string{{client, "vc"}, {node, "vnc"}, {node, "vnp"}, {peer, "vp"}} {
-		runCmd(t, "ip", "-n", l[0], "link", "set", l[1], "up")
-	}
-	runCmd(t, "ip", "-n", client, "route", "add", "default", "via", "10.13.1.1")
-	runCmd(t, "ip", "-n", peer, "route", "add", "default", "via", "10.13.2.1")
-	// bpf_fib_lookup wants forwarding on the ingress interfaces.
-	runCmd(t, "ip", "netns", "exec", node, "sh", "-c", "echo 1 > /proc/sys/net/ipv4/conf/all/forwarding")
-	// Senders compute their UDP checksums, as packets from a NIC carry
-	// them (relaynode/offload's package comment, CHECKSUM_PARTIAL).
-	testkit.InNetns(t, client, func() { testkit.TxChecksum(t, "vc", false) })
-	testkit.InNetns(t, peer, func() { testkit.TxChecksum(t, "vp", false) })
-	return client, node, peer
+	n := testkit.NewNet(t, "cl5n")
+	return n.Client, n.Node, n.Peer
 }
 
 // runInNetns runs this test binary's test name again in namespace ns,
@@ -215,7 +159,7 @@ func TestOffloadWildcardNetns(t *testing.T) {
 	}
 	needNodeOffload(t)
 	client, node, peer := newOffloadNet(t)
-	runCmd(t, "ip", "-n", node, "addr", "add", "10.13.1.3/24", "dev", "vnc")
+	testkit.Run(t, "ip", "-n", node, "addr", "add", "10.13.1.3/24", "dev", "vnc")
 	runInNetns(t, node, "TestOffloadWildcardNetns", offloadWildEnv+"="+client+","+node+","+peer)
 }
 

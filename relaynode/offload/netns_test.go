@@ -4,12 +4,9 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
-	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"os/exec"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -33,70 +30,11 @@ var (
 	peerIP   = netip.MustParseAddr("10.13.2.2")
 )
 
-// needOffload skips the test when this machine cannot run it, or fails
-// it when CL5_REQUIRE_OFFLOAD=1 (CI as root).
-func needOffload(t testing.TB) {
-	t.Helper()
-	skip := func(format string, args ...any) {
-		t.Helper()
-		if os.Getenv("CL5_REQUIRE_OFFLOAD") == "1" {
-			t.Fatalf("CL5_REQUIRE_OFFLOAD=1 but "+format, args...)
-		}
-		t.Skipf(format, args...)
-	}
-	if os.Geteuid() != 0 {
-		skip("network namespaces and eBPF need root")
-	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		skip("no ip command (iproute2): %v", err)
-	}
-	if err := Supported(); err != nil {
-		skip("offload not supported here: %v", err)
-	}
-}
-
-func run(t testing.TB, args ...string) {
-	t.Helper()
-	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%v: %v\n%s", args, err, out)
-	}
-}
-
-// netSeq numbers the test nets of this process, so their names differ.
-var netSeq atomic.Int64
+func needOffload(t testing.TB) { testkit.NeedOffload(t, Supported) }
 
 func newTestNet(t testing.TB) *testNet {
-	t.Helper()
-	id := fmt.Sprintf("%d-%d", os.Getpid(), netSeq.Add(1))
-	n := &testNet{
-		client: "cl5o-c-" + id,
-		node:   "cl5o-n-" + id,
-		peer:   "cl5o-p-" + id,
-	}
-	for _, ns := range []string{n.client, n.node, n.peer} {
-		run(t, "ip", "netns", "add", ns)
-		t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
-		run(t, "ip", "-n", ns, "link", "set", "lo", "up")
-	}
-	run(t, "ip", "-n", n.node, "link", "add", "vnc", "type", "veth", "peer", "name", "vc", "netns", n.client)
-	run(t, "ip", "-n", n.node, "link", "add", "vnp", "type", "veth", "peer", "name", "vp", "netns", n.peer)
-	run(t, "ip", "-n", n.client, "addr", "add", "10.13.1.2/24", "dev", "vc")
-	run(t, "ip", "-n", n.node, "addr", "add", "10.13.1.1/24", "dev", "vnc")
-	run(t, "ip", "-n", n.node, "addr", "add", "10.13.2.1/24", "dev", "vnp")
-	run(t, "ip", "-n", n.peer, "addr", "add", "10.13.2.2/24", "dev", "vp")
-	for _, l := range [][2]string{{n.client, "vc"}, {n.node, "vnc"}, {n.node, "vnp"}, {n.peer, "vp"}} {
-		run(t, "ip", "-n", l[0], "link", "set", l[1], "up")
-	}
-	run(t, "ip", "-n", n.client, "route", "add", "default", "via", "10.13.1.1")
-	run(t, "ip", "-n", n.peer, "route", "add", "default", "via", "10.13.2.1")
-	// bpf_fib_lookup wants forwarding on the ingress interfaces.
-	run(t, "ip", "netns", "exec", n.node, "sh", "-c", "echo 1 > /proc/sys/net/ipv4/conf/all/forwarding")
-	// Senders compute their UDP checksums, as packets from a NIC carry
-	// them (see the package comment on CHECKSUM_PARTIAL).
-	testkit.InNetns(t, n.client, func() { testkit.TxChecksum(t, "vc", false) })
-	testkit.InNetns(t, n.peer, func() { testkit.TxChecksum(t, "vp", false) })
-	return n
+	n := testkit.NewNet(t, "cl5o")
+	return &testNet{client: n.Client, node: n.Node, peer: n.Peer}
 }
 
 func listenIn(t testing.TB, n string, ap netip.AddrPort) *net.UDPConn {
@@ -292,13 +230,13 @@ func testRelays(t *testing.T, mode AttachMode) {
 	}
 	// Forwarding off on the node: bpf_fib_lookup refuses, and the
 	// datagram goes to user space.
-	run(t, "ip", "netns", "exec", n.node, "sh", "-c", "echo 0 > /proc/sys/net/ipv4/conf/all/forwarding")
+	testkit.Run(t, "ip", "netns", "exec", n.node, "sh", "-c", "echo 0 > /proc/sys/net/ipv4/conf/all/forwarding")
 	noFwd := channelData(0x4001, []byte("forwarding off"), false)
 	send(t, client, noFwd, listen)
 	if got, _ := recv(t, nodeListen); !bytes.Equal(got, noFwd) {
 		t.Fatalf("node got %x with forwarding off, want %x", got, noFwd)
 	}
-	run(t, "ip", "netns", "exec", n.node, "sh", "-c", "echo 1 > /proc/sys/net/ipv4/conf/all/forwarding")
+	testkit.Run(t, "ip", "netns", "exec", n.node, "sh", "-c", "echo 1 > /proc/sys/net/ipv4/conf/all/forwarding")
 
 	// Installing again is a no-op; a binding that claims the same
 	// client side or the same peer side is refused.
