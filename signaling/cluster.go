@@ -159,23 +159,7 @@ func (h *Hub) Reattach(ugi, token string) (*Session, error) {
 		return nil, ErrResumeRefused
 	}
 	g.resumes.Adopt(id, sha256.Sum256([]byte(token)))
-	h.stopGraceLocked(p)
-	old := p.conn
-	s := h.newSession(g, p, "")
-	p.conn = s
-	h.metrics.sessions.Inc()
-	if old != nil {
-		old.shutdown(CloseNormal, "resumed on another connection")
-	}
-	h.metrics.resumes.WithLabelValues("ok").Inc()
-	for _, f := range p.pending {
-		s.send(f)
-	}
-	p.pending = nil
-	if l := p.lobby; l != nil && l.host == p {
-		h.changeHostLocked(l, p, causeReclaim, now)
-	}
-	return s, nil
+	return h.reclaimLocked(g, p, "", now, false), nil
 }
 
 // ErrResumeRefused: Reattach found no held player for the token.

@@ -195,6 +195,14 @@ func (h *Hub) Resume(ugi, token, cookie string) (*Session, bool, error) {
 		s.sendOp(wire.OpWarning, warnResumeFailed)
 		return s, false, nil
 	}
+	return h.reclaimLocked(g, p, cookie, now, true), true, nil
+}
+
+// reclaimLocked gives held (or reconnecting) player p a new session: its
+// old connection closes, and it gets what it missed. initOK: the client
+// resumed and is told so, with a new token (Resume); otherwise its game
+// moved under it and it knows nothing (Reattach). g.mu is held.
+func (h *Hub) reclaimLocked(g *game, p *player, cookie string, now time.Time, initOK bool) *Session {
 	h.stopGraceLocked(p)
 	old := p.conn
 	s := h.newSession(g, p, cookie)
@@ -204,8 +212,10 @@ func (h *Hub) Resume(ugi, token, cookie string) (*Session, bool, error) {
 		old.shutdown(CloseNormal, "resumed on another connection")
 	}
 	h.metrics.resumes.WithLabelValues("ok").Inc()
-	h.sendInitOKLocked(g, p)
-	h.changedLocked(g) // a new token
+	if initOK {
+		h.sendInitOKLocked(g, p)
+		h.changedLocked(g) // a new token
+	}
 	for _, f := range p.pending {
 		s.send(f)
 	}
@@ -214,7 +224,7 @@ func (h *Hub) Resume(ugi, token, cookie string) (*Session, bool, error) {
 		// The host is back: a new term fences anything done in its absence.
 		h.changeHostLocked(l, p, causeReclaim, now)
 	}
-	return s, true, nil
+	return s
 }
 
 // DisconnectReason says how a connection ended.
