@@ -139,21 +139,9 @@ func RunMesh(ctx context.Context, cfg MeshConfig) (*MeshResult, error) {
 	if cfg.Lobbies > cfg.Players {
 		return nil, fmt.Errorf("mesh: %d lobbies need at least as many players, have %d", cfg.Lobbies, cfg.Players)
 	}
-	wsURL, err := cl5URL(cfg.Target.URL, cfg.Target.UGI)
+	wsURL, pcfg, err := peerConfig(cfg.Target, cfg.LoopbackOnly, cfg.Logger)
 	if err != nil {
-		return nil, fmt.Errorf("mesh: url %q: %w", cfg.Target.URL, err)
-	}
-	u, _ := url.Parse(wsURL)
-	port, _ := strconv.Atoi(u.Port())
-	if port == 0 {
-		port = 80
-		if u.Scheme == "wss" {
-			port = 443
-		}
-	}
-	pcfg := peerclient.Config{
-		Host: u.Hostname(), Port: port, Path: u.Path, Secure: u.Scheme == "wss",
-		Origin: cfg.Target.Origin, LoopbackOnly: cfg.LoopbackOnly, Logger: cfg.Logger,
+		return nil, fmt.Errorf("mesh: %w", err)
 	}
 
 	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
@@ -443,4 +431,25 @@ func (r *meshRun) opened(k meshPair, dialer bool) {
 			r.allOne.Do(func() { close(r.all) })
 		}
 	}
+}
+
+// peerConfig returns target's CL5 WebSocket URL and the data-plane
+// client's configuration for its broker (on the same port and path).
+func peerConfig(target Target, loopbackOnly bool, log *slog.Logger) (string, peerclient.Config, error) {
+	wsURL, err := cl5URL(target.URL, target.UGI)
+	if err != nil {
+		return "", peerclient.Config{}, fmt.Errorf("url %q: %w", target.URL, err)
+	}
+	u, _ := url.Parse(wsURL)
+	port, _ := strconv.Atoi(u.Port())
+	if port == 0 {
+		port = 80
+		if u.Scheme == "wss" {
+			port = 443
+		}
+	}
+	return wsURL, peerclient.Config{
+		Host: u.Hostname(), Port: port, Path: u.Path, Secure: u.Scheme == "wss",
+		Origin: target.Origin, LoopbackOnly: loopbackOnly, Logger: log,
+	}, nil
 }

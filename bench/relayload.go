@@ -8,8 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/url"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -238,21 +236,9 @@ func RunRelay(ctx context.Context, cfg RelayConfig) (*RelayResult, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	wsURL, err := cl5URL(cfg.Target.URL, cfg.Target.UGI)
+	wsURL, pcfg, err := peerConfig(cfg.Target, cfg.LoopbackOnly, cfg.Logger)
 	if err != nil {
-		return nil, fmt.Errorf("relay: url %q: %w", cfg.Target.URL, err)
-	}
-	u, _ := url.Parse(wsURL)
-	port, _ := strconv.Atoi(u.Port())
-	if port == 0 {
-		port = 80
-		if u.Scheme == "wss" {
-			port = 443
-		}
-	}
-	pcfg := peerclient.Config{
-		Host: u.Hostname(), Port: port, Path: u.Path, Secure: u.Scheme == "wss",
-		Origin: cfg.Target.Origin, LoopbackOnly: cfg.LoopbackOnly, Logger: cfg.Logger,
+		return nil, fmt.Errorf("relay: %w", err)
 	}
 	var tag [6]byte
 	_, _ = rand.Read(tag[:])
