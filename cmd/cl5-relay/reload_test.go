@@ -7,45 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pion/logging"
-	"github.com/pion/turn/v4"
-
 	"github.com/cl5-relay/cl5-relay/relaynode/turncred"
 )
-
-// turnRelay is a TURN client's allocation, open until the test ends.
-type turnRelay struct {
-	relay net.PacketConn
-}
-
-// tryAllocate makes an allocation on server (UDP) with user and pass.
-func tryAllocate(t *testing.T, server, user, pass string) (*turnRelay, error) {
-	t.Helper()
-	conn, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	lf := logging.NewDefaultLoggerFactory()
-	lf.DefaultLogLevel = logging.LogLevelDisabled
-	c, err := turn.NewClient(&turn.ClientConfig{
-		TURNServerAddr: server, STUNServerAddr: server, Username: user, Password: pass,
-		Conn: conn, RTO: 100 * time.Millisecond, LoggerFactory: lf,
-	})
-	if err != nil {
-		conn.Close()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close(); c.Close() })
-	if err := c.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	relay, err := c.Allocate()
-	if err != nil {
-		return nil, err
-	}
-	t.Cleanup(func() { conn.Close(); relay.Close() })
-	return &turnRelay{relay: relay}, nil
-}
 
 // relays checks that a datagram sent through the allocation reaches peer.
 func (r *turnRelay) relays(t *testing.T, peer net.PacketConn, payload string) {
