@@ -428,6 +428,18 @@ func (c *Cluster) handleOpen(m message) {
 // maxBatch bounds the frames of one tunnel message.
 const maxBatch = 64
 
+// closeBack forgets ow and, if it was still open, tells its origin the
+// connection closed with code and text.
+func (c *Cluster) closeBack(ow *ownerTunnel, code int, text string) {
+	c.mu.Lock()
+	_, open := c.owners[ow.id]
+	delete(c.owners, ow.id)
+	c.mu.Unlock()
+	if open {
+		c.reply(ow.from, message{kind: kindCloseBack, from: c.self, tid: ow.id, code: uint64(code), text: text})
+	}
+}
+
 // pump carries an owner session's frames to its origin, in order, and its
 // close. One per owner tunnel; it ends with the session.
 func (c *Cluster) pump(ow *ownerTunnel) {
@@ -498,13 +510,7 @@ func (c *Cluster) pump(ow *ownerTunnel) {
 	default:
 		ow.sess.Disconnect(signaling.Lost) // the cluster is closing
 	}
-	c.mu.Lock()
-	_, open := c.owners[ow.id]
-	delete(c.owners, ow.id)
-	c.mu.Unlock()
-	if open {
-		c.reply(ow.from, message{kind: kindCloseBack, from: c.self, tid: ow.id, code: uint64(code), text: text})
-	}
+	c.closeBack(ow, code, text)
 	ow.sess.Disconnect(signaling.Lost) // the hub closed it: no hold (or the player moved on)
 }
 
@@ -679,13 +685,7 @@ func (c *Cluster) pumpBroker(ow *ownerTunnel) {
 	if broken {
 		code, text = signaling.CloseServiceRestart, "lost touch with the client's core"
 	}
-	c.mu.Lock()
-	_, open := c.owners[ow.id]
-	delete(c.owners, ow.id)
-	c.mu.Unlock()
-	if open {
-		c.reply(ow.from, message{kind: kindCloseBack, from: c.self, tid: ow.id, code: uint64(code), text: text})
-	}
+	c.closeBack(ow, code, text)
 }
 
 // Rerouting. When a game's owner dies (or drops it), the tunnels of its
